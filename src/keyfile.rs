@@ -1,0 +1,113 @@
+//! The key file (SPEC §3): one key per line, an optional project label, `#` comments.
+//!
+//! Parsing is a pure function of the text; `load` is the only place that reads the file. Nothing
+//! here ever prints a key: warnings name line numbers and fingerprints.
+
+use std::path::Path;
+
+/// One key of the pool and the Google Cloud project whose quota it spends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    pub key: String,
+    /// `None`: the key is its own project.
+    pub project: Option<String>,
+}
+
+/// The keys of a file and what was odd about it (for warning logs; no key text inside).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub keys: Vec<KeySpec>,
+    pub warnings: Vec<String>,
+}
+
+/// Parse key-file text. Never fails: an empty result is for the caller to judge.
+pub fn parse(text: &str) -> Parsed {
+    let mut out = Parsed::default();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim().trim_start_matches('\u{feff}');
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let Some(key) = fields.next() else { continue };
+        let project = fields.next().filter(|p| !p.starts_with('#')).map(str::to_string);
+        if fields.next().is_some_and(|f| !f.starts_with('#')) && project.is_some() {
+            out.warnings.push(format!("line {}: fields after the project label are ignored", n + 1));
+        }
+        if out.keys.iter().any(|k| k.key == key) {
+            out.warnings.push(format!("line {}: duplicate key dropped", n + 1));
+            continue;
+        }
+        out.keys.push(KeySpec { key: key.to_string(), project });
+    }
+    out
+}
+
+/// Read and parse the key file; a missing, unreadable or key-less file is an error message.
+pub fn load(path: &Path) -> Result<Parsed, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("key file {} is not UTF-8 text", path.display()))?;
+    let parsed = parse(&text);
+    if parsed.keys.is_empty() {
+        return Err(format!(
+            "key file {} holds no keys (one key per line; # starts a comment)",
+            path.display()
+        ));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(text: &str) -> Vec<(String, Option<String>)> {
+        parse(text).keys.into_iter().map(|k| (k.key, k.project)).collect()
+    }
+
+    #[test]
+    fn comments_blank_lines_whitespace_and_labels() {
+        let text = "# my keys\n\n  AIzaA  \nAIzaB proj-1\n\tAIzaC\tproj-1 # shared\r\n#AIzaD\n";
+        assert_eq!(
+            keys(text),
+            vec![
+                ("AIzaA".into(), None),
+                ("AIzaB".into(), Some("proj-1".into())),
+                ("AIzaC".into(), Some("proj-1".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicates_are_dropped_with_a_warning_that_names_no_key() {
+        let p = parse("AIzaSECRET1\nAIzaSECRET1 other\n");
+        assert_eq!(p.keys.len(), 1);
+        assert_eq!(p.warnings, vec!["line 2: duplicate key dropped".to_string()]);
+        assert!(p.warnings.iter().all(|w| !w.contains("SECRET")));
+    }
+
+    #[test]
+    fn a_comment_right_after_the_key_is_not_a_project() {
+        assert_eq!(keys("AIzaA # note\n"), vec![("AIzaA".into(), None)]);
+    }
+
+    #[test]
+    fn bom_and_crlf() {
+        assert_eq!(keys("\u{feff}AIzaA\r\nAIzaB\r\n"), vec![("AIzaA".into(), None), ("AIzaB".into(), None)]);
+    }
+
+    #[test]
+    fn load_errors_are_clear() {
+        let dir = std::env::temp_dir().join(format!("gkm-keyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = load(&dir.join("nope.txt")).unwrap_err();
+        assert!(missing.contains("cannot read key file"), "{missing}");
+        let empty = dir.join("empty.txt");
+        std::fs::write(&empty, "# nothing\n\n").unwrap();
+        assert!(load(&empty).unwrap_err().contains("holds no keys"));
+        let bin = dir.join("bin.txt");
+        std::fs::write(&bin, [0xff, 0xfe, 0x00]).unwrap();
+        assert!(load(&bin).unwrap_err().contains("not UTF-8"));
+    }
+}

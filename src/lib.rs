@@ -1,0 +1,215 @@
+//! gemini-key-manager: one client token in front of a pool of Gemini API keys.
+//!
+//! `start(Config)` brings up the whole proxy in-process (tests use it with port 0) and returns a
+//! `Handle`; `main.rs` only parses the command line and calls into here. See ARCHITECTURE.md for
+//! the map of modules and the invariants they keep.
+
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod keyfile;
+pub mod logging;
+pub mod metrics;
+pub mod native;
+pub mod pool;
+pub mod quota;
+pub mod router;
+pub mod server;
+pub mod sse;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::error::{ProxyError, Reply, Surface};
+use crate::pool::KeyState;
+use crate::router::{Presented, Route, Target};
+use crate::server::{Exchange, Handler, RequestRecord, Server};
+use crate::upstream::{KeyStyle, KeyUsed, Upstream};
+
+/// Everything the workers share.
+pub struct App {
+    pub config: Config,
+    pub pool: Mutex<KeyState>,
+    pub upstream: Upstream,
+    pub metrics: metrics::Metrics,
+}
+
+impl App {
+    pub fn new(config: Config, keys: Vec<keyfile::KeySpec>) -> App {
+        let pool = KeyState::new(keys, config.reset_timezone, Utc::now());
+        App {
+            upstream: Upstream::new(&config),
+            pool: Mutex::new(pool),
+            metrics: metrics::Metrics::default(),
+            config,
+        }
+    }
+
+    /// An instant as RFC 3339 in the reset time zone.
+    pub fn format_time(&self, t: DateTime<Utc>) -> String {
+        t.with_timezone(&self.config.reset_timezone).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    }
+
+    /// Count a successful answer against the key that got it.
+    pub fn record_success(&self, used: &KeyUsed, model: Option<&str>, tokens: u64) {
+        self.pool.lock().record(
+            used.idx,
+            &used.fingerprint,
+            model,
+            &quota::Outcome::Success,
+            tokens,
+            Utc::now(),
+        );
+    }
+
+    fn dispatch(&self, ex: &mut Exchange, target: &Target, route: &Route) -> Result<(), ProxyError> {
+        match route {
+            Route::Native => native::handle(self, ex, target, KeyStyle::GoogHeader),
+            Route::GeminiOpenAi => native::handle(self, ex, target, KeyStyle::Bearer),
+            Route::OpenAiChat | Route::OpenAiModels { .. } | Route::OpenAiEmbeddings => {
+                Err(ProxyError::NotFound {
+                    message: "The OpenAI-compatible routes are not available in this build".into(),
+                })
+            }
+            Route::Status | Route::Metrics | Route::Dashboard => {
+                Err(ProxyError::NotFound { message: "Admin pages are not available in this build".into() })
+            }
+            Route::NotFound => Err(ProxyError::NotFound {
+                message: format!("No route for {} {}", ex.method, crate::logging::redact(&target.path)),
+            }),
+        }
+    }
+}
+
+impl Handler for App {
+    fn handle(&self, ex: &mut Exchange) -> Result<(), ProxyError> {
+        let target = Target::parse(&ex.target);
+        ex.record.path = target.path.clone();
+        let presented = Presented::from_request(&ex.headers, &target);
+        let route = router::route(&ex.method, &target.path, presented.bearer.is_some());
+        ex.record.route = route.name();
+        ex.record.surface = Some(route.surface());
+        if route == Route::NotFound {
+            return self.dispatch(ex, &target, &route);
+        }
+        let allow_basic = route == Route::Dashboard;
+        if !presented.matches(&self.config.tokens, allow_basic) {
+            return Err(ProxyError::Unauthorized);
+        }
+        self.dispatch(ex, &target, &route)
+    }
+
+    fn healthz(&self) -> Reply {
+        let now = Utc::now();
+        let pool = self.pool.lock();
+        let (usable, total) = (pool.usable_count(now), pool.len());
+        drop(pool);
+        Reply::json(200, &json!({"status": "ok", "keys_usable": usable, "keys_total": total}))
+    }
+
+    fn finished(&self, r: &RequestRecord) {
+        self.metrics.request(r);
+        log_request(r);
+    }
+}
+
+/// The one log line per request (SPEC §7).
+fn log_request(r: &RequestRecord) {
+    let keys = if r.keys.is_empty() { "-".to_string() } else { r.keys.join(",") };
+    let line = format!(
+        "{} {} model={} surface={} status={} attempts={} keys={} latency_ms={:.1}{}{}{}",
+        r.method,
+        r.path,
+        r.model.as_deref().unwrap_or("-"),
+        r.surface.unwrap_or(Surface::Native).as_str(),
+        r.status,
+        r.attempts,
+        keys,
+        r.latency.as_secs_f64() * 1000.0,
+        r.first_byte.map(|d| format!(" first_byte_ms={:.1}", d.as_secs_f64() * 1000.0)).unwrap_or_default(),
+        if r.client_gone { " client_gone" } else { "" },
+        r.note.as_deref().map(|n| format!(" note=\"{n}\"")).unwrap_or_default(),
+    );
+    if r.route == "healthz" {
+        log::debug!("{line}");
+    } else {
+        log::info!("{line}");
+    }
+}
+
+/// A running proxy.
+pub struct Handle {
+    pub app: Arc<App>,
+    server: Server,
+}
+
+impl Handle {
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// `http://127.0.0.1:PORT` (tests).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    pub fn stats(&self) -> &server::ServerStats {
+        &self.server.stats
+    }
+
+    /// Block until accepting fails (Err) or `stop_accepting` was called (Ok).
+    pub fn wait(&mut self) -> Result<(), String> {
+        self.server.wait()
+    }
+
+    pub fn stop_accepting(&self) {
+        self.server.stop_accepting();
+    }
+
+    pub fn stopper(&self) -> server::Stopper {
+        self.server.stopper()
+    }
+
+    /// Stop accepting, give in-flight requests up to `DRAIN_TIMEOUT`; true if all finished.
+    pub fn shutdown(self) -> bool {
+        let workers = self.app.config.workers;
+        self.server.shutdown(server::DRAIN_TIMEOUT, workers)
+    }
+}
+
+/// Load the keys and start serving. Errors are one clear line each.
+pub fn start(config: Config) -> Result<Handle, String> {
+    let parsed = keyfile::load(&config.key_file)?;
+    for w in &parsed.warnings {
+        log::warn!("key file {}: {w}", config.key_file.display());
+    }
+    logging::add_secrets(parsed.keys.iter().map(|k| k.key.clone()));
+    logging::add_secrets(config.tokens.iter().cloned());
+    let app = Arc::new(App::new(config.clone(), parsed.keys));
+    let handler: Arc<dyn Handler> = app.clone();
+    let server = Server::start(&config.host, config.port, config.workers, config.queue_size, handler)?;
+    log::info!(
+        "listening on {} with {} keys, {} workers, upstream {}",
+        server.addr(),
+        app.pool.lock().len(),
+        config.workers,
+        config.upstream.origin
+    );
+    if config.uses_default_token() && !is_loopback(&config.host) {
+        log::warn!(
+            "the client token is the public default (see --help) on a non-loopback address: anyone who knows \
+             it can spend your keys. Set a token of your own with --token or PLACEHOLDER_TOKEN."
+        );
+    }
+    Ok(Handle { app, server })
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}

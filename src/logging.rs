@@ -1,0 +1,251 @@
+//! Logging: `fern` formatting, redaction of secrets, and one writer thread for the console and
+//! the size-rotated `gemini-key-manager.log` (SPEC §7).
+//!
+//! Redaction happens in exactly one place, `redact`, applied to every formatted line before it
+//! leaves the process. Workers never write to a file or a terminal: a line is handed to the
+//! writer thread over a bounded channel, and if that thread falls behind, lines are dropped and
+//! counted rather than making requests wait.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::RwLock;
+
+pub const LOG_FILE_NAME: &str = "gemini-key-manager.log";
+const QUEUE: usize = 16 * 1024;
+
+/// Secrets that must never appear in a line: the real keys and the client tokens.
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static SINK: OnceLock<Sender<Msg>> = OnceLock::new();
+
+enum Msg {
+    Line(String),
+    Flush(Sender<()>),
+}
+
+/// Register secrets (keys, tokens) to be masked in every log line from now on.
+pub fn add_secrets<I: IntoIterator<Item = String>>(secrets: I) {
+    let mut s = SECRETS.write();
+    for secret in secrets {
+        if secret.len() >= 4 && !s.contains(&secret) {
+            s.push(secret);
+        }
+    }
+    // Longest first, so a secret that contains another is masked whole.
+    s.sort_by_key(|x| std::cmp::Reverse(x.len()));
+}
+
+/// Mask every registered secret and anything shaped like a Google API key (`AIza` + 35 chars).
+pub fn redact(line: &str) -> String {
+    let mut out = line.to_string();
+    for secret in SECRETS.read().iter() {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "[REDACTED]");
+        }
+    }
+    redact_key_shapes(&out)
+}
+
+fn redact_key_shapes(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while let Some(pos) = s[i..].find("AIza") {
+        let start = i + pos;
+        let mut end = start + 4;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'-' || bytes[end] == b'_')
+        {
+            end += 1;
+        }
+        if end - start >= 30 {
+            out.push_str(&s[copied..start]);
+            out.push_str("AIza[REDACTED]");
+            copied = end;
+        }
+        i = end;
+    }
+    out.push_str(&s[copied..]);
+    out
+}
+
+/// Lines dropped because the writer thread could not keep up.
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// A file that rotates to `.1` … `.keep` when it would grow past `max_bytes`.
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: usize,
+    file: Option<File>,
+    size: u64,
+}
+
+impl RotatingFile {
+    pub fn open(path: &Path, max_bytes: u64, keep: usize) -> std::io::Result<RotatingFile> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingFile { path: path.to_path_buf(), max_bytes, keep, file: Some(file), size })
+    }
+
+    fn rotated(&self, n: usize) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file = None;
+        if self.keep == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            let _ = std::fs::remove_file(self.rotated(self.keep));
+            for n in (1..self.keep).rev() {
+                let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
+            }
+            std::fs::rename(&self.path, self.rotated(1))?;
+        }
+        self.file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+        self.size = 0;
+        Ok(())
+    }
+
+    pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        let len = line.len() as u64 + 1;
+        if self.size > 0 && self.size + len > self.max_bytes {
+            self.rotate()?;
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.write_all(line.as_bytes())?;
+            f.write_all(b"\n")?;
+            self.size += len;
+        }
+        Ok(())
+    }
+}
+
+/// Install the logger. `file` is `(dir, max_bytes, keep)`; `None` logs to the console only.
+/// Calling it twice keeps the first logger (tests start several proxies in one process).
+pub fn init(level: log::LevelFilter, file: Option<(&Path, u64, usize)>, console: bool) -> Result<(), String> {
+    if SINK.get().is_some() {
+        return Ok(());
+    }
+    let mut rotating = match file {
+        Some((dir, max, keep)) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
+            let path = dir.join(LOG_FILE_NAME);
+            Some(
+                RotatingFile::open(&path, max, keep)
+                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let (tx, rx): (Sender<Msg>, Receiver<Msg>) = crossbeam_channel::bounded(QUEUE);
+    if SINK.set(tx.clone()).is_err() {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || {
+            let mut file_failed = false;
+            for msg in rx {
+                match msg {
+                    Msg::Line(line) => {
+                        if console {
+                            let _ = writeln!(std::io::stderr().lock(), "{line}");
+                        }
+                        if let Some(f) = rotating.as_mut() {
+                            if let Err(e) = f.write_line(&line) {
+                                if !file_failed {
+                                    let _ = writeln!(std::io::stderr(), "log file write failed: {e}");
+                                }
+                                file_failed = true;
+                            } else {
+                                file_failed = false;
+                            }
+                        }
+                    }
+                    Msg::Flush(ack) => {
+                        let _ = ack.send(());
+                    }
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the log writer: {e}"))?;
+
+    fern::Dispatch::new()
+        .level(level)
+        // Dependencies are quiet unless we are tracing.
+        .level_for("ureq", log::LevelFilter::Warn.min(level))
+        .level_for("ureq_proto", log::LevelFilter::Warn.min(level))
+        .level_for("rustls", log::LevelFilter::Warn.min(level))
+        .level_for("tiny_http", log::LevelFilter::Warn.min(level))
+        .format(|out, message, record| {
+            let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+            out.finish(format_args!("{now} {:<5} {}", record.level(), message))
+        })
+        .chain(fern::Output::call(move |record| {
+            let line = redact(&record.args().to_string());
+            if tx.try_send(Msg::Line(line)).is_err() {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }))
+        .apply()
+        .map_err(|e| format!("cannot install the logger: {e}"))
+}
+
+/// Wait until every line logged so far has been written (shutdown, tests).
+pub fn flush() {
+    if let Some(tx) = SINK.get() {
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        if tx.send(Msg::Flush(ack_tx)).is_ok() {
+            let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_secrets_and_key_shapes_are_masked() {
+        add_secrets(["client-token-xyz".to_string()]);
+        let key = "AIzaSyA1234567890abcdefghijklmnopqrstuv";
+        let line = format!("GET /v1beta/models?key=client-token-xyz used {key} and AIzaShort");
+        let r = redact(&line);
+        assert!(!r.contains("client-token-xyz"), "{r}");
+        assert!(!r.contains(key), "{r}");
+        assert!(r.contains("AIzaShort"), "short words that merely start with AIza stay: {r}");
+        assert!(r.contains("[REDACTED]"));
+    }
+
+    #[test]
+    fn the_log_file_rotates_by_size_and_keeps_n() {
+        let dir = std::env::temp_dir().join(format!("gkm-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(LOG_FILE_NAME);
+        let mut f = RotatingFile::open(&path, 100, 2).unwrap();
+        for i in 0..20 {
+            f.write_line(&format!("line {i:02} {}", "x".repeat(30))).unwrap();
+        }
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        assert!(size(&path) <= 100 && size(&path) > 0);
+        assert!(size(&dir.join(format!("{LOG_FILE_NAME}.1"))) > 0);
+        assert!(size(&dir.join(format!("{LOG_FILE_NAME}.2"))) > 0);
+        assert!(!dir.join(format!("{LOG_FILE_NAME}.3")).exists());
+        let newest = std::fs::read_to_string(&path).unwrap();
+        assert!(newest.contains("line 19"));
+    }
+}

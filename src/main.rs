@@ -1,0 +1,99 @@
+//! Command line → `Config` → run. No logic of its own.
+
+use std::process::ExitCode;
+
+use gemini_key_manager::config::{self, Command, Config, RawOptions};
+
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let raw = match RawOptions::collect(&args, &|name| std::env::var(name).ok()) {
+        Ok(r) => r,
+        Err(e) => return bad_usage(&e.to_string()),
+    };
+    match raw.command {
+        Command::Help => {
+            print!("{}", config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            println!("gemini-key-manager {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let cfg = match Config::from_raw(&raw) {
+        Ok(c) => c,
+        Err(e) => return bad_usage(&e.to_string()),
+    };
+    match raw.command {
+        Command::Healthcheck => ExitCode::from(gemini_key_manager::commands::healthcheck(cfg.port) as u8),
+        Command::Usage { .. } | Command::CheckKeys => {
+            eprintln!("gemini-key-manager: this command is not available in this build");
+            ExitCode::from(2)
+        }
+        _ => serve(cfg),
+    }
+}
+
+fn bad_usage(message: &str) -> ExitCode {
+    for line in message.lines() {
+        eprintln!("gemini-key-manager: {line}");
+    }
+    ExitCode::from(2)
+}
+
+fn serve(cfg: Config) -> ExitCode {
+    use gemini_key_manager::logging;
+    let file = cfg.log_dir.as_deref().map(|d| (d, cfg.log_max_bytes, cfg.log_keep));
+    if let Err(e) = logging::init(cfg.log_level, file, true) {
+        return bad_usage(&e);
+    }
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ]) {
+        Ok(s) => s,
+        Err(e) => return bad_usage(&format!("cannot install signal handlers: {e}")),
+    };
+    let mut handle = match gemini_key_manager::start(cfg) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("{e}");
+            logging::flush();
+            return bad_usage(&e);
+        }
+    };
+    // Signals arrive on their own thread; the main thread waits on the acceptor.
+    let signal_handle = signals.handle();
+    let stopper = handle.stopper();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGHUP {
+                log::info!("SIGHUP: key file reload is not available in this build");
+                continue;
+            }
+            log::info!("signal {sig}: shutting down");
+            stopper.stop();
+            break;
+        }
+    });
+    let waited = handle.wait();
+    signal_handle.close();
+    if let Err(e) = waited {
+        log::error!("{e}; exiting");
+        logging::flush();
+        return ExitCode::FAILURE;
+    }
+    let drained = handle.shutdown();
+    if !drained {
+        log::warn!("some requests were still running after the drain timeout");
+    }
+    log::info!("stopped");
+    logging::flush();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,129 @@
+//! The native Gemini pass-through: same method, path, query and body bytes on the upstream, with
+//! the pool's key instead of the client's token, and the answer relayed as it arrives.
+//!
+//! It decides only what is Gemini-specific: the model of a path, whether an answer is a stream,
+//! and how to end a broken stream. Keys, retries and hygiene belong to `upstream`.
+
+use std::io::Read;
+
+use crate::App;
+use crate::error::{ProxyError, Reply};
+use crate::quota;
+use crate::router::Target;
+use crate::server::Exchange;
+use crate::upstream::{self, KeyStyle, KeyUsed, Outgoing};
+
+/// Largest non-streamed answer buffered in memory (anything bigger is relayed as a stream).
+const MAX_BUFFERED_ANSWER: u64 = 64 << 20;
+
+/// Serve a native route (or Gemini's own OpenAI layer, with `KeyStyle::Bearer`).
+pub fn handle(app: &App, ex: &mut Exchange, target: &Target, key_style: KeyStyle) -> Result<(), ProxyError> {
+    let body = ex.read_body(app.config.max_body_bytes)?;
+    let model = quota::model_from_path(&target.path);
+    ex.record.model = model.clone();
+    let query = upstream::strip_key_param(&target.query);
+    let path_and_query =
+        if query.is_empty() { target.path.clone() } else { format!("{}?{query}", target.path) };
+    let method = ex.method.clone();
+    let out = Outgoing {
+        method: &method,
+        path_and_query,
+        headers: upstream::forward_request_headers(&ex.headers),
+        body: &body,
+        key_style,
+    };
+    let (resp, used) = upstream::call_with_keys(app, &mut ex.record, model.as_deref(), &out)?;
+    let streaming = target.path.contains(":streamGenerateContent")
+        || content_type(&resp).starts_with("text/event-stream")
+        || !is_json(&resp) && resp.body().content_length().is_none();
+    relay(app, ex, resp, &used, model.as_deref(), streaming)
+}
+
+fn content_type(resp: &ureq::http::Response<ureq::Body>) -> String {
+    resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase()
+}
+
+fn is_json(resp: &ureq::http::Response<ureq::Body>) -> bool {
+    content_type(resp).contains("json")
+}
+
+/// Relay a successful upstream answer to the client, whole or streamed.
+fn relay(
+    app: &App,
+    ex: &mut Exchange,
+    resp: ureq::http::Response<ureq::Body>,
+    used: &KeyUsed,
+    model: Option<&str>,
+    streaming: bool,
+) -> Result<(), ProxyError> {
+    let status = resp.status().as_u16();
+    let headers = upstream::forward_response_headers(resp.headers());
+    if !streaming {
+        let body =
+            resp.into_body().with_config().limit(MAX_BUFFERED_ANSWER).read_to_vec().map_err(
+                |e| match &e {
+                    ureq::Error::Timeout(_) => ProxyError::UpstreamTimeout,
+                    ureq::Error::Io(io) if upstream::is_timeout(io) => ProxyError::UpstreamTimeout,
+                    _ => ProxyError::UpstreamIo { message: format!("reading the answer failed: {e}") },
+                },
+            )?;
+        let tokens =
+            serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| quota::usage_tokens(&v));
+        app.record_success(used, model, tokens.unwrap_or(0));
+        ex.respond(Reply { status, headers, body });
+        return Ok(());
+    }
+
+    let mut writer = match ex.start_stream(status, &headers) {
+        Ok(w) => w,
+        Err(e) => {
+            ex.record.client_gone = true;
+            log::debug!("client left before the stream started: {e}");
+            return Ok(());
+        }
+    };
+    let mut reader = resp.into_body().into_reader();
+    let mut usage = crate::sse::UsageScanner::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => {
+                app.record_success(used, model, usage.tokens().unwrap_or(0));
+                if let Err(e) = writer.finish() {
+                    ex.record.client_gone = true;
+                    log::debug!("client left at the end of the stream: {e}");
+                }
+                return Ok(());
+            }
+            Ok(n) => {
+                if ex.record.first_byte.is_none() {
+                    ex.record.first_byte = Some(ex.started.elapsed());
+                }
+                usage.feed(&buf[..n]);
+                if let Err(e) = writer.send(&buf[..n]) {
+                    // The client went away: dropping the reader drops the upstream request.
+                    ex.record.client_gone = true;
+                    log::debug!("client left mid-stream: {e}");
+                    app.record_success(used, model, usage.tokens().unwrap_or(0));
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                let timeout = upstream::is_timeout(&e);
+                ex.record.note = Some(
+                    if timeout { "upstream timeout mid-stream" } else { "upstream broke mid-stream" }.into(),
+                );
+                log::warn!(
+                    "upstream {} after {} bytes of a stream; ending it",
+                    if timeout { "went silent" } else { "failed" },
+                    writer.bytes
+                );
+                app.record_success(used, model, usage.tokens().unwrap_or(0));
+                // No retry once bytes went out: break the chunked framing so the client sees an
+                // incomplete body instead of a clean end.
+                writer.abort();
+                return Ok(());
+            }
+        }
+    }
+}

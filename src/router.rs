@@ -1,0 +1,312 @@
+//! Routing and the client-token check: (method, path, credentials) → which handler, and whether
+//! the caller may use it.
+//!
+//! Everything here is pure: it looks at the request head only, never at the body, so a wrong
+//! token is refused before a byte of the body is read. Tokens are compared in constant time.
+
+use sha2::{Digest, Sha256};
+
+use crate::error::Surface;
+
+/// The request target split into path and query; absolute-form targets lose their authority
+/// (only the configured upstream is ever contacted, whatever the request line says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub path: String,
+    pub query: String,
+}
+
+impl Target {
+    pub fn parse(target: &str) -> Target {
+        let mut rest = target;
+        if let Some(i) = rest.find("://")
+            && i > 0
+            && rest[..i].bytes().all(|b| b.is_ascii_alphabetic())
+        {
+            let after = &rest[i + 3..];
+            rest = match after.find('/') {
+                Some(j) => &after[j..],
+                None => "/",
+            };
+        }
+        let rest = rest.split('#').next().unwrap_or("");
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, q),
+            None => (rest, ""),
+        };
+        Target { path: path.to_string(), query: query.to_string() }
+    }
+
+    /// First value of a query parameter (raw, not percent-decoded beyond `%XX`).
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k == name).then(|| percent_decode(v))
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Native Gemini pass-through (`/v1beta/**`, `/v1/**`, `/upload/**`).
+    Native,
+    /// Gemini's own OpenAI layer, real key as Bearer.
+    GeminiOpenAi,
+    OpenAiChat,
+    OpenAiModels {
+        id: Option<String>,
+    },
+    OpenAiEmbeddings,
+    Status,
+    Metrics,
+    Dashboard,
+    NotFound,
+}
+
+impl Route {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Native => "native",
+            Route::GeminiOpenAi => "gemini_openai",
+            Route::OpenAiChat => "chat_completions",
+            Route::OpenAiModels { .. } => "models",
+            Route::OpenAiEmbeddings => "embeddings",
+            Route::Status => "status",
+            Route::Metrics => "metrics",
+            Route::Dashboard => "dashboard",
+            Route::NotFound => "not_found",
+        }
+    }
+
+    pub fn surface(&self) -> Surface {
+        match self {
+            Route::OpenAiChat
+            | Route::OpenAiModels { .. }
+            | Route::OpenAiEmbeddings
+            | Route::GeminiOpenAi => Surface::OpenAi,
+            Route::Status | Route::Metrics | Route::Dashboard => Surface::Admin,
+            Route::Native | Route::NotFound => Surface::Native,
+        }
+    }
+}
+
+/// Pick the route. `bearer` tells whether the client authenticated OpenAI-style, which decides
+/// between OpenAI's and Gemini's `GET /v1/models`.
+pub fn route(method: &str, path: &str, bearer: bool) -> Route {
+    match (method, path) {
+        ("POST", "/v1/chat/completions") => return Route::OpenAiChat,
+        ("POST", "/v1/embeddings") => return Route::OpenAiEmbeddings,
+        ("GET", "/status") => return Route::Status,
+        ("GET", "/metrics") => return Route::Metrics,
+        ("GET", "/dashboard") => return Route::Dashboard,
+        _ => {}
+    }
+    if method == "GET" && bearer {
+        if path == "/v1/models" {
+            return Route::OpenAiModels { id: None };
+        }
+        if let Some(id) = path.strip_prefix("/v1/models/")
+            && !id.is_empty()
+            && !id.contains([':', '/'])
+        {
+            return Route::OpenAiModels { id: Some(id.to_string()) };
+        }
+    }
+    if path.starts_with("/v1beta/openai/") {
+        return Route::GeminiOpenAi;
+    }
+    if ["/v1beta/", "/v1/", "/upload/", "/v1alpha/"].iter().any(|p| path.starts_with(p)) {
+        return Route::Native;
+    }
+    Route::NotFound
+}
+
+/// The credential a client presented, by the style it used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    pub goog: Option<String>,
+    pub bearer: Option<String>,
+    pub basic_password: Option<String>,
+    pub query: Option<String>,
+}
+
+impl Presented {
+    pub fn from_request(headers: &[(String, String)], target: &Target) -> Presented {
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim().to_string());
+        let auth = header("authorization");
+        let scheme = |prefix: &str| {
+            auth.as_deref().and_then(|a| {
+                let (s, rest) = a.split_once(' ')?;
+                s.eq_ignore_ascii_case(prefix).then(|| rest.trim().to_string())
+            })
+        };
+        Presented {
+            goog: header("x-goog-api-key"),
+            bearer: scheme("bearer"),
+            basic_password: scheme("basic").and_then(|b| basic_password(&b)),
+            query: target.query_param("key"),
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.goog.is_some() || self.bearer.is_some() || self.query.is_some() || self.basic_password.is_some()
+    }
+
+    /// True when one of the presented credentials equals one of `tokens`.
+    pub fn matches(&self, tokens: &[String], allow_basic: bool) -> bool {
+        let mut candidates = vec![&self.goog, &self.bearer, &self.query];
+        if allow_basic {
+            candidates.push(&self.basic_password);
+        }
+        let mut ok = false;
+        for c in candidates.into_iter().flatten() {
+            for t in tokens {
+                // Not short-circuited: the time taken does not depend on which token matched.
+                ok |= constant_time_eq(c, t);
+            }
+        }
+        ok
+    }
+}
+
+/// Compare two secrets in time independent of their contents (and of their lengths: both are
+/// hashed to 32 bytes first).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    let ha = Sha256::digest(a.as_bytes());
+    let hb = Sha256::digest(b.as_bytes());
+    let diff = ha.iter().zip(hb.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    diff == 0
+}
+
+fn basic_password(b64: &str) -> Option<String> {
+    let decoded = base64_decode(b64)?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(_, p)| p.to_string())
+}
+
+/// Standard base64 (with or without padding); `None` on anything else.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_in_every_form_keep_only_path_and_query() {
+        let cases = [
+            ("/v1beta/models?key=t", "/v1beta/models", "key=t"),
+            ("http://evil.example/v1beta/models?x=1", "/v1beta/models", "x=1"),
+            ("https://evil.example", "/", ""),
+            ("//evil.example/v1beta/models", "//evil.example/v1beta/models", ""),
+            ("/v1beta/models#frag", "/v1beta/models", ""),
+        ];
+        for (raw, path, query) in cases {
+            assert_eq!(Target::parse(raw), Target { path: path.into(), query: query.into() }, "{raw}");
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let cases = [
+            ("POST", "/v1beta/models/gemini-2.5-flash:generateContent", false, Route::Native),
+            ("GET", "/v1/models", false, Route::Native),
+            ("GET", "/v1/models", true, Route::OpenAiModels { id: None }),
+            (
+                "GET",
+                "/v1/models/gemini-2.5-flash",
+                true,
+                Route::OpenAiModels { id: Some("gemini-2.5-flash".into()) },
+            ),
+            ("POST", "/v1/models/gemini-2.5-flash:generateContent", true, Route::Native),
+            ("POST", "/v1/chat/completions", false, Route::OpenAiChat),
+            ("POST", "/v1/embeddings", true, Route::OpenAiEmbeddings),
+            ("POST", "/v1beta/openai/chat/completions", true, Route::GeminiOpenAi),
+            ("PUT", "/upload/v1beta/files", false, Route::Native),
+            ("GET", "/status", false, Route::Status),
+            ("GET", "/", false, Route::NotFound),
+            ("GET", "//evil.example/v1beta/models", false, Route::NotFound),
+            ("GET", "/v1betax", false, Route::NotFound),
+        ];
+        for (m, p, bearer, want) in cases {
+            assert_eq!(route(m, p, bearer), want, "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn tokens_in_all_three_styles_and_basic() {
+        let tokens = vec!["tok-a".to_string(), "tok-b".to_string()];
+        let t = Target::parse("/v1beta/models?key=tok-b");
+        let h = |n: &str, v: &str| vec![(n.to_string(), v.to_string())];
+        assert!(Presented::from_request(&[], &t).matches(&tokens, false));
+        let none = Target::parse("/v1beta/models");
+        assert!(Presented::from_request(&h("x-goog-api-key", "tok-a"), &none).matches(&tokens, false));
+        assert!(Presented::from_request(&h("authorization", "Bearer tok-a"), &none).matches(&tokens, false));
+        assert!(!Presented::from_request(&h("authorization", "Bearer tok-c"), &none).matches(&tokens, false));
+        assert!(!Presented::from_request(&[], &none).matches(&tokens, false));
+        // "user:tok-a" in base64
+        let basic = h("authorization", "Basic dXNlcjp0b2stYQ==");
+        assert!(!Presented::from_request(&basic, &none).matches(&tokens, false));
+        assert!(Presented::from_request(&basic, &none).matches(&tokens, true));
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "abcd"));
+    }
+
+    #[test]
+    fn percent_decoding_of_query_values() {
+        let t = Target::parse("/x?key=a%2Bb%3D&y");
+        assert_eq!(t.query_param("key").as_deref(), Some("a+b="));
+        assert_eq!(Target::parse("/x?key=%zz%").query_param("key").as_deref(), Some("%zz%"));
+    }
+}

@@ -1,0 +1,461 @@
+//! The HTTP server: listening socket, tiny_http, the acceptor, the fixed worker pool, load
+//! shedding, panics, and shutdown.
+//!
+//! This is the only module that touches `tiny_http::Request`; handlers see an `Exchange`, which
+//! reads the body with a limit and answers either a whole `Reply` or a chunked stream flushed
+//! piece by piece. The acceptor never blocks on a worker: when the hand-off queue is full it
+//! answers 503 itself, and it answers `/healthz` itself so health checks pass under load.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TrySendError};
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{ProxyError, Reply, Surface};
+
+/// Timeouts set on every client socket (inherited from the listening socket on Linux).
+const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests may run after SIGTERM.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a request handler needs from the application.
+pub trait Handler: Send + Sync + 'static {
+    /// Serve one request; errors are turned into responses by the caller.
+    fn handle(&self, ex: &mut Exchange) -> Result<(), ProxyError>;
+    /// `GET /healthz`, answered on the acceptor thread.
+    fn healthz(&self) -> Reply;
+    /// Called once per finished request with its log record.
+    fn finished(&self, record: &RequestRecord);
+}
+
+/// The facts of one request that end up in its log line and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct RequestRecord {
+    pub method: String,
+    /// Path without the query (the query may hold a token).
+    pub path: String,
+    pub route: &'static str,
+    pub surface: Option<Surface>,
+    pub model: Option<String>,
+    pub status: u16,
+    pub attempts: u32,
+    /// Fingerprints of the keys tried, in order.
+    pub keys: Vec<String>,
+    pub latency: Duration,
+    /// For streams: time until the first byte of the body went out.
+    pub first_byte: Option<Duration>,
+    pub streamed: bool,
+    /// The client went away before the answer was complete.
+    pub client_gone: bool,
+    pub note: Option<String>,
+}
+
+/// One request being served: its head, its body (read on demand), and the way to answer.
+pub struct Exchange {
+    request: Option<tiny_http::Request>,
+    pub method: String,
+    /// The request target as sent (origin-form, absolute-form or anything else).
+    pub target: String,
+    /// Header names lowercased, values as sent.
+    pub headers: Vec<(String, String)>,
+    pub started: Instant,
+    http10: bool,
+    pub record: RequestRecord,
+}
+
+/// An answer being streamed with chunked framing, flushed after every piece.
+pub struct StreamWriter {
+    out: Box<dyn Write + Send>,
+    chunked: bool,
+    pub bytes: u64,
+}
+
+impl Exchange {
+    fn new(request: tiny_http::Request, started: Instant) -> Exchange {
+        let headers = request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
+            .collect();
+        let method = request.method().as_str().to_string();
+        let target = request.url().to_string();
+        let http10 = *request.http_version() == tiny_http::HTTPVersion(1, 0);
+        let record = RequestRecord {
+            method: method.clone(),
+            path: target.split('?').next().unwrap_or("").to_string(),
+            ..RequestRecord::default()
+        };
+        Exchange { request: Some(request), method, target, headers, started, http10, record }
+    }
+
+    /// First value of a header (name in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Read the whole body, refusing (without reading it whole) anything over `limit` bytes.
+    pub fn read_body(&mut self, limit: u64) -> Result<Vec<u8>, ProxyError> {
+        let Some(req) = self.request.as_mut() else {
+            return Err(ProxyError::Internal { message: "request already answered".into() });
+        };
+        if let Some(len) = req.body_length()
+            && len as u64 > limit
+        {
+            return Err(ProxyError::TooLarge { limit });
+        }
+        let mut body = Vec::with_capacity(req.body_length().unwrap_or(0).min(1 << 20));
+        let reader = req.as_reader();
+        let mut limited = reader.take(limit + 1);
+        limited
+            .read_to_end(&mut body)
+            .map_err(|e| ProxyError::bad_request(format!("could not read the request body: {e}"), None))?;
+        if body.len() as u64 > limit {
+            return Err(ProxyError::TooLarge { limit });
+        }
+        Ok(body)
+    }
+
+    /// True once an answer (whole or streamed) has been started.
+    pub fn answered(&self) -> bool {
+        self.request.is_none()
+    }
+
+    /// Send a complete answer.
+    pub fn respond(&mut self, reply: Reply) {
+        let Some(req) = self.request.take() else { return };
+        self.record.status = reply.status;
+        let len = reply.body.len();
+        let mut resp = tiny_http::Response::new(
+            tiny_http::StatusCode(reply.status),
+            Vec::with_capacity(reply.headers.len()),
+            std::io::Cursor::new(reply.body),
+            Some(len),
+            None,
+        );
+        for (name, value) in &reply.headers {
+            if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                resp.add_header(h);
+            }
+        }
+        if let Err(e) = req.respond(resp) {
+            self.record.client_gone = true;
+            log::debug!("writing the answer failed: {e}");
+        }
+    }
+
+    /// Start a streamed answer: the head goes out now, the body in chunks as they come.
+    pub fn start_stream(
+        &mut self,
+        status: u16,
+        headers: &[(String, String)],
+    ) -> std::io::Result<StreamWriter> {
+        let Some(req) = self.request.take() else {
+            return Err(std::io::Error::other("request already answered"));
+        };
+        self.record.status = status;
+        self.record.streamed = true;
+        let chunked = !self.http10;
+        let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+        for (name, value) in headers {
+            if !valid_header(name, value) {
+                continue;
+            }
+            head.push_str(name);
+            head.push_str(": ");
+            head.push_str(value);
+            head.push_str("\r\n");
+        }
+        if chunked {
+            head.push_str("Transfer-Encoding: chunked\r\n");
+        } else {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        let mut out = req.into_writer();
+        out.write_all(head.as_bytes())?;
+        out.flush()?;
+        Ok(StreamWriter { out, chunked, bytes: 0 })
+    }
+}
+
+fn valid_header(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        && value.bytes().all(|b| b != b'\r' && b != b'\n')
+}
+
+impl StreamWriter {
+    /// Write one piece and flush it to the client.
+    pub fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.chunked {
+            let mut frame = Vec::with_capacity(data.len() + 12);
+            frame.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            frame.extend_from_slice(data);
+            frame.extend_from_slice(b"\r\n");
+            self.out.write_all(&frame)?;
+        } else {
+            self.out.write_all(data)?;
+        }
+        self.bytes += data.len() as u64;
+        self.out.flush()
+    }
+
+    /// End the body so the client knows it is incomplete: an invalid chunk header makes every
+    /// HTTP client fail the response and close the connection (we cannot close it ourselves).
+    pub fn abort(mut self) {
+        let _ = self.out.write_all(b"\r\nX-STREAM-ABORTED\r\n\r\n");
+        let _ = self.out.flush();
+    }
+
+    /// End the body properly (the terminating chunk).
+    pub fn finish(mut self) -> std::io::Result<()> {
+        if self.chunked {
+            self.out.write_all(b"0\r\n\r\n")?;
+        }
+        self.out.flush()
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
+/// Counters the server keeps about itself.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub busy_workers: AtomicUsize,
+    pub queued: AtomicUsize,
+    pub shed: AtomicUsize,
+    pub panics: AtomicUsize,
+}
+
+/// Stops the acceptor of a running server; cheap to clone and send to another thread.
+#[derive(Clone)]
+pub struct Stopper {
+    tiny: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.tiny.unblock();
+    }
+}
+
+/// A running server. Dropping it does not stop it; call `shutdown`.
+pub struct Server {
+    addr: SocketAddr,
+    tiny: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<Result<(), String>>>,
+    done: Arc<(Mutex<usize>, Condvar)>,
+    pub stats: Arc<ServerStats>,
+}
+
+/// Bind the listening socket with the options every accepted socket inherits.
+fn bind(host: &str, port: u16) -> Result<std::net::TcpListener, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("cannot resolve listen address {host}:{port}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("listen address {host}:{port} resolves to nothing"))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| format!("cannot create socket: {e}"))?;
+    let fail = |what: &str, e: std::io::Error| format!("cannot {what} on {addr}: {e}");
+    socket.set_reuse_address(true).map_err(|e| fail("set SO_REUSEADDR", e))?;
+    // Linux copies these to accepted sockets: no 40 ms Nagle stalls, no client holding a
+    // connection thread forever.
+    socket.set_tcp_nodelay(true).map_err(|e| fail("set TCP_NODELAY", e))?;
+    socket.set_read_timeout(Some(CLIENT_READ_TIMEOUT)).map_err(|e| fail("set SO_RCVTIMEO", e))?;
+    socket.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT)).map_err(|e| fail("set SO_SNDTIMEO", e))?;
+    socket.bind(&addr.into()).map_err(|e| fail("bind", e))?;
+    socket.listen(1024).map_err(|e| fail("listen", e))?;
+    Ok(socket.into())
+}
+
+impl Server {
+    /// Bind, start the acceptor and `workers` worker threads.
+    pub fn start(
+        host: &str,
+        port: u16,
+        workers: usize,
+        queue_size: usize,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Server, String> {
+        let listener = bind(host, port)?;
+        let addr = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+        let tiny = Arc::new(
+            tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| format!("cannot start server: {e}"))?,
+        );
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ServerStats::default());
+        let done = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let (tx, rx) = crossbeam_channel::bounded::<(tiny_http::Request, Instant)>(queue_size);
+
+        for i in 0..workers {
+            let rx = rx.clone();
+            let handler = handler.clone();
+            let stats = stats.clone();
+            let done = done.clone();
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    worker_loop(rx, handler.as_ref(), &stats);
+                    let (count, cv) = &*done;
+                    *count.lock() += 1;
+                    cv.notify_all();
+                })
+                .map_err(|e| format!("cannot spawn worker thread: {e}"))?;
+        }
+
+        let acceptor = {
+            let tiny = tiny.clone();
+            let stopping = stopping.clone();
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name("acceptor".into())
+                .spawn(move || {
+                    loop {
+                        let request = match tiny.recv() {
+                            Ok(r) => r,
+                            Err(_) if stopping.load(Ordering::SeqCst) => return Ok(()),
+                            Err(e) => return Err(format!("accepting connections failed: {e}")),
+                        };
+                        let started = Instant::now();
+                        if request.url() == "/healthz" || request.url().starts_with("/healthz?") {
+                            let mut ex = Exchange::new(request, started);
+                            ex.record.route = "healthz";
+                            ex.respond(handler.healthz());
+                            ex.record.latency = started.elapsed();
+                            handler.finished(&ex.record);
+                            continue;
+                        }
+                        stats.queued.fetch_add(1, Ordering::Relaxed);
+                        match tx.try_send((request, started)) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full((request, started)))
+                            | Err(TrySendError::Disconnected((request, started))) => {
+                                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                                stats.shed.fetch_add(1, Ordering::Relaxed);
+                                let mut ex = Exchange::new(request, started);
+                                ex.record.route = "shed";
+                                ex.respond(ProxyError::Overloaded.to_reply(Surface::Native));
+                                ex.record.latency = started.elapsed();
+                                handler.finished(&ex.record);
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot spawn acceptor thread: {e}"))?
+        };
+        drop(rx);
+        Ok(Server { addr, tiny, stopping, acceptor: Some(acceptor), done, stats })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Block until the acceptor stops; `Err` when accepting failed for good.
+    pub fn wait(&mut self) -> Result<(), String> {
+        match self.acceptor.take() {
+            Some(h) => h.join().unwrap_or_else(|_| Err("the acceptor thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+
+    /// Ask the acceptor to stop taking requests (it returns from `wait`).
+    pub fn stop_accepting(&self) {
+        self.stopper().stop();
+    }
+
+    /// A handle that can stop the acceptor from another thread (signal handling).
+    pub fn stopper(&self) -> Stopper {
+        Stopper { tiny: self.tiny.clone(), stopping: self.stopping.clone() }
+    }
+
+    /// Stop accepting, let in-flight requests finish for up to `grace`; true if all finished.
+    pub fn shutdown(mut self, grace: Duration, workers: usize) -> bool {
+        self.stop_accepting();
+        let _ = self.wait();
+        // The acceptor owned the only sender: workers drain the queue and exit.
+        let deadline = Instant::now() + grace;
+        let (count, cv) = &*self.done;
+        let mut finished = count.lock();
+        while *finished < workers {
+            if cv.wait_until(&mut finished, deadline).timed_out() {
+                break;
+            }
+        }
+        *finished >= workers
+    }
+}
+
+fn worker_loop(rx: Receiver<(tiny_http::Request, Instant)>, handler: &dyn Handler, stats: &ServerStats) {
+    while let Ok((request, started)) = rx.recv() {
+        stats.queued.fetch_sub(1, Ordering::Relaxed);
+        stats.busy_workers.fetch_add(1, Ordering::Relaxed);
+        let mut ex = Exchange::new(request, started);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut ex)));
+        let surface = ex.record.surface.unwrap_or(Surface::Native);
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if ex.answered() {
+                    log::debug!("error after the answer started: {}", e.message());
+                } else {
+                    let mut reply = e.to_reply(surface);
+                    if matches!(e, ProxyError::TooLarge { .. } | ProxyError::Unauthorized) {
+                        // The body was not read: do not let tiny_http drain it for the next request.
+                        reply.headers.push(("Connection".into(), "close".into()));
+                    }
+                    ex.respond(reply);
+                }
+            }
+            Err(panic) => {
+                stats.panics.fetch_add(1, Ordering::Relaxed);
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                log::error!("handler panicked on {} {}: {what}", ex.record.method, ex.record.path);
+                ex.record.note = Some("panic".into());
+                if !ex.answered() {
+                    ex.respond(
+                        ProxyError::Internal { message: "the handler failed".into() }.to_reply(surface),
+                    );
+                }
+            }
+        }
+        ex.record.latency = started.elapsed();
+        handler.finished(&ex.record);
+        stats.busy_workers.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,245 @@
+//! Incremental framing of Gemini's two streaming forms: Server-Sent Events (`alt=sse`) and the
+//! JSON array of `streamGenerateContent` without `alt`. Bytes go in as they arrive; complete
+//! event payloads (JSON texts) come out.
+//!
+//! Pure: no I/O, no locks, no clock. Memory is bounded: an event larger than the limit is
+//! dropped (and counted) instead of growing the buffer without end.
+
+/// Default limit of one event's size.
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Unknown,
+    Sse,
+    JsonArray,
+}
+
+/// Splits a byte stream into event payloads.
+#[derive(Debug)]
+pub struct Framer {
+    mode: Mode,
+    buf: Vec<u8>,
+    max_event: usize,
+    /// Events dropped for being larger than `max_event`.
+    pub oversized: usize,
+    // JSON-array scanning state.
+    depth: usize,
+    in_string: bool,
+    escape: bool,
+    skipping: bool,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Framer::new(MAX_EVENT_BYTES)
+    }
+}
+
+impl Framer {
+    pub fn new(max_event: usize) -> Framer {
+        Framer {
+            mode: Mode::Unknown,
+            buf: Vec::new(),
+            max_event,
+            oversized: 0,
+            depth: 0,
+            in_string: false,
+            escape: false,
+            skipping: false,
+        }
+    }
+
+    /// Feed bytes; returns the payloads completed by them, in order.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut data = data;
+        if self.mode == Mode::Unknown {
+            let start = data.iter().position(|b| !b.is_ascii_whitespace());
+            match start {
+                None => return out,
+                Some(i) => {
+                    self.mode = if data[i] == b'[' { Mode::JsonArray } else { Mode::Sse };
+                    if self.mode == Mode::JsonArray {
+                        data = &data[i + 1..];
+                    }
+                }
+            }
+        }
+        match self.mode {
+            Mode::Sse => self.feed_sse(data, &mut out),
+            Mode::JsonArray => self.feed_array(data, &mut out),
+            Mode::Unknown => {}
+        }
+        out
+    }
+
+    fn feed_sse(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) {
+        for &b in data {
+            if self.skipping {
+                // Inside an oversized event: wait for its blank line.
+                self.buf.push(b);
+                if self.buf.ends_with(b"\n\n") || self.buf.ends_with(b"\r\n\r\n") {
+                    self.skipping = false;
+                    self.buf.clear();
+                } else if self.buf.len() > 4 {
+                    let keep = self.buf.len() - 4;
+                    self.buf.drain(..keep);
+                }
+                continue;
+            }
+            self.buf.push(b);
+            if b == b'\n' && (self.buf.ends_with(b"\n\n") || self.buf.ends_with(b"\n\r\n")) {
+                if let Some(payload) = sse_payload(&self.buf) {
+                    out.push(payload);
+                }
+                self.buf.clear();
+            } else if self.buf.len() > self.max_event {
+                self.oversized += 1;
+                self.skipping = true;
+                self.buf.clear();
+            }
+        }
+    }
+
+    fn feed_array(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) {
+        for &b in data {
+            if self.depth == 0 {
+                // Between elements: separators, whitespace and the closing bracket.
+                if b == b'{' || b == b'[' {
+                    self.depth = 1;
+                    self.skipping = false;
+                    self.buf.clear();
+                    self.buf.push(b);
+                }
+                continue;
+            }
+            if !self.skipping {
+                self.buf.push(b);
+            }
+            if self.in_string {
+                if self.escape {
+                    self.escape = false;
+                } else if b == b'\\' {
+                    self.escape = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+            } else {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    b'}' | b']' => {
+                        self.depth -= 1;
+                        if self.depth == 0 && !self.skipping {
+                            out.push(std::mem::take(&mut self.buf));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !self.skipping && self.buf.len() > self.max_event {
+                self.oversized += 1;
+                self.skipping = true;
+                self.buf = Vec::new();
+            }
+        }
+    }
+}
+
+/// The joined `data:` lines of one SSE event, if it has any.
+fn sse_payload(event: &[u8]) -> Option<Vec<u8>> {
+    let mut payload: Option<Vec<u8>> = None;
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            let p = payload.get_or_insert_with(Vec::new);
+            if !p.is_empty() {
+                p.push(b'\n');
+            }
+            p.extend_from_slice(rest);
+        }
+    }
+    payload
+}
+
+/// Follows a stream and remembers the token count of the last chunk that carried one.
+#[derive(Debug, Default)]
+pub struct UsageScanner {
+    framer: Framer,
+    tokens: Option<u64>,
+}
+
+impl UsageScanner {
+    pub fn feed(&mut self, data: &[u8]) {
+        for payload in self.framer.feed(data) {
+            // Cheap pre-check: most chunks carry no usage block.
+            if payload.windows(13).any(|w| w == b"usageMetadata")
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&payload)
+                && let Some(t) = crate::quota::usage_tokens(&v)
+            {
+                self.tokens = Some(t);
+            }
+        }
+    }
+
+    pub fn tokens(&self) -> Option<u64> {
+        self.tokens
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(framer: &mut Framer, pieces: &[&[u8]]) -> Vec<String> {
+        pieces.iter().flat_map(|p| framer.feed(p)).map(|p| String::from_utf8(p).unwrap()).collect()
+    }
+
+    #[test]
+    fn sse_events_with_crlf_split_anywhere() {
+        let stream = b"data: {\"a\":1}\r\n\r\ndata: {\"b\":2}\r\n\r\n: comment\n\nevent: x\ndata: [DONE]\n\n";
+        for split in 0..stream.len() {
+            let mut f = Framer::default();
+            let got = all(&mut f, &[&stream[..split], &stream[split..]]);
+            assert_eq!(got, vec!["{\"a\":1}", "{\"b\":2}", "[DONE]"], "split at {split}");
+        }
+    }
+
+    #[test]
+    fn multi_line_data_is_joined() {
+        let mut f = Framer::default();
+        assert_eq!(all(&mut f, &[b"data: {\ndata: \"x\":1}\n\n"]), vec!["{\n\"x\":1}"]);
+    }
+
+    #[test]
+    fn json_array_elements_split_anywhere() {
+        let stream = b"[{\"t\":\"a}b\\\"\"}\r\n,{\"n\":[1,{\"m\":2}]}\r\n]";
+        for split in 0..stream.len() {
+            let mut f = Framer::default();
+            let got = all(&mut f, &[&stream[..split], &stream[split..]]);
+            assert_eq!(got, vec!["{\"t\":\"a}b\\\"\"}", "{\"n\":[1,{\"m\":2}]}"], "split at {split}");
+        }
+    }
+
+    #[test]
+    fn oversized_events_are_dropped_not_buffered() {
+        let mut f = Framer::new(16);
+        let got = all(&mut f, &[b"data: 0123456789012345678901234\n\ndata: ok\n\n"]);
+        assert_eq!(got, vec!["ok"]);
+        assert_eq!(f.oversized, 1);
+        let mut f = Framer::new(16);
+        let got = all(&mut f, &[b"[{\"x\":\"0123456789012345678901234\"},{\"y\":1}]"]);
+        assert_eq!(got, vec!["{\"y\":1}"]);
+        assert_eq!(f.oversized, 1);
+    }
+
+    #[test]
+    fn usage_is_taken_from_the_last_chunk_that_has_it() {
+        let mut s = UsageScanner::default();
+        s.feed(b"data: {\"usageMetadata\":{\"totalTokenCount\":5}}\n\n");
+        s.feed(b"data: {\"candidates\":[]}\n\ndata: {\"usageMetadata\":{\"totalTokenCount\":42}}\n\n");
+        assert_eq!(s.tokens(), Some(42));
+    }
+}

@@ -1,0 +1,315 @@
+//! The upstream: the one shared `ureq` agent, request hygiene (header allowlist, token removal,
+//! fixed origin), and the retry loop that walks the key pool.
+//!
+//! This is the only module that calls ureq. It never holds the pool lock across a call: the
+//! lock is taken to pick a key and again to record the outcome. It never writes to the client;
+//! it returns the first usable answer, body unread, to the caller.
+
+use std::time::Duration;
+
+use ureq::http;
+
+use crate::App;
+use crate::error::ProxyError;
+use crate::pool::Pick;
+use crate::quota::{self, Outcome};
+use crate::server::RequestRecord;
+
+/// Largest error body read from the upstream to classify it.
+const MAX_ERROR_BODY: u64 = 1 << 20;
+
+/// Request headers a client may pass on to Gemini; everything else is dropped (hop-by-hop
+/// headers, cookies, the client's credentials, `Host`, `Accept-Encoding`).
+const FORWARD_REQUEST_HEADERS: &[&str] = &[
+    "content-type",
+    "accept",
+    "accept-language",
+    "user-agent",
+    "x-goog-api-client",
+    "x-goog-upload-protocol",
+    "x-goog-upload-command",
+    "x-goog-upload-offset",
+    "x-goog-upload-header-content-length",
+    "x-goog-upload-header-content-type",
+    "x-goog-upload-file-name",
+    "x-server-timeout",
+    "x-goog-request-params",
+];
+
+/// Response headers passed back to the client.
+const FORWARD_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "content-disposition",
+    "content-range",
+    "accept-ranges",
+    "cache-control",
+    "etag",
+    "last-modified",
+    "vary",
+    "retry-after",
+    "server-timing",
+    "x-goog-upload-status",
+    "x-goog-upload-url",
+    "x-goog-upload-chunk-granularity",
+    "x-goog-upload-control-url",
+    "x-goog-upload-size-received",
+];
+
+/// How the real key is presented to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStyle {
+    /// `x-goog-api-key: KEY` (native routes).
+    GoogHeader,
+    /// `Authorization: Bearer KEY` (Gemini's own OpenAI layer).
+    Bearer,
+}
+
+/// One request to send, independent of the key.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    pub method: &'a str,
+    /// Path and query relative to the upstream base, already free of the client's token.
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: &'a [u8],
+    pub key_style: KeyStyle,
+}
+
+/// Why an upstream call produced no HTTP answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallFailure {
+    Timeout,
+    Io(String),
+}
+
+impl CallFailure {
+    pub fn into_error(self) -> ProxyError {
+        match self {
+            CallFailure::Timeout => ProxyError::UpstreamTimeout,
+            CallFailure::Io(message) => ProxyError::UpstreamIo { message },
+        }
+    }
+}
+
+/// The key that produced a successful answer (to record usage against once it is known).
+#[derive(Debug, Clone)]
+pub struct KeyUsed {
+    pub idx: usize,
+    pub fingerprint: String,
+    pub key: String,
+}
+
+pub struct Upstream {
+    agent: ureq::Agent,
+    origin: String,
+    base_path: String,
+}
+
+impl Upstream {
+    pub fn new(cfg: &crate::config::Config) -> Upstream {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .allow_non_standard_methods(true)
+            .max_redirects(0)
+            .user_agent(ureq::config::AutoHeaderValue::None)
+            .accept(ureq::config::AutoHeaderValue::None)
+            .accept_encoding(ureq::config::AutoHeaderValue::None)
+            .max_idle_connections(cfg.workers.max(8) * 2)
+            .max_idle_connections_per_host(cfg.workers.max(8))
+            .max_idle_age(Duration::from_secs(50))
+            .timeout_connect(Some(cfg.connect_timeout))
+            .timeout_send_request(Some(cfg.read_timeout))
+            .timeout_send_body(Some(cfg.read_timeout))
+            .timeout_recv_response(Some(cfg.read_timeout))
+            .timeout_per_read(Some(cfg.read_timeout))
+            .timeout_per_write(Some(cfg.read_timeout))
+            .max_response_header_size(256 * 1024)
+            .build();
+        Upstream {
+            agent: ureq::Agent::new_with_config(config),
+            origin: cfg.upstream.origin.clone(),
+            base_path: cfg.upstream.base_path.clone(),
+        }
+    }
+
+    /// The public URL prefix of the upstream (for rewriting upload URLs).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Send one request with `key`. Only the configured origin is ever contacted.
+    pub fn send(&self, out: &Outgoing, key: &str) -> Result<http::Response<ureq::Body>, CallFailure> {
+        let url = format!("{}{}{}", self.origin, self.base_path, out.path_and_query);
+        let method = http::Method::from_bytes(out.method.as_bytes())
+            .map_err(|_| CallFailure::Io(format!("invalid method {}", out.method)))?;
+        let mut builder = http::Request::builder().method(method).uri(&url);
+        for (name, value) in &out.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        builder = match out.key_style {
+            KeyStyle::GoogHeader => builder.header("x-goog-api-key", key),
+            KeyStyle::Bearer => builder.header("authorization", format!("Bearer {key}")),
+        };
+        let sent = if out.body.is_empty() && matches!(out.method, "GET" | "HEAD" | "DELETE" | "OPTIONS") {
+            let request = builder.body(()).map_err(|e| CallFailure::Io(format!("bad request: {e}")))?;
+            self.agent.run(request)
+        } else {
+            let request = builder.body(out.body).map_err(|e| CallFailure::Io(format!("bad request: {e}")))?;
+            self.agent.run(request)
+        };
+        sent.map_err(map_ureq_error)
+    }
+}
+
+fn map_ureq_error(e: ureq::Error) -> CallFailure {
+    match e {
+        ureq::Error::Timeout(_) => CallFailure::Timeout,
+        ureq::Error::Io(io)
+            if matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) =>
+        {
+            CallFailure::Timeout
+        }
+        other => CallFailure::Io(crate::logging::redact(&other.to_string())),
+    }
+}
+
+/// Is this failure of reading a body a timeout?
+pub fn is_timeout(e: &std::io::Error) -> bool {
+    if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
+        return true;
+    }
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+}
+
+/// Keep only the request headers Gemini needs.
+pub fn forward_request_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers.iter().filter(|(n, _)| FORWARD_REQUEST_HEADERS.contains(&n.as_str())).cloned().collect()
+}
+
+/// Keep only the response headers a client needs.
+pub fn forward_response_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(n, _)| FORWARD_RESPONSE_HEADERS.contains(&n.as_str()))
+        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+        .collect()
+}
+
+/// Remove every `key` parameter from a query string, leaving the rest byte for byte.
+pub fn strip_key_param(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("key"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Seconds from a `Retry-After` header or a Google `RetryInfo`, for the client's 429/503.
+fn retry_after_hint(outcome: &Outcome) -> Option<u64> {
+    match outcome {
+        Outcome::QuotaPerMinute { retry } => Some(retry.as_secs().max(1)),
+        _ => None,
+    }
+}
+
+/// Try the request on one key after another until an answer is worth returning.
+///
+/// Returns the first 2xx answer with its body unread, together with the key that got it; the
+/// caller records the success (with tokens) once the body has been relayed. Answers that are the
+/// request's own fault come back as `ProxyError::UpstreamStatus` untouched.
+pub fn call_with_keys(
+    app: &App,
+    record: &mut RequestRecord,
+    model: Option<&str>,
+    out: &Outgoing,
+) -> Result<(http::Response<ureq::Body>, KeyUsed), ProxyError> {
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last: Option<ProxyError> = None;
+    loop {
+        let now = chrono::Utc::now();
+        let pick = app.pool.lock().pick(model, &tried, now);
+        let (idx, key, fingerprint) = match pick {
+            Pick::Key { idx, key, fingerprint } => (idx, key, fingerprint),
+            Pick::Exhausted { retry_after_secs, until, model } => {
+                return Err(last.unwrap_or_else(|| ProxyError::NoKeyAvailable {
+                    model,
+                    retry_after_secs,
+                    until: until.map(|t| app.format_time(t)),
+                }));
+            }
+        };
+        tried.push(idx);
+        record.attempts += 1;
+        record.keys.push(fingerprint.clone());
+        let started = std::time::Instant::now();
+        let result = app.upstream.send(out, &key);
+        let outcome = match result {
+            Ok(resp) if resp.status().is_success() => {
+                log::debug!(
+                    "attempt {} key {fingerprint}: {} in {:?}",
+                    record.attempts,
+                    resp.status().as_u16(),
+                    started.elapsed()
+                );
+                app.metrics.attempt(&Outcome::Success);
+                return Ok((resp, KeyUsed { idx, fingerprint, key }));
+            }
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body =
+                    resp.into_body().with_config().limit(MAX_ERROR_BODY).read_to_vec().unwrap_or_default();
+                let outcome = quota::classify(status, &body);
+                log::debug!("attempt {} key {fingerprint}: {status} {:?}", record.attempts, outcome);
+                let retry_after = retry_after_hint(&outcome);
+                let error = ProxyError::UpstreamStatus { status, body, retry_after };
+                if matches!(outcome, Outcome::ClientError | Outcome::Success) {
+                    return Err(error);
+                }
+                last = Some(error);
+                app.metrics.attempt(&outcome);
+                outcome
+            }
+            Err(failure) => {
+                log::debug!("attempt {} key {fingerprint}: {:?}", record.attempts, failure);
+                last = Some(failure.into_error());
+                app.metrics.attempt_network();
+                Outcome::Transient
+            }
+        };
+        app.pool.lock().record(idx, &fingerprint, model, &outcome, 0, chrono::Utc::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_parameter_is_removed_and_nothing_else_changes() {
+        assert_eq!(strip_key_param("alt=sse&key=TOKEN"), "alt=sse");
+        assert_eq!(strip_key_param("key=a&key=b"), "");
+        assert_eq!(strip_key_param("keys=1&key=x&pageToken=a%3D"), "keys=1&pageToken=a%3D");
+        assert_eq!(strip_key_param(""), "");
+    }
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_are_not_forwarded() {
+        let h = |n: &str| (n.to_string(), "v".to_string());
+        let kept = forward_request_headers(&[
+            h("x-goog-api-key"),
+            h("authorization"),
+            h("connection"),
+            h("keep-alive"),
+            h("transfer-encoding"),
+            h("host"),
+            h("cookie"),
+            h("accept-encoding"),
+            h("content-type"),
+            h("x-goog-upload-protocol"),
+        ]);
+        let names: Vec<&str> = kept.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["content-type", "x-goog-upload-protocol"]);
+    }
+}
