@@ -5,13 +5,7 @@
 
 use std::path::Path;
 
-/// One key of the pool and the Google Cloud project whose quota it spends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySpec {
-    pub key: String,
-    /// `None`: the key is its own project.
-    pub project: Option<String>,
-}
+pub use crate::pool::KeySpec;
 
 /// The keys of a file and what was odd about it (for warning logs; no key text inside).
 #[derive(Debug, Default, PartialEq, Eq)]

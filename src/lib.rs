@@ -4,6 +4,7 @@
 //! `Handle`; `main.rs` only parses the command line and calls into here. See ARCHITECTURE.md for
 //! the map of modules and the invariants they keep.
 
+pub mod affinity;
 pub mod commands;
 pub mod config;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod quota;
 pub mod router;
 pub mod server;
 pub mod sse;
+pub mod store_format;
 pub mod upstream;
 
 use std::net::SocketAddr;

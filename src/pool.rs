@@ -1,62 +1,1557 @@
-//! Key selection (placeholder: plain round-robin until the quota-aware pool lands).
+//! Pool: the keys and what is known about them — which key serves the next request, what each
+//! upstream [`Outcome`] does (counts, cooldowns, parks, disabling), the quota day and its reset,
+//! reloads of the key file, and the snapshot that gets persisted.
+//!
+//! It must never do I/O, take a lock (the caller guards the one [`KeyState`]), read the clock
+//! (every call that needs the time takes `now`), or let a raw key out except through
+//! [`Pick::Key`] and [`KeyState::disabled_keys`] (the two places that send it upstream): its
+//! `Debug`, status and snapshot show fingerprints and masks only.
+//!
+//! # Rules
+//!
+//! * Parks and cooldowns belong to a **project** and a model: keys sharing a project label share
+//!   them; a key without a label is its own project. A limit recorded for a request without a
+//!   model goes to [`ALL_MODELS`] and blocks every model of that project.
+//! * Requests without a model (models.list, files) may use any key that is not disabled.
+//! * Per-day 429: parked until the next reset. Per-minute 429: cooling for the given delay.
+//!   Detail-less 429: 60 s, doubling with each repeat that quota day for the project and model,
+//!   capped at the next reset. Invalid key: that key alone is disabled.
+//! * Success counts one request and `tokens` for the key and model (model-less requests count
+//!   under [`NO_MODEL`]) and sets `last_used`. For a stream whose tokens are known only at its
+//!   end, record `Success` with the tokens then, or record it with 0 at the first byte and call
+//!   [`KeyState::add_tokens`] at the end.
+//! * The quota day is the calendar date of `now` in the reset zone; the reset is the next local
+//!   midnight (DST-aware; where a zone skips midnight, the first instant of the day). `pick`,
+//!   `record` and `restore` roll the day over themselves; [`KeyState::rollover`] is also public so
+//!   an idle proxy resets on a timer.
 
-use chrono::{DateTime, Utc};
-
-use crate::keyfile::KeySpec;
 use crate::quota::Outcome;
+use crate::store_format::{DayTotals, KeyRecord, ModelRecord, UsageFile};
+use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveTime, SecondsFormat, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
 
-pub fn fingerprint(key: &str) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(key.as_bytes());
-    d.iter().take(6).map(|b| format!("{b:02x}")).collect()
+/// Model name of a limit that applies to every model (model-less 429s, the seed's flat parks).
+pub const ALL_MODELS: &str = "*";
+/// Model name under which requests without a model are counted.
+pub const NO_MODEL: &str = "unknown";
+/// Past quota days kept in the history.
+pub const HISTORY_DAYS: i64 = 30;
+/// `Retry-After` when every key is disabled: nothing ends on its own then, and the re-probe
+/// interval is not known here, so the hour that is its default.
+pub const ALL_DISABLED_RETRY_SECS: u64 = 3600;
+/// First cooldown of a detail-less 429; doubles with each repeat that day.
+pub const BACKOFF_BASE_SECS: i64 = 60;
+/// Doublings stop here (60 s × 2^12 is far past any day anyway).
+const BACKOFF_MAX_SHIFT: u32 = 12;
+
+/// One line of the key file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    pub key: String,
+    pub project: Option<String>,
 }
 
+impl KeySpec {
+    pub fn new(key: &str, project: Option<&str>) -> KeySpec {
+        KeySpec { key: key.to_string(), project: project.map(str::to_string) }
+    }
+}
+
+impl fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySpec").field("key", &mask(&self.key)).field("project", &self.project).finish()
+    }
+}
+
+/// First 12 hex digits of the SHA-256 of the key: the key's stable public id.
+pub fn fingerprint(key: &str) -> String {
+    Sha256::digest(key.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `AIza…XyZ1`: first 4 and last 4 characters. Keys shorter than 9 characters show `…` and their
+/// last 2 only, so that a mask never reveals most of a short key.
+pub fn mask(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    let n = chars.len();
+    if n < 9 {
+        let tail: String = chars[n.saturating_sub(2)..].iter().collect();
+        return format!("…{tail}");
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[n - 4..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// The quota day of `now`: its calendar date in `tz`.
+pub fn quota_day_at(tz: Tz, now: DateTime<Utc>) -> NaiveDate {
+    now.with_timezone(&tz).date_naive()
+}
+
+/// The first instant of local date `day` in `tz`: local midnight, the earlier one if midnight
+/// happens twice, the end of the gap if the zone skips midnight.
+pub fn start_of_day(tz: Tz, day: NaiveDate) -> DateTime<Tz> {
+    let midnight = day.and_time(NaiveTime::MIN);
+    match tz.from_local_datetime(&midnight) {
+        LocalResult::Single(t) => t,
+        LocalResult::Ambiguous(a, b) => a.min(b),
+        LocalResult::None => {
+            // Midnight falls in a DST gap: the day starts at the first local minute that exists.
+            (1..=24 * 60)
+                .find_map(|m| {
+                    let local = midnight.checked_add_signed(Duration::minutes(m))?;
+                    tz.from_local_datetime(&local).earliest()
+                })
+                .unwrap_or_else(|| tz.from_utc_datetime(&midnight))
+        }
+    }
+}
+
+/// The next reset after `now`: the start of the day after `now`'s quota day.
+pub fn next_reset_at(tz: Tz, now: DateTime<Utc>) -> DateTime<Tz> {
+    let today = quota_day_at(tz, now);
+    start_of_day(tz, today.succ_opt().unwrap_or(today))
+}
+
+/// Result of [`KeyState::pick`].
+#[derive(Clone, PartialEq, Eq)]
 pub enum Pick {
+    /// Use this key; pass `idx` and `fingerprint` back to [`KeyState::record`].
     Key { idx: usize, key: String, fingerprint: String },
+    /// No untried key is usable for `model`. `until` is when the first non-disabled key becomes
+    /// usable again (`now` itself when usable keys exist but were all tried by this request);
+    /// `None` when every key is disabled. `retry_after_secs` = ceil(until − now), at least 1;
+    /// [`ALL_DISABLED_RETRY_SECS`] when every key is disabled.
     Exhausted { retry_after_secs: u64, until: Option<DateTime<Utc>>, model: Option<String> },
 }
 
+impl fmt::Debug for Pick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pick::Key { idx, fingerprint, .. } => f
+                .debug_struct("Key")
+                .field("idx", idx)
+                .field("fingerprint", fingerprint)
+                .finish_non_exhaustive(),
+            Pick::Exhausted { retry_after_secs, until, model } => f
+                .debug_struct("Exhausted")
+                .field("retry_after_secs", retry_after_secs)
+                .field("until", until)
+                .field("model", model)
+                .finish(),
+        }
+    }
+}
+
+/// What [`KeyState::record`] did, for the caller's log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// One request (and the tokens) counted.
+    Counted,
+    /// The key's project cools down for the model until then.
+    Cooling { until: DateTime<Utc> },
+    /// The key's project is parked for the model until then (the next reset).
+    Parked { until: DateTime<Utc> },
+    /// The key is disabled.
+    Disabled,
+    /// Nothing to change (transient or client error).
+    Nothing,
+    /// The key is no longer in the pool (a reload came between pick and record).
+    UnknownKey,
+}
+
+/// What [`KeyState::reload`] changed, by fingerprint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub kept: usize,
+    /// Kept keys that were disabled and get a fresh chance.
+    pub reenabled: Vec<String>,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Usage {
+    requests: u64,
+    tokens: u64,
+}
+
+struct Key {
+    key: String,
+    fingerprint: String,
+    masked: String,
+    project: Option<String>,
+    disabled: Option<(String, DateTime<Utc>)>,
+    last_used: Option<DateTime<Utc>>,
+    /// Today's usage per model.
+    usage: BTreeMap<String, Usage>,
+}
+
+impl Key {
+    fn new(spec: KeySpec) -> Key {
+        Key {
+            fingerprint: fingerprint(&spec.key),
+            masked: mask(&spec.key),
+            key: spec.key,
+            project: spec.project,
+            disabled: None,
+            last_used: None,
+            usage: BTreeMap::new(),
+        }
+    }
+
+    fn project_id(&self) -> ProjectId {
+        match &self.project {
+            Some(label) => ProjectId::Label(label.clone()),
+            None => ProjectId::Solo(self.fingerprint.clone()),
+        }
+    }
+
+    fn totals(&self) -> Usage {
+        self.usage.values().fold(Usage::default(), |a, u| Usage {
+            requests: a.requests.saturating_add(u.requests),
+            tokens: a.tokens.saturating_add(u.tokens),
+        })
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("fingerprint", &self.fingerprint)
+            .field("masked", &self.masked)
+            .field("project", &self.project)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whose quota a limit is: a labelled project, or a lone key (by fingerprint).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum ProjectId {
+    Label(String),
+    Solo(String),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Limit {
+    parked_until: Option<DateTime<Utc>>,
+    cooling_until: Option<DateTime<Utc>>,
+    streak: u32,
+}
+
+impl Limit {
+    fn parked(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.parked_until.filter(|t| *t > now)
+    }
+
+    fn cooling(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cooling_until.filter(|t| *t > now)
+    }
+
+    /// When this limit stops blocking, if it blocks at `now`.
+    fn blocked_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.parked(now).max(self.cooling(now))
+    }
+}
+
+/// `t + d`, saturating at chrono's last representable instant instead of panicking.
+fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn later(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    Some(a.map_or(b, |a| a.max(b)))
+}
+
+fn rfc3339(t: DateTime<Utc>, tz: Tz) -> Value {
+    Value::String(t.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, false))
+}
+
+/// The pool's whole state. See the module comment for the rules.
+#[derive(Debug)]
 pub struct KeyState {
-    keys: Vec<(KeySpec, String)>,
-    next: usize,
+    tz: Tz,
+    quota_day: NaiveDate,
+    keys: Vec<Key>,
+    limits: BTreeMap<(ProjectId, String), Limit>,
+    history: BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
+    cursor: usize,
 }
 
 impl KeyState {
-    pub fn new(keys: Vec<KeySpec>, _tz: chrono_tz::Tz, _now: DateTime<Utc>) -> Self {
-        let keys = keys.into_iter().map(|k| {
-            let fp = fingerprint(&k.key);
-            (k, fp)
-        });
-        KeyState { keys: keys.collect(), next: 0 }
+    /// A pool of `keys` (duplicates dropped, first one wins) on `now`'s quota day. An empty list
+    /// makes a pool whose every pick is [`Pick::Exhausted`]; refusing it is the caller's job.
+    pub fn new(keys: Vec<KeySpec>, tz: Tz, now: DateTime<Utc>) -> Self {
+        KeyState {
+            tz,
+            quota_day: quota_day_at(tz, now),
+            keys: dedup(keys).into_iter().map(Key::new).collect(),
+            limits: BTreeMap::new(),
+            history: BTreeMap::new(),
+            cursor: 0,
+        }
     }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
-    pub fn usable_count(&self, _now: DateTime<Utc>) -> usize {
-        self.keys.len()
+
+    pub fn timezone(&self) -> Tz {
+        self.tz
     }
-    pub fn pick(&mut self, model: Option<&str>, tried: &[usize], _now: DateTime<Utc>) -> Pick {
-        for _ in 0..self.keys.len() {
-            let idx = self.next % self.keys.len();
-            self.next = self.next.wrapping_add(1);
-            if !tried.contains(&idx) {
-                let (spec, fp) = &self.keys[idx];
-                return Pick::Key { idx, key: spec.key.clone(), fingerprint: fp.clone() };
+
+    /// The quota day the counts belong to (as of the last rollover).
+    pub fn quota_day(&self) -> NaiveDate {
+        self.quota_day
+    }
+
+    /// The next local midnight after `now` in the reset zone.
+    pub fn next_reset(&self, now: DateTime<Utc>) -> DateTime<Tz> {
+        next_reset_at(self.tz, now)
+    }
+
+    /// Past days' totals per fingerprint (at most [`HISTORY_DAYS`] days).
+    pub fn history(&self) -> &BTreeMap<NaiveDate, BTreeMap<String, DayTotals>> {
+        &self.history
+    }
+
+    /// Keys that can serve some model at `now`: not disabled and not blocked for every model.
+    /// (Blocks for every model come only from model-less 429s and the seed's flat parks, so in
+    /// practice this is the "not disabled" count of `/healthz`.)
+    pub fn usable_count(&self, now: DateTime<Utc>) -> usize {
+        (0..self.keys.len())
+            .filter(|&i| self.keys[i].disabled.is_none())
+            .filter(|&i| self.blocked_until(i, ALL_MODELS, now).is_none())
+            .count()
+    }
+
+    /// Keys usable for `model` at `now` (any non-disabled key when `model` is `None`).
+    pub fn usable_for(&self, model: Option<&str>, now: DateTime<Utc>) -> usize {
+        (0..self.keys.len()).filter(|&i| self.usable(i, model, now)).count()
+    }
+
+    fn usable(&self, idx: usize, model: Option<&str>, now: DateTime<Utc>) -> bool {
+        self.keys[idx].disabled.is_none() && model.is_none_or(|m| self.blocked_until(idx, m, now).is_none())
+    }
+
+    /// When key `idx` stops being blocked for `model` (its project's limit for the model or for
+    /// all models), if it is blocked at `now`.
+    fn blocked_until(&self, idx: usize, model: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let pid = self.keys[idx].project_id();
+        let specific = self.limits.get(&(pid.clone(), model.to_string()));
+        let all = self.limits.get(&(pid, ALL_MODELS.to_string()));
+        let a = specific.and_then(|l| l.blocked_until(now));
+        let b = all.and_then(|l| l.blocked_until(now));
+        a.max(b)
+    }
+
+    /// Pick the next key for `model`: round-robin over the keys usable for it, skipping `tried`
+    /// (indices this request already used). See [`Pick::Exhausted`] for when none is left.
+    pub fn pick(&mut self, model: Option<&str>, tried: &[usize], now: DateTime<Utc>) -> Pick {
+        self.rollover(now);
+        let n = self.keys.len();
+        for step in 0..n {
+            let idx = (self.cursor + step) % n;
+            if tried.contains(&idx) || !self.usable(idx, model, now) {
+                continue;
             }
+            self.cursor = (idx + 1) % n;
+            let key = &self.keys[idx];
+            return Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() };
         }
-        Pick::Exhausted { retry_after_secs: 1, until: None, model: model.map(str::to_string) }
+        let earliest = (0..n)
+            .filter(|&i| self.keys[i].disabled.is_none())
+            .map(|i| model.and_then(|m| self.blocked_until(i, m, now)).unwrap_or(now))
+            .min();
+        match earliest {
+            Some(until) => {
+                let ms = (until - now).num_milliseconds().max(0);
+                let secs = u64::try_from((ms + 999) / 1000).unwrap_or(1).max(1);
+                Pick::Exhausted {
+                    retry_after_secs: secs,
+                    until: Some(until),
+                    model: model.map(str::to_string),
+                }
+            }
+            None => Pick::Exhausted {
+                retry_after_secs: ALL_DISABLED_RETRY_SECS,
+                until: None,
+                model: model.map(str::to_string),
+            },
+        }
     }
+
+    /// The current index of the key picked as (`idx`, `fingerprint`): `idx` if it still holds
+    /// that key, else wherever a reload moved it, else `None`.
+    fn resolve(&self, idx: usize, fingerprint: &str) -> Option<usize> {
+        if self.keys.get(idx).is_some_and(|k| k.fingerprint == fingerprint) {
+            return Some(idx);
+        }
+        self.keys.iter().position(|k| k.fingerprint == fingerprint)
+    }
+
+    fn limit_mut(&mut self, idx: usize, model: Option<&str>) -> &mut Limit {
+        let pid = self.keys[idx].project_id();
+        let model = model.unwrap_or(ALL_MODELS).to_string();
+        self.limits.entry((pid, model)).or_default()
+    }
+
+    /// Apply the outcome of an attempt with the key picked as (`idx`, `fingerprint`) for `model`.
+    /// `tokens` counts only with [`Outcome::Success`].
     pub fn record(
         &mut self,
-        _idx: usize,
-        _fp: &str,
-        _model: Option<&str>,
-        _o: &Outcome,
-        _tokens: u64,
-        _now: DateTime<Utc>,
-    ) {
+        idx: usize,
+        fingerprint: &str,
+        model: Option<&str>,
+        outcome: &Outcome,
+        tokens: u64,
+        now: DateTime<Utc>,
+    ) -> Recorded {
+        self.rollover(now);
+        let Some(idx) = self.resolve(idx, fingerprint) else {
+            return Recorded::UnknownKey;
+        };
+        let reset = self.next_reset(now).with_timezone(&Utc);
+        match outcome {
+            Outcome::Success => {
+                let key = &mut self.keys[idx];
+                let usage = key.usage.entry(model.unwrap_or(NO_MODEL).to_string()).or_default();
+                usage.requests = usage.requests.saturating_add(1);
+                usage.tokens = usage.tokens.saturating_add(tokens);
+                key.last_used = Some(now);
+                Recorded::Counted
+            }
+            Outcome::QuotaPerDay => {
+                let limit = self.limit_mut(idx, model);
+                limit.parked_until = later(limit.parked_until, reset);
+                Recorded::Parked { until: reset }
+            }
+            Outcome::QuotaPerMinute { retry } => {
+                let retry = (*retry).clamp(crate::quota::MIN_RETRY, crate::quota::MAX_RETRY);
+                let delay = Duration::from_std(retry).unwrap_or(Duration::seconds(60));
+                let until = add(now, delay);
+                let limit = self.limit_mut(idx, model);
+                limit.cooling_until = later(limit.cooling_until, until);
+                Recorded::Cooling { until: limit.cooling_until.unwrap_or(until) }
+            }
+            Outcome::RateLimited => {
+                let limit = self.limit_mut(idx, model);
+                let backoff = BACKOFF_BASE_SECS << limit.streak.min(BACKOFF_MAX_SHIFT);
+                let until = add(now, Duration::seconds(backoff)).min(reset);
+                limit.streak = limit.streak.saturating_add(1);
+                limit.cooling_until = later(limit.cooling_until, until);
+                Recorded::Cooling { until: limit.cooling_until.unwrap_or(until) }
+            }
+            Outcome::KeyInvalid { reason } => {
+                self.keys[idx].disabled = Some((reason.clone(), now));
+                Recorded::Disabled
+            }
+            Outcome::Transient | Outcome::ClientError => Recorded::Nothing,
+        }
+    }
+
+    /// Add `tokens` to the key and model without counting a request (the end of a stream whose
+    /// success was recorded at its first byte). `false` if the key left the pool meanwhile.
+    pub fn add_tokens(
+        &mut self,
+        idx: usize,
+        fingerprint: &str,
+        model: Option<&str>,
+        tokens: u64,
+        now: DateTime<Utc>,
+    ) -> bool {
+        self.rollover(now);
+        let Some(idx) = self.resolve(idx, fingerprint) else {
+            return false;
+        };
+        let usage = self.keys[idx].usage.entry(model.unwrap_or(NO_MODEL).to_string()).or_default();
+        usage.tokens = usage.tokens.saturating_add(tokens);
+        true
+    }
+
+    /// If `now` is on a later quota day: today's counts move into the history (30 days kept),
+    /// every per-day park ends, the backoff streaks restart, and the quota day advances. Running
+    /// cooldowns run on (per-minute quotas do not reset at midnight). Returns whether it rolled.
+    /// A clock that goes back never rolls the day backwards.
+    pub fn rollover(&mut self, now: DateTime<Utc>) -> bool {
+        let today = quota_day_at(self.tz, now);
+        if today <= self.quota_day {
+            return false;
+        }
+        let past = self.quota_day;
+        for key in &mut self.keys {
+            let totals = key.totals();
+            key.usage.clear();
+            let totals = DayTotals { requests: totals.requests, tokens: totals.tokens };
+            if !totals.is_zero() {
+                self.history.entry(past).or_default().entry(key.fingerprint.clone()).or_default().add(totals);
+            }
+        }
+        for limit in self.limits.values_mut() {
+            limit.parked_until = None;
+            limit.streak = 0;
+        }
+        self.limits.retain(|_, l| l.cooling(now).is_some());
+        self.quota_day = today;
+        self.prune_history();
+        true
+    }
+
+    fn prune_history(&mut self) {
+        if let Some(cutoff) = self.quota_day.checked_sub_signed(Duration::days(HISTORY_DAYS)) {
+            self.history.retain(|day, _| *day >= cutoff);
+        }
+    }
+
+    /// Replace the key list. Refused (the pool unchanged) if it would leave no keys. Keys that
+    /// stay (matched by the key itself) keep their counts, parks and cooldowns and take their new
+    /// project label; disabled ones are enabled again (the operator has acted); removed keys go,
+    /// new keys join. Index positions change: pending `record`s find their key by fingerprint.
+    pub fn reload(&mut self, keys: Vec<KeySpec>) -> Result<ReloadReport, &'static str> {
+        let specs = dedup(keys);
+        if specs.is_empty() {
+            return Err("the new key list is empty; keeping the current keys");
+        }
+        let mut old: HashMap<String, Key> = self.keys.drain(..).map(|k| (k.key.clone(), k)).collect();
+        let mut report = ReloadReport::default();
+        for spec in specs {
+            match old.remove(&spec.key) {
+                Some(mut key) => {
+                    report.kept += 1;
+                    if key.disabled.take().is_some() {
+                        report.reenabled.push(key.fingerprint.clone());
+                    }
+                    key.project = spec.project;
+                    self.keys.push(key);
+                }
+                None => {
+                    let key = Key::new(spec);
+                    report.added.push(key.fingerprint.clone());
+                    self.keys.push(key);
+                }
+            }
+        }
+        report.removed = old.into_values().map(|k| k.fingerprint).collect();
+        report.removed.sort();
+        self.cursor = 0;
+        let projects: HashSet<ProjectId> = self.keys.iter().map(Key::project_id).collect();
+        self.limits.retain(|(pid, _), _| projects.contains(pid));
+        Ok(report)
+    }
+
+    /// Disabled keys, for the re-probe loop: `(index, raw key)`.
+    pub fn disabled_keys(&self) -> Vec<(usize, String)> {
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.disabled.is_some())
+            .map(|(i, k)| (i, k.key.clone()))
+            .collect()
+    }
+
+    /// Enable the key with this fingerprint (a re-probe succeeded). Whether it was disabled.
+    pub fn enable(&mut self, fingerprint: &str) -> bool {
+        self.keys
+            .iter_mut()
+            .find(|k| k.fingerprint == fingerprint)
+            .is_some_and(|k| k.disabled.take().is_some())
+    }
+
+    /// What gets persisted: no raw key, only limits still running at `now`.
+    pub fn snapshot(&self, now: DateTime<Utc>) -> UsageFile {
+        let mut file = UsageFile::new(self.quota_day, self.tz.name());
+        file.saved_at = Some(now);
+        file.history = self.history.clone();
+        for key in &self.keys {
+            let mut models: BTreeMap<String, ModelRecord> = key
+                .usage
+                .iter()
+                .map(|(m, u)| {
+                    let record =
+                        ModelRecord { requests: u.requests, tokens: u.tokens, ..ModelRecord::default() };
+                    (m.clone(), record)
+                })
+                .collect();
+            for (model, limit) in self.limits_of(&key.project_id()) {
+                let parked = limit.parked(now);
+                let cooling = limit.cooling(now);
+                if parked.is_none() && cooling.is_none() && limit.streak == 0 {
+                    continue;
+                }
+                let record = models.entry(model.to_string()).or_default();
+                record.parked_until = parked;
+                record.cooling_until = cooling;
+                record.cooldown_streak = limit.streak;
+            }
+            let record = KeyRecord {
+                masked: key.masked.clone(),
+                project: key.project.clone(),
+                disabled: key.disabled.as_ref().map(|(r, _)| r.clone()),
+                disabled_at: key.disabled.as_ref().map(|(_, t)| *t),
+                last_used: key.last_used,
+                models,
+            };
+            file.keys.insert(key.fingerprint.clone(), record);
+        }
+        file
+    }
+
+    fn limits_of<'a>(&'a self, pid: &'a ProjectId) -> impl Iterator<Item = (&'a str, &'a Limit)> {
+        self.limits.iter().filter(move |((p, _), _)| p == pid).map(|((_, m), l)| (m.as_str(), l))
+    }
+
+    /// Load a persisted file (or a converted seed file), matching keys by fingerprint; records of
+    /// fingerprints not in the pool are ignored, except in the history. What the file holds
+    /// replaces what the pool has for the same key (restoring twice changes nothing); limits
+    /// merge, the later end winning. If the file's quota day is past, its counts go into the
+    /// history and its parks and streaks are dropped (the reset happened while the proxy was
+    /// down); running cooldowns and disabled keys are kept either way. A file from a *later* day
+    /// than `now`'s (clock or zone changed) is taken as today's, so no count is lost.
+    pub fn restore(&mut self, file: &UsageFile, now: DateTime<Utc>) {
+        self.rollover(now);
+        let today = self.quota_day;
+        let current = file.quota_day >= today;
+        for (day, per_key) in &file.history {
+            if *day < today {
+                let entry = self.history.entry(*day).or_default();
+                for (fp, totals) in per_key {
+                    entry.insert(fp.clone(), *totals);
+                }
+            }
+        }
+        if !current {
+            for (fp, record) in &file.keys {
+                let totals = record.models.values().fold(DayTotals::default(), |mut t, m| {
+                    t.add(DayTotals { requests: m.requests, tokens: m.tokens });
+                    t
+                });
+                if !totals.is_zero() {
+                    self.history.entry(file.quota_day).or_default().insert(fp.clone(), totals);
+                }
+            }
+        }
+        for (fp, record) in &file.keys {
+            let Some(idx) = self.keys.iter().position(|k| &k.fingerprint == fp) else {
+                continue;
+            };
+            let key = &mut self.keys[idx];
+            key.last_used = key.last_used.max(record.last_used);
+            key.disabled =
+                record.disabled.as_ref().map(|reason| (reason.clone(), record.disabled_at.unwrap_or(now)));
+            if current {
+                key.usage = record
+                    .models
+                    .iter()
+                    .filter(|(_, m)| m.requests > 0 || m.tokens > 0)
+                    .map(|(name, m)| {
+                        let usage = Usage { requests: m.requests, tokens: m.tokens };
+                        (name.clone(), usage)
+                    })
+                    .collect();
+            }
+            for (model, m) in &record.models {
+                let cooling = m.cooling_until.filter(|t| *t > now);
+                let parked = m.parked_until.filter(|t| *t > now && current);
+                let streak = if current { m.cooldown_streak } else { 0 };
+                if cooling.is_none() && parked.is_none() && streak == 0 {
+                    continue;
+                }
+                let limit = self.limit_mut(idx, Some(model));
+                if let Some(t) = parked {
+                    limit.parked_until = later(limit.parked_until, t);
+                }
+                if let Some(t) = cooling {
+                    limit.cooling_until = later(limit.cooling_until, t);
+                }
+                limit.streak = limit.streak.max(streak);
+            }
+        }
+        self.prune_history();
+    }
+
+    /// The `/status` JSON of SPEC §4: times RFC 3339 in the reset zone, `null` where nothing
+    /// applies; `state` is `disabled`, else `parked` (for some model), else `cooling` (for some
+    /// model), else `usable`. Limits of the key's project show under each model, also models
+    /// without requests today; a limit for every model shows under `"*"`. It reads the state as it
+    /// is (`&self`): call [`KeyState::rollover`] first, under the same lock, so that an idle
+    /// pool's counts and `quota_day` are today's.
+    pub fn status(&self, now: DateTime<Utc>) -> Value {
+        let tz = self.tz;
+        let time = |t: Option<DateTime<Utc>>| t.map_or(Value::Null, |t| rfc3339(t, tz));
+        let mut total = Usage::default();
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for key in &self.keys {
+            let pid = key.project_id();
+            let mut names: BTreeSet<&str> = key.usage.keys().map(String::as_str).collect();
+            let mut parked = false;
+            let mut cooling = false;
+            for (model, limit) in self.limits_of(&pid) {
+                if limit.blocked_until(now).is_some() {
+                    names.insert(model);
+                }
+                parked |= limit.parked(now).is_some();
+                cooling |= limit.cooling(now).is_some();
+            }
+            let mut models = Map::new();
+            for name in names {
+                let usage = key.usage.get(name).copied().unwrap_or_default();
+                let limit = self.limits.get(&(pid.clone(), name.to_string())).copied().unwrap_or_default();
+                models.insert(
+                    name.to_string(),
+                    json!({
+                        "requests": usage.requests,
+                        "tokens": usage.tokens,
+                        "parked_until": time(limit.parked(now)),
+                        "cooling_until": time(limit.cooling(now)),
+                    }),
+                );
+            }
+            let state = if key.disabled.is_some() {
+                "disabled"
+            } else if parked {
+                "parked"
+            } else if cooling {
+                "cooling"
+            } else {
+                "usable"
+            };
+            let totals = key.totals();
+            total.requests = total.requests.saturating_add(totals.requests);
+            total.tokens = total.tokens.saturating_add(totals.tokens);
+            keys.push(json!({
+                "id": key.fingerprint,
+                "masked": key.masked,
+                "project": key.project,
+                "state": state,
+                "disabled_reason": key.disabled.as_ref().map(|(r, _)| r),
+                "last_used": time(key.last_used),
+                "requests": totals.requests,
+                "tokens": totals.tokens,
+                "models": models,
+            }));
+        }
+        json!({
+            "quota_day": self.quota_day.format("%Y-%m-%d").to_string(),
+            "timezone": tz.name(),
+            "next_reset": self.next_reset(now).to_rfc3339_opts(SecondsFormat::Secs, false),
+            "totals": {"requests": total.requests, "tokens": total.tokens},
+            "keys": keys,
+        })
+    }
+}
+
+/// Drop duplicate keys (the first occurrence wins) and blank ones.
+fn dedup(keys: Vec<KeySpec>) -> Vec<KeySpec> {
+    let mut seen = HashSet::new();
+    keys.into_iter().filter(|k| !k.key.is_empty() && seen.insert(k.key.clone())).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use chrono::Timelike;
+    use std::time::Duration as StdDuration;
+
+    const LA: Tz = chrono_tz::America::Los_Angeles;
+    const FLASH: Option<&str> = Some("gemini-2.5-flash");
+    const PRO: Option<&str> = Some("gemini-2.5-pro");
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+    }
+
+    /// A local wall-clock time in Los Angeles (must exist and be unambiguous).
+    fn la(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        LA.with_ymd_and_hms(y, mo, d, h, mi, 0).single().unwrap().with_timezone(&Utc)
+    }
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    fn key(i: usize) -> String {
+        format!("AIzaSyTESTKEY{i:026}")
+    }
+
+    fn specs(projects: &[Option<&str>]) -> Vec<KeySpec> {
+        projects.iter().enumerate().map(|(i, p)| KeySpec::new(&key(i), *p)).collect()
+    }
+
+    fn pool(n: usize, now: DateTime<Utc>) -> KeyState {
+        KeyState::new(specs(&vec![None; n]), LA, now)
+    }
+
+    fn t0() -> DateTime<Utc> {
+        la(2026, 11, 22, 10, 0)
+    }
+
+    fn picked(p: &Pick) -> usize {
+        match p {
+            Pick::Key { idx, .. } => *idx,
+            Pick::Exhausted { .. } => panic!("expected a key, got {p:?}"),
+        }
+    }
+
+    /// Pick for `model` and record `outcome` on the picked key; returns its index.
+    fn use_key(s: &mut KeyState, model: Option<&str>, outcome: Outcome, now: DateTime<Utc>) -> usize {
+        let p = s.pick(model, &[], now);
+        let idx = picked(&p);
+        s.record(idx, &fingerprint(&key(idx)), model, &outcome, 10, now);
+        idx
+    }
+
+    fn per_minute(secs: u64) -> Outcome {
+        Outcome::QuotaPerMinute { retry: StdDuration::from_secs(secs) }
+    }
+
+    fn record(s: &mut KeyState, idx: usize, model: Option<&str>, o: Outcome, now: DateTime<Utc>) -> Recorded {
+        s.record(idx, &fingerprint(&key(idx)), model, &o, 0, now)
+    }
+
+    // ---- identity -------------------------------------------------------------------------
+
+    #[test]
+    fn fingerprint_is_sha256_prefix() {
+        // sha256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        assert_eq!(fingerprint("abc"), "ba7816bf8f01");
+        assert_eq!(fingerprint(""), "e3b0c44298fc");
+        assert_eq!(fingerprint(&key(1)).len(), 12);
+        assert_ne!(fingerprint(&key(1)), fingerprint(&key(2)));
+    }
+
+    #[test]
+    fn mask_table() {
+        let cases: &[(&str, &str)] = &[
+            ("AIzaSyABCDEFGHIJKLMNOPXyZ1", "AIza…XyZ1"),
+            ("123456789", "1234…6789"),
+            ("12345678", "…78"),
+            ("ab", "…ab"),
+            ("a", "…a"),
+            ("", "…"),
+            ("ключ-ключ-ключ", "ключ…ключ"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(mask(input), *expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_raw_keys() {
+        let mut s = pool(2, t0());
+        record(&mut s, 0, FLASH, per_minute(5), t0());
+        let shown = format!("{s:?} {:?} {:?}", s.pick(FLASH, &[], t0()), specs(&[None]));
+        assert!(!shown.contains("TESTKEY"), "{shown}");
+    }
+
+    // ---- selection ------------------------------------------------------------------------
+
+    #[test]
+    fn round_robin_over_all_keys() {
+        let mut s = pool(3, t0());
+        let order: Vec<usize> = (0..6).map(|_| picked(&s.pick(FLASH, &[], t0()))).collect();
+        assert_eq!(order, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn pick_skips_tried_keys_then_reports_exhausted() {
+        let mut s = pool(3, t0());
+        assert_eq!(picked(&s.pick(FLASH, &[0], t0())), 1);
+        assert_eq!(picked(&s.pick(FLASH, &[0, 2], t0())), 1);
+        let p = s.pick(FLASH, &[0, 1, 2], t0());
+        // Usable keys exist, this request tried them all: usable again "now".
+        assert_eq!(
+            p,
+            Pick::Exhausted { retry_after_secs: 1, until: Some(t0()), model: FLASH.map(str::to_string) }
+        );
+    }
+
+    #[test]
+    fn pick_returns_key_and_fingerprint() {
+        let mut s = pool(1, t0());
+        let p = s.pick(None, &[], t0());
+        assert_eq!(p, Pick::Key { idx: 0, key: key(0), fingerprint: fingerprint(&key(0)) });
+    }
+
+    #[test]
+    fn empty_pool_is_exhausted() {
+        let mut s = KeyState::new(vec![], LA, t0());
+        assert!(s.is_empty());
+        let p = s.pick(FLASH, &[], t0());
+        assert!(matches!(p, Pick::Exhausted { until: None, retry_after_secs: ALL_DISABLED_RETRY_SECS, .. }));
+    }
+
+    #[test]
+    fn duplicates_and_blank_keys_dropped() {
+        let list = vec![
+            KeySpec::new("k1-aaaaaaaaaa", Some("a")),
+            KeySpec::new("", None),
+            KeySpec::new("k1-aaaaaaaaaa", Some("b")),
+            KeySpec::new("k2-bbbbbbbbbb", None),
+        ];
+        let s = KeyState::new(list, LA, t0());
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.status(t0())["keys"][0]["project"], "a");
+    }
+
+    // ---- outcomes -------------------------------------------------------------------------
+
+    #[test]
+    fn success_counts_requests_tokens_and_last_used() {
+        let mut s = pool(1, t0());
+        let fp = fingerprint(&key(0));
+        assert_eq!(s.record(0, &fp, FLASH, &Outcome::Success, 100, t0()), Recorded::Counted);
+        s.record(0, &fp, FLASH, &Outcome::Success, 50, t0());
+        s.record(0, &fp, None, &Outcome::Success, 0, t0());
+        assert!(s.add_tokens(0, &fp, FLASH, 7, t0()));
+        let st = s.status(t0());
+        let k = &st["keys"][0];
+        assert_eq!(k["requests"], 3);
+        assert_eq!(k["tokens"], 157);
+        assert_eq!(k["models"]["gemini-2.5-flash"]["requests"], 2);
+        assert_eq!(k["models"]["gemini-2.5-flash"]["tokens"], 157);
+        assert_eq!(k["models"][NO_MODEL]["requests"], 1);
+        assert_eq!(k["last_used"], "2026-11-22T10:00:00-08:00");
+        assert_eq!(st["totals"], json!({"requests": 3, "tokens": 157}));
+    }
+
+    #[test]
+    fn transient_and_client_errors_change_nothing() {
+        let mut s = pool(1, t0());
+        for o in [Outcome::Transient, Outcome::ClientError] {
+            assert_eq!(record(&mut s, 0, FLASH, o, t0()), Recorded::Nothing);
+        }
+        let st = s.status(t0());
+        assert_eq!(st["keys"][0]["state"], "usable");
+        assert_eq!(st["keys"][0]["requests"], 0);
+        assert_eq!(st["keys"][0]["last_used"], Value::Null);
+    }
+
+    #[test]
+    fn per_minute_cools_only_that_model() {
+        let mut s = pool(2, t0());
+        let r = record(&mut s, 0, FLASH, per_minute(26), t0());
+        let until = t0() + Duration::seconds(26);
+        assert_eq!(r, Recorded::Cooling { until });
+        assert_eq!(picked(&s.pick(FLASH, &[], t0())), 1);
+        assert_eq!(picked(&s.pick(FLASH, &[], t0())), 1);
+        assert_eq!(picked(&s.pick(PRO, &[], t0())), 0, "other model unaffected");
+        assert_eq!(s.usable_for(FLASH, until - Duration::milliseconds(1)), 1);
+        assert_eq!(s.usable_for(FLASH, until), 2, "usable again when it ends");
+        assert_eq!(picked(&s.pick(FLASH, &[1], until)), 0);
+    }
+
+    #[test]
+    fn per_minute_never_shortens_a_running_cooldown_and_is_at_least_one_second() {
+        let mut s = pool(1, t0());
+        record(&mut s, 0, FLASH, per_minute(30), t0());
+        let r = record(&mut s, 0, FLASH, per_minute(5), t0());
+        assert_eq!(r, Recorded::Cooling { until: t0() + Duration::seconds(30) });
+        let mut s = pool(1, t0());
+        let r = record(&mut s, 0, FLASH, per_minute(0), t0());
+        assert_eq!(r, Recorded::Cooling { until: t0() + Duration::seconds(1) });
+    }
+
+    #[test]
+    fn rate_limited_backoff_doubles_and_resets_next_day() {
+        let mut s = pool(1, t0());
+        let mut now = t0();
+        let mut seen = vec![];
+        for _ in 0..4 {
+            let Recorded::Cooling { until } = record(&mut s, 0, FLASH, Outcome::RateLimited, now) else {
+                panic!("expected cooling");
+            };
+            seen.push((until - now).num_seconds());
+            now = until;
+        }
+        assert_eq!(seen, vec![60, 120, 240, 480]);
+        // Next quota day: the streak starts over.
+        let tomorrow = la(2026, 11, 23, 10, 0);
+        let Recorded::Cooling { until } = record(&mut s, 0, FLASH, Outcome::RateLimited, tomorrow) else {
+            panic!("expected cooling");
+        };
+        assert_eq!((until - tomorrow).num_seconds(), 60);
+    }
+
+    #[test]
+    fn rate_limited_backoff_never_passes_the_reset() {
+        let now = la(2026, 11, 22, 23, 59);
+        let mut s = pool(1, now);
+        let r = record(&mut s, 0, FLASH, Outcome::RateLimited, now + Duration::seconds(30));
+        assert_eq!(r, Recorded::Cooling { until: la(2026, 11, 23, 0, 0) });
+        // A huge streak does not overflow either.
+        let mut s = pool(1, t0());
+        for _ in 0..100 {
+            record(&mut s, 0, FLASH, Outcome::RateLimited, t0());
+        }
+        assert_eq!(
+            s.snapshot(t0()).keys[&fingerprint(&key(0))].models["gemini-2.5-flash"].cooldown_streak,
+            100
+        );
+        let p = s.pick(FLASH, &[], t0());
+        assert!(matches!(p, Pick::Exhausted { until: Some(u), .. } if u == la(2026, 11, 23, 0, 0)));
+    }
+
+    #[test]
+    fn per_day_parks_until_next_reset() {
+        let mut s = pool(2, t0());
+        let r = record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
+        let reset = la(2026, 11, 23, 0, 0);
+        assert_eq!(r, Recorded::Parked { until: reset });
+        assert_eq!(reset, utc(2026, 11, 23, 8, 0, 0), "Pacific midnight is 08:00 UTC in winter");
+        let st = s.status(t0());
+        assert_eq!(st["keys"][0]["state"], "parked");
+        assert_eq!(st["keys"][0]["models"]["gemini-2.5-flash"]["parked_until"], "2026-11-23T00:00:00-08:00");
+        assert_eq!(picked(&s.pick(FLASH, &[], reset - Duration::seconds(1))), 1);
+        assert_eq!(picked(&s.pick(FLASH, &[], reset - Duration::seconds(1))), 1);
+        assert_eq!(picked(&s.pick(FLASH, &[], reset)), 0);
+    }
+
+    #[test]
+    fn limits_are_shared_by_a_project() {
+        let mut s = KeyState::new(specs(&[Some("p"), Some("p"), None, Some("q")]), LA, t0());
+        record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
+        let order: Vec<usize> = (0..4).map(|_| picked(&s.pick(FLASH, &[], t0()))).collect();
+        assert_eq!(order, vec![2, 3, 2, 3], "key 1 shares key 0's project");
+        let st = s.status(t0());
+        assert_eq!(st["keys"][1]["state"], "parked");
+        assert_eq!(st["keys"][2]["state"], "usable");
+    }
+
+    #[test]
+    fn unlabelled_keys_are_their_own_projects() {
+        let mut s = pool(2, t0());
+        record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
+        assert_eq!(s.status(t0())["keys"][1]["state"], "usable");
+    }
+
+    #[test]
+    fn invalid_key_is_disabled_alone() {
+        let mut s = KeyState::new(specs(&[Some("p"), Some("p")]), LA, t0());
+        let o = Outcome::KeyInvalid { reason: "API_KEY_INVALID".into() };
+        assert_eq!(record(&mut s, 0, FLASH, o, t0()), Recorded::Disabled);
+        assert_eq!(picked(&s.pick(None, &[], t0())), 1);
+        assert_eq!(picked(&s.pick(None, &[], t0())), 1);
+        let st = s.status(t0());
+        assert_eq!(st["keys"][0]["state"], "disabled");
+        assert_eq!(st["keys"][0]["disabled_reason"], "API_KEY_INVALID");
+        assert_eq!(st["keys"][1]["disabled_reason"], Value::Null);
+        assert_eq!(s.disabled_keys(), vec![(0, key(0))]);
+        assert_eq!(s.usable_count(t0()), 1);
+    }
+
+    #[test]
+    fn enable_after_reprobe() {
+        let mut s = pool(1, t0());
+        record(&mut s, 0, FLASH, Outcome::KeyInvalid { reason: "X".into() }, t0());
+        assert!(!s.enable("000000000000"));
+        assert!(s.enable(&fingerprint(&key(0))));
+        assert!(!s.enable(&fingerprint(&key(0))), "already enabled");
+        assert!(s.disabled_keys().is_empty());
+        assert_eq!(picked(&s.pick(FLASH, &[], t0())), 0);
+    }
+
+    #[test]
+    fn model_less_requests_ignore_parks_and_cooldowns() {
+        let mut s = pool(1, t0());
+        record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
+        record(&mut s, 0, PRO, per_minute(60), t0());
+        assert_eq!(picked(&s.pick(None, &[], t0())), 0);
+        assert_eq!(s.usable_for(FLASH, t0()), 0);
+        assert_eq!(s.usable_for(None, t0()), 1);
+    }
+
+    #[test]
+    fn model_less_quota_blocks_every_model() {
+        let mut s = pool(2, t0());
+        record(&mut s, 0, None, per_minute(30), t0());
+        assert_eq!(picked(&s.pick(FLASH, &[], t0())), 1);
+        assert_eq!(picked(&s.pick(PRO, &[], t0())), 1);
+        assert_eq!(s.usable_count(t0()), 1);
+        let st = s.status(t0());
+        assert_eq!(st["keys"][0]["state"], "cooling");
+        assert!(st["keys"][0]["models"][ALL_MODELS]["cooling_until"].is_string());
+    }
+
+    #[test]
+    fn exhausted_reports_the_earliest_end() {
+        let mut s = pool(3, t0());
+        record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
+        record(&mut s, 1, FLASH, per_minute(90), t0());
+        record(&mut s, 2, FLASH, Outcome::Transient, t0());
+        record(&mut s, 2, FLASH, Outcome::KeyInvalid { reason: "X".into() }, t0());
+        let later = t0() + Duration::milliseconds(500);
+        let p = s.pick(FLASH, &[], later);
+        assert_eq!(
+            p,
+            Pick::Exhausted {
+                retry_after_secs: 90, // 89.5 s rounded up
+                until: Some(t0() + Duration::seconds(90)),
+                model: Some("gemini-2.5-flash".into())
+            }
+        );
+    }
+
+    #[test]
+    fn exhausted_when_everything_is_disabled() {
+        let mut s = pool(2, t0());
+        for i in 0..2 {
+            record(&mut s, i, FLASH, Outcome::KeyInvalid { reason: "X".into() }, t0());
+        }
+        for model in [FLASH, None] {
+            let p = s.pick(model, &[], t0());
+            assert_eq!(
+                p,
+                Pick::Exhausted {
+                    retry_after_secs: ALL_DISABLED_RETRY_SECS,
+                    until: None,
+                    model: model.map(str::to_string)
+                }
+            );
+        }
+        assert_eq!(s.usable_count(t0()), 0);
+    }
+
+    #[test]
+    fn record_after_reload_finds_the_key_by_fingerprint() {
+        let mut s = pool(3, t0());
+        let p = s.pick(FLASH, &[], t0());
+        let Pick::Key { idx, fingerprint: fp, .. } = p.clone() else { panic!() };
+        assert_eq!(idx, 0);
+        // Reload drops key 0's predecessor position: key(0) now sits at index 1.
+        s.reload(vec![KeySpec::new(&key(5), None), KeySpec::new(&key(0), None)]).unwrap();
+        assert_eq!(s.record(idx, &fp, FLASH, &Outcome::Success, 3, t0()), Recorded::Counted);
+        let st = s.status(t0());
+        assert_eq!(st["keys"][0]["requests"], 0, "the key now at index 0 is not charged");
+        assert_eq!(st["keys"][1]["requests"], 1);
+        // A key that left the pool is ignored.
+        s.reload(vec![KeySpec::new(&key(5), None)]).unwrap();
+        assert_eq!(s.record(1, &fp, FLASH, &Outcome::Success, 3, t0()), Recorded::UnknownKey);
+        assert!(!s.add_tokens(1, &fp, FLASH, 3, t0()));
+    }
+
+    // ---- reload ---------------------------------------------------------------------------
+
+    #[test]
+    fn reload_keeps_state_of_staying_keys() {
+        let mut s = KeyState::new(specs(&[Some("p"), None, None]), LA, t0());
+        use_key(&mut s, FLASH, Outcome::Success, t0());
+        record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
+        record(&mut s, 1, FLASH, Outcome::KeyInvalid { reason: "X".into() }, t0());
+        let report = s
+            .reload(vec![
+                KeySpec::new(&key(1), None),
+                KeySpec::new(&key(0), Some("p")),
+                KeySpec::new(&key(9), None),
+                KeySpec::new(&key(9), None),
+            ])
+            .unwrap();
+        assert_eq!(report.kept, 2);
+        assert_eq!(report.added, vec![fingerprint(&key(9))]);
+        assert_eq!(report.removed, vec![fingerprint(&key(2))]);
+        assert_eq!(report.reenabled, vec![fingerprint(&key(1))]);
+        assert_eq!(s.len(), 3);
+        let st = s.status(t0());
+        assert_eq!(st["keys"][0]["id"], fingerprint(&key(1)).as_str());
+        assert_eq!(st["keys"][0]["state"], "usable", "re-enabled");
+        assert_eq!(st["keys"][1]["state"], "parked", "park kept");
+        assert_eq!(st["keys"][1]["requests"], 1, "count kept");
+        assert_eq!(st["keys"][2]["requests"], 0);
+    }
+
+    #[test]
+    fn reload_refuses_an_empty_list() {
+        let mut s = pool(2, t0());
+        assert!(s.reload(vec![]).is_err());
+        assert!(s.reload(vec![KeySpec::new("", None)]).is_err());
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn reload_moving_a_key_between_projects() {
+        let mut s = KeyState::new(specs(&[Some("p"), Some("p"), Some("q")]), LA, t0());
+        record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
+        // key 1 moves to project q: no longer parked; key 0 stays parked with project p.
+        s.reload(specs(&[Some("p"), Some("q"), Some("q")])).unwrap();
+        let st = s.status(t0());
+        assert_eq!(st["keys"][0]["state"], "parked");
+        assert_eq!(st["keys"][1]["state"], "usable");
+        // Project p vanishes entirely: its limits go with it.
+        s.reload(specs(&[Some("r"), Some("q"), Some("q")])).unwrap();
+        assert_eq!(s.status(t0())["keys"][0]["state"], "usable");
+    }
+
+    // ---- the quota day --------------------------------------------------------------------
+
+    #[test]
+    fn quota_day_and_reset_around_pacific_midnight() {
+        // (now in UTC, expected quota day, expected next reset in UTC)
+        let cases = [
+            // Winter (PST, UTC-8): Pacific midnight is 08:00 UTC.
+            (utc(2026, 11, 23, 7, 59, 59), date(2026, 11, 22), utc(2026, 11, 23, 8, 0, 0)),
+            (utc(2026, 11, 23, 8, 0, 0), date(2026, 11, 23), utc(2026, 11, 24, 8, 0, 0)),
+            // UTC midnight is not the reset.
+            (utc(2026, 11, 23, 0, 0, 0), date(2026, 11, 22), utc(2026, 11, 23, 8, 0, 0)),
+            // Summer (PDT, UTC-7): 07:00 UTC.
+            (utc(2026, 7, 4, 6, 59, 59), date(2026, 7, 3), utc(2026, 7, 4, 7, 0, 0)),
+            (utc(2026, 7, 4, 7, 0, 0), date(2026, 7, 4), utc(2026, 7, 5, 7, 0, 0)),
+        ];
+        for (now, day, reset) in cases {
+            assert_eq!(quota_day_at(LA, now), day, "day at {now}");
+            assert_eq!(next_reset_at(LA, now).with_timezone(&Utc), reset, "reset at {now}");
+        }
+    }
+
+    #[test]
+    fn dst_spring_forward_2027() {
+        // 2027-03-14: clocks jump from 02:00 PST to 03:00 PDT; the day has 23 hours.
+        let start = start_of_day(LA, date(2027, 3, 14));
+        let end = start_of_day(LA, date(2027, 3, 15));
+        assert_eq!(start.with_timezone(&Utc), utc(2027, 3, 14, 8, 0, 0));
+        assert_eq!(end.with_timezone(&Utc), utc(2027, 3, 15, 7, 0, 0));
+        assert_eq!((end - start).num_hours(), 23);
+        assert_eq!(end.to_rfc3339(), "2027-03-15T00:00:00-07:00");
+        // Midnight before the change: one second before it is still 03-13.
+        assert_eq!(quota_day_at(LA, utc(2027, 3, 14, 7, 59, 59)), date(2027, 3, 13));
+        assert_eq!(quota_day_at(LA, utc(2027, 3, 14, 8, 0, 0)), date(2027, 3, 14));
+        // Midnight after the change: 07:00 UTC, not 08:00.
+        assert_eq!(quota_day_at(LA, utc(2027, 3, 15, 6, 59, 59)), date(2027, 3, 14));
+        assert_eq!(quota_day_at(LA, utc(2027, 3, 15, 7, 0, 0)), date(2027, 3, 15));
+        // Not naive: 24 h after the day's start is already 01:00 on the 15th.
+        let naive = start + Duration::hours(24);
+        assert_eq!(naive.hour(), 1);
+        assert_ne!(next_reset_at(LA, utc(2027, 3, 14, 8, 30, 0)), naive);
+        assert_eq!(next_reset_at(LA, utc(2027, 3, 14, 8, 30, 0)), end);
+        // Just after the jump (03:00 PDT = 10:00 UTC) the reset is the same midnight.
+        assert_eq!(next_reset_at(LA, utc(2027, 3, 14, 10, 0, 0)), end);
+    }
+
+    #[test]
+    fn dst_fall_back_2027() {
+        // 2027-11-07: clocks fall from 02:00 PDT to 01:00 PST; the day has 25 hours.
+        let start = start_of_day(LA, date(2027, 11, 7));
+        let end = start_of_day(LA, date(2027, 11, 8));
+        assert_eq!(start.with_timezone(&Utc), utc(2027, 11, 7, 7, 0, 0));
+        assert_eq!(end.with_timezone(&Utc), utc(2027, 11, 8, 8, 0, 0));
+        assert_eq!((end - start).num_hours(), 25);
+        assert_eq!(end.to_rfc3339(), "2027-11-08T00:00:00-08:00");
+        assert_eq!(quota_day_at(LA, utc(2027, 11, 7, 6, 59, 59)), date(2027, 11, 6));
+        assert_eq!(quota_day_at(LA, utc(2027, 11, 8, 7, 59, 59)), date(2027, 11, 7));
+        assert_eq!(quota_day_at(LA, utc(2027, 11, 8, 8, 0, 0)), date(2027, 11, 8));
+        // 24 h after the start is 23:00 on the 7th, still the same quota day.
+        let naive = start + Duration::hours(24);
+        assert_eq!(quota_day_at(LA, naive.with_timezone(&Utc)), date(2027, 11, 7));
+        // Both 01:30s of the repeated hour have the same reset.
+        let first = utc(2027, 11, 7, 8, 30, 0);
+        let second = utc(2027, 11, 7, 9, 30, 0);
+        assert_eq!(first.with_timezone(&LA).hour(), 1);
+        assert_eq!(second.with_timezone(&LA).hour(), 1);
+        assert_eq!(next_reset_at(LA, first), end);
+        assert_eq!(next_reset_at(LA, second), end);
+    }
+
+    #[test]
+    fn park_at_2359_ends_at_local_midnight_across_dst() {
+        // (local date of the 23:59 park, expected end in UTC)
+        let cases = [
+            ((2027, 3, 13), utc(2027, 3, 14, 8, 0, 0)), // the night into spring-forward day
+            ((2027, 3, 14), utc(2027, 3, 15, 7, 0, 0)), // the 23-hour day
+            ((2027, 11, 6), utc(2027, 11, 7, 7, 0, 0)), // the night into fall-back day
+            ((2027, 11, 7), utc(2027, 11, 8, 8, 0, 0)), // the 25-hour day
+        ];
+        for ((y, m, d), end) in cases {
+            let now = la(y, m, d, 23, 59);
+            let mut s = pool(1, now);
+            assert_eq!(record(&mut s, 0, FLASH, Outcome::QuotaPerDay, now), Recorded::Parked { until: end });
+            assert_eq!(end.with_timezone(&LA).hour(), 0);
+            assert!(matches!(
+                s.pick(FLASH, &[], end - Duration::seconds(1)),
+                Pick::Exhausted { retry_after_secs: 1, .. }
+            ));
+            assert_eq!(picked(&s.pick(FLASH, &[], end)), 0, "parked until {end}");
+            assert_eq!(s.quota_day(), end.with_timezone(&LA).date_naive());
+        }
+    }
+
+    #[test]
+    fn zone_that_skips_midnight() {
+        // America/Santiago springs forward at 24:00 on 2027-09-04: 2027-09-05 starts at 01:00.
+        let tz = chrono_tz::America::Santiago;
+        let start = start_of_day(tz, date(2027, 9, 5));
+        assert_eq!(start.date_naive(), date(2027, 9, 5));
+        assert_eq!(start.hour(), 1);
+        assert_eq!(start.with_timezone(&Utc), utc(2027, 9, 5, 4, 0, 0));
+        let just_before = start.with_timezone(&Utc) - Duration::seconds(1);
+        assert_eq!(quota_day_at(tz, just_before), date(2027, 9, 4));
+        assert_eq!(next_reset_at(tz, just_before), start);
+    }
+
+    #[test]
+    fn far_future_instants_do_not_panic() {
+        // chrono itself cannot show its last instants in a zone west of UTC, so "far" is year 9999.
+        let end = utc(9999, 12, 31, 15, 0, 0);
+        let mut s = pool(1, end);
+        record(&mut s, 0, FLASH, Outcome::QuotaPerDay, end);
+        record(&mut s, 0, FLASH, per_minute(86_400), end);
+        for _ in 0..20 {
+            record(&mut s, 0, FLASH, Outcome::RateLimited, end);
+        }
+        assert!(matches!(s.pick(FLASH, &[], end), Pick::Exhausted { .. }));
+        assert_eq!(s.status(end)["keys"][0]["state"], "parked");
+    }
+
+    #[test]
+    fn utc_and_other_zones() {
+        let tz = chrono_tz::UTC;
+        assert_eq!(
+            next_reset_at(tz, utc(2026, 11, 22, 23, 59, 59)),
+            tz.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap()
+        );
+        let tokyo = chrono_tz::Asia::Tokyo;
+        assert_eq!(quota_day_at(tokyo, utc(2026, 11, 22, 15, 0, 0)), date(2026, 11, 23));
+    }
+
+    #[test]
+    fn rollover_moves_counts_to_history_and_ends_parks() {
+        let mut s = pool(2, t0());
+        use_key(&mut s, FLASH, Outcome::Success, t0());
+        record(&mut s, 1, FLASH, Outcome::QuotaPerDay, t0());
+        record(&mut s, 1, PRO, per_minute(600), la(2026, 11, 22, 23, 55));
+        assert!(!s.rollover(la(2026, 11, 22, 23, 59)));
+        let midnight = la(2026, 11, 23, 0, 0);
+        assert!(s.rollover(midnight));
+        assert!(!s.rollover(midnight), "rolls once");
+        assert_eq!(s.quota_day(), date(2026, 11, 23));
+        let day = &s.history()[&date(2026, 11, 22)];
+        assert_eq!(day[&fingerprint(&key(0))], DayTotals { requests: 1, tokens: 10 });
+        assert!(!day.contains_key(&fingerprint(&key(1))), "no zero rows");
+        let st = s.status(midnight);
+        assert_eq!(st["keys"][0]["requests"], 0);
+        assert_eq!(st["keys"][1]["state"], "cooling", "per-minute cooldown runs on past midnight");
+        assert_eq!(st["keys"][1]["models"]["gemini-2.5-flash"], Value::Null);
+        assert_eq!(st["quota_day"], "2026-11-23");
+    }
+
+    #[test]
+    fn rollover_never_goes_backwards_and_skips_idle_days() {
+        let mut s = pool(1, t0());
+        use_key(&mut s, FLASH, Outcome::Success, t0());
+        assert!(!s.rollover(t0() - Duration::days(3)));
+        assert_eq!(s.quota_day(), date(2026, 11, 22));
+        // Down for three days: one roll, the counts land on the day they were made.
+        assert!(s.rollover(t0() + Duration::days(3)));
+        assert_eq!(s.quota_day(), date(2026, 11, 25));
+        assert_eq!(s.history().keys().copied().collect::<Vec<_>>(), vec![date(2026, 11, 22)]);
+    }
+
+    #[test]
+    fn history_keeps_thirty_days() {
+        let mut s = pool(1, t0());
+        for d in 0..40 {
+            let now = t0() + Duration::days(d);
+            use_key(&mut s, FLASH, Outcome::Success, now);
+        }
+        assert!(s.rollover(t0() + Duration::days(40)));
+        let days: Vec<NaiveDate> = s.history().keys().copied().collect();
+        assert_eq!(days.len(), 30);
+        assert_eq!(days.first().copied(), Some(s.quota_day() - Duration::days(30)));
+        assert_eq!(days.last().copied(), Some(s.quota_day() - Duration::days(1)));
+    }
+
+    #[test]
+    fn pick_and_record_roll_the_day_themselves() {
+        let mut s = pool(1, t0());
+        record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
+        let tomorrow = la(2026, 11, 23, 0, 0);
+        assert_eq!(picked(&s.pick(FLASH, &[], tomorrow)), 0);
+        assert_eq!(s.quota_day(), date(2026, 11, 23));
+    }
+
+    // ---- status ---------------------------------------------------------------------------
+
+    #[test]
+    fn status_has_the_spec_shape() {
+        let mut s = KeyState::new(vec![KeySpec::new("AIzaSyABCDEFGHIJKLMNOPXyZ1", Some("proj-a"))], LA, t0());
+        let fp = fingerprint("AIzaSyABCDEFGHIJKLMNOPXyZ1");
+        let at = la(2026, 11, 22, 10, 1) + Duration::seconds(2) + Duration::milliseconds(345);
+        s.record(0, &fp, FLASH, &Outcome::Success, 3400, at);
+        let expected = json!({
+            "quota_day": "2026-11-22", "timezone": "America/Los_Angeles",
+            "next_reset": "2026-11-23T00:00:00-08:00",
+            "totals": {"requests": 1, "tokens": 3400},
+            "keys": [{"id": fp, "masked": "AIza…XyZ1", "project": "proj-a",
+                      "state": "usable", "disabled_reason": null,
+                      "last_used": "2026-11-22T10:01:02-08:00",
+                      "requests": 1, "tokens": 3400,
+                      "models": {"gemini-2.5-flash": {"requests": 1, "tokens": 3400,
+                                                      "parked_until": null, "cooling_until": null}}}]
+        });
+        assert_eq!(s.status(at), expected);
+    }
+
+    #[test]
+    fn status_states_table() {
+        // (outcome recorded on key 0 for FLASH, expected state)
+        let cases = [
+            (Outcome::Success, "usable"),
+            (per_minute(10), "cooling"),
+            (Outcome::RateLimited, "cooling"),
+            (Outcome::QuotaPerDay, "parked"),
+            (Outcome::KeyInvalid { reason: "X".into() }, "disabled"),
+        ];
+        for (outcome, state) in cases {
+            let mut s = pool(1, t0());
+            record(&mut s, 0, FLASH, outcome.clone(), t0());
+            assert_eq!(s.status(t0())["keys"][0]["state"], state, "after {outcome:?}");
+        }
+        // Expired limits show as usable and as nulls.
+        let mut s = pool(1, t0());
+        record(&mut s, 0, FLASH, per_minute(10), t0());
+        let later = t0() + Duration::seconds(10);
+        assert_eq!(s.status(later)["keys"][0]["state"], "usable");
+        // Parked beats cooling.
+        record(&mut s, 0, PRO, per_minute(10), later);
+        record(&mut s, 0, FLASH, Outcome::QuotaPerDay, later);
+        assert_eq!(s.status(later)["keys"][0]["state"], "parked");
+    }
+
+    #[test]
+    fn status_never_contains_raw_keys() {
+        let mut s = KeyState::new(specs(&[Some("p"), None]), LA, t0());
+        use_key(&mut s, FLASH, Outcome::Success, t0());
+        record(&mut s, 1, FLASH, Outcome::KeyInvalid { reason: "CONSUMER_SUSPENDED".into() }, t0());
+        let text = s.status(t0()).to_string() + &serde_json::to_string(&s.snapshot(t0())).unwrap();
+        assert!(!text.contains("TESTKEY"), "{text}");
+    }
+
+    // ---- persistence ----------------------------------------------------------------------
+
+    #[test]
+    fn snapshot_restore_round_trip_same_day() {
+        let mut s = KeyState::new(specs(&[Some("p"), Some("p"), None]), LA, t0());
+        use_key(&mut s, FLASH, Outcome::Success, t0());
+        use_key(&mut s, PRO, Outcome::Success, t0());
+        record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
+        record(&mut s, 2, PRO, Outcome::RateLimited, t0());
+        record(&mut s, 2, FLASH, Outcome::KeyInvalid { reason: "API_KEY_INVALID".into() }, t0());
+        let file = s.snapshot(t0());
+        assert_eq!(file.quota_day, date(2026, 11, 22));
+        assert_eq!(file.timezone, "America/Los_Angeles");
+        // Survives serialization.
+        let text = serde_json::to_string(&file).unwrap();
+        let file = crate::store_format::parse_usage(text.as_bytes(), LA).unwrap();
+
+        let later = t0() + Duration::seconds(5);
+        let mut fresh = KeyState::new(specs(&[Some("p"), Some("p"), None]), LA, later);
+        fresh.restore(&file, later);
+        fresh.restore(&file, later); // idempotent
+        assert_eq!(fresh.status(later), s.status(later));
+        // The streak came back too: the next detail-less 429 waits 120 s.
+        let r = record(&mut fresh, 2, PRO, Outcome::RateLimited, t0() + Duration::seconds(60));
+        assert_eq!(r, Recorded::Cooling { until: t0() + Duration::seconds(180) });
+    }
+
+    #[test]
+    fn restore_from_a_past_day_is_a_rollover() {
+        let yesterday = t0();
+        let mut s = pool(2, yesterday);
+        use_key(&mut s, FLASH, Outcome::Success, yesterday);
+        record(&mut s, 1, FLASH, Outcome::QuotaPerDay, yesterday);
+        record(&mut s, 1, PRO, Outcome::KeyInvalid { reason: "X".into() }, yesterday);
+        let file = s.snapshot(yesterday);
+
+        let today = la(2026, 11, 23, 9, 0);
+        let mut fresh = pool(2, today);
+        fresh.restore(&file, today);
+        assert_eq!(fresh.quota_day(), date(2026, 11, 23));
+        let st = fresh.status(today);
+        assert_eq!(st["totals"]["requests"], 0);
+        assert_eq!(st["keys"][1]["state"], "disabled", "disabled survives");
+        assert_eq!(
+            fresh.history()[&date(2026, 11, 22)][&fingerprint(&key(0))],
+            DayTotals { requests: 1, tokens: 10 }
+        );
+        assert_eq!(fresh.usable_for(FLASH, today), 1, "yesterday's park is over");
+    }
+
+    #[test]
+    fn restore_ignores_unknown_keys_but_keeps_their_history() {
+        let mut s = pool(1, t0());
+        use_key(&mut s, FLASH, Outcome::Success, t0());
+        let mut file = s.snapshot(t0());
+        file.history
+            .entry(date(2026, 11, 1))
+            .or_default()
+            .insert("abcdefabcdef".into(), DayTotals { requests: 9, tokens: 9 });
+        let mut other = KeyState::new(vec![KeySpec::new(&key(7), None)], LA, t0());
+        other.restore(&file, t0());
+        assert_eq!(other.status(t0())["totals"]["requests"], 0);
+        assert_eq!(other.history()[&date(2026, 11, 1)]["abcdefabcdef"].requests, 9);
+    }
+
+    #[test]
+    fn restore_converted_seed_files() {
+        let raw0 = key(0);
+        let raw1 = key(1);
+        // Flat seed file from today: counts under "unknown", the exhausted key parked for all models.
+        let text = format!(
+            r#"{{"date":"2026-11-22","counts":{{"{raw0}":12,"{raw1}":2}},"exhausted_keys":["{raw0}"]}}"#
+        );
+        let file = crate::store_format::parse_usage(text.as_bytes(), LA).unwrap();
+        let mut s = pool(2, t0());
+        s.restore(&file, t0());
+        let st = s.status(t0());
+        assert_eq!(st["keys"][0]["models"][NO_MODEL]["requests"], 12);
+        assert_eq!(st["keys"][0]["state"], "parked");
+        assert_eq!(st["keys"][0]["models"][ALL_MODELS]["parked_until"], "2026-11-23T00:00:00-08:00");
+        assert_eq!(st["totals"]["requests"], 14);
+        assert_eq!(picked(&s.pick(FLASH, &[], t0())), 1);
+        assert_eq!(picked(&s.pick(PRO, &[], t0())), 1);
+        assert_eq!(picked(&s.pick(None, &[], t0())), 0, "model-less requests still use it");
+        let saved = serde_json::to_string(&s.snapshot(t0())).unwrap();
+        assert!(!saved.contains(&raw0) && !saved.contains(&raw1));
+
+        // Per-model seed file from yesterday: counts become history, parks are over.
+        let text = format!(
+            r#"{{"date":"2026-11-21","model_counts":{{"{raw0}":{{"gemini-2.5-flash":3}}}},"exhausted_keys":{{"{raw0}":["gemini-2.5-flash"]}}}}"#
+        );
+        let file = crate::store_format::parse_usage(text.as_bytes(), LA).unwrap();
+        let mut s = pool(2, t0());
+        s.restore(&file, t0());
+        assert_eq!(s.history()[&date(2026, 11, 21)][&fingerprint(&raw0)].requests, 3);
+        assert_eq!(s.usable_for(FLASH, t0()), 2);
+    }
+
+    #[test]
+    fn restore_from_a_future_day_keeps_the_counts() {
+        let mut s = pool(1, t0());
+        use_key(&mut s, FLASH, Outcome::Success, t0());
+        let mut file = s.snapshot(t0());
+        file.quota_day = date(2026, 11, 23);
+        let mut fresh = pool(1, t0());
+        fresh.restore(&file, t0());
+        assert_eq!(fresh.status(t0())["totals"]["requests"], 1);
+        assert_eq!(fresh.quota_day(), date(2026, 11, 22));
+    }
+
+    #[test]
+    fn snapshot_drops_expired_limits() {
+        let mut s = pool(1, t0());
+        record(&mut s, 0, FLASH, per_minute(5), t0());
+        let file = s.snapshot(t0() + Duration::seconds(6));
+        assert!(file.keys[&fingerprint(&key(0))].models.is_empty());
+        let file = s.snapshot(t0());
+        assert_eq!(
+            file.keys[&fingerprint(&key(0))].models["gemini-2.5-flash"].cooling_until,
+            Some(t0() + Duration::seconds(5))
+        );
     }
 }

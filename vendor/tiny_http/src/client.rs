@@ -230,6 +230,15 @@ impl Iterator for ClientConnection {
                     return None; // closing the connection
                 }
 
+                // gemini-key-manager patch: an idle keep-alive connection is closed quietly; an
+                // unsolicited 408 could be read by a client as the answer to its next request.
+                Err(ReadError::ReadIoError(ref err))
+                    if (err.kind() == ErrorKind::TimedOut || err.kind() == ErrorKind::WouldBlock)
+                        && self.header_bytes == 0 =>
+                {
+                    return None;
+                }
+
                 Err(ReadError::ReadIoError(ref err))
                     if err.kind() == ErrorKind::TimedOut || err.kind() == ErrorKind::WouldBlock =>
                 {

@@ -343,6 +343,16 @@ impl Server {
                     // used to stop accepting for good. Errors that concern one connection
                     // or a passing shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM) are logged
                     // and accepting resumes; anything else is handed to `recv()`.
+                    // The listening socket carries SO_RCVTIMEO (inherited by accepted sockets),
+                    // so accept() itself times out when nobody connects: not an error.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        continue;
+                    }
                     Err(e) if is_transient_accept_error(&e) => {
                         log::warn!("accept() failed, continuing: {}", e);
                         thread::sleep(std::time::Duration::from_millis(50));

@@ -1,0 +1,50 @@
+//! The scripted Gemini mock as a standalone server, for trying the proxy by hand:
+//!
+//! `cargo run --example mock_upstream -- --port 0 --keys KEY1,KEY2 [--delay-ms 200] [--events 3]`
+//!
+//! Prints `mock upstream listening on http://127.0.0.1:PORT` and serves until killed.
+
+#[path = "../tests/support/mock_upstream.rs"]
+mod mock_upstream;
+
+use std::io::Write;
+use std::time::Duration;
+
+const USAGE: &str = "usage: mock_upstream [--port N] --keys KEY1,KEY2 [--delay-ms MS] [--events N]";
+
+fn main() {
+    let (mut port, mut keys, mut delay_ms, mut events) = (0u16, String::new(), 0u64, 3usize);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().unwrap_or_else(|| fail(&format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--port" => port = parse(&flag, &value),
+            "--keys" => keys = value.clone(),
+            "--delay-ms" => delay_ms = parse(&flag, &value),
+            "--events" => events = parse(&flag, &value),
+            _ => fail(&format!("unknown argument {flag}")),
+        }
+    }
+    let keys: Vec<&str> = keys.split(',').map(str::trim).filter(|k| !k.is_empty()).collect();
+    if keys.is_empty() {
+        fail("--keys is required");
+    }
+    let mock = mock_upstream::MockUpstream::start_on_port(port, &keys);
+    mock.set_stream_delay(Duration::from_millis(delay_ms));
+    mock.set_stream_events(events);
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "mock upstream listening on {}", mock.url());
+    let _ = stdout.flush();
+    loop {
+        std::thread::park();
+    }
+}
+
+fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> T {
+    value.parse().unwrap_or_else(|_| fail(&format!("bad value for {flag}: {value}")))
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("{message}\n{USAGE}");
+    std::process::exit(2);
+}

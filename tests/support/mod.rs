@@ -1,0 +1,158 @@
+//! Shared helpers of the integration tests: the scripted mock upstream, a proxy started
+//! in-process against it, and a plain HTTP client. Everything listens on 127.0.0.1, port 0.
+#![allow(dead_code, unused_imports)]
+
+pub mod mock_upstream;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use gemini_key_manager::config::Config;
+pub use mock_upstream::{MockUpstream, Reply, StreamEnd};
+
+pub const TOKEN: &str = "test-client-token-1234";
+pub const KEYS: [&str; 3] = [
+    "AIzaSyTESTKEY00000000000000000000000000A",
+    "AIzaSyTESTKEY00000000000000000000000000B",
+    "AIzaSyTESTKEY00000000000000000000000000C",
+];
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "gkm-test-{}-{}-{name}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+pub struct Proxy {
+    pub handle: gemini_key_manager::Handle,
+    pub dir: PathBuf,
+    pub url: String,
+}
+
+impl Proxy {
+    /// Start a proxy in front of `upstream` with `keys` (one per line of the key file).
+    pub fn start_with(upstream: &str, key_lines: &[&str], tweak: impl FnOnce(&mut Config)) -> Proxy {
+        let dir = temp_dir("proxy");
+        let key_file = dir.join("key.txt");
+        std::fs::write(&key_file, key_lines.join("\n")).expect("key file");
+        let mut cfg = Config::for_tests(key_file, dir.join("usage.json"), upstream);
+        cfg.tokens = vec![TOKEN.to_string()];
+        tweak(&mut cfg);
+        let handle = gemini_key_manager::start(cfg).expect("proxy starts");
+        let url = handle.url();
+        Proxy { handle, dir, url }
+    }
+
+    pub fn start(mock: &MockUpstream) -> Proxy {
+        Proxy::start_with(&mock.url(), &KEYS, |_| {})
+    }
+}
+
+/// A client that never treats a status as an error and never retries.
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
+}
+
+/// The answer of a simple request: status, headers (lowercased names), body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Send one request with ureq; `headers` as given.
+pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let mut b = ureq::http::Request::builder().method(method).uri(url);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    let resp = if body.is_empty() && method == "GET" {
+        client().run(b.body(()).expect("request"))
+    } else {
+        client().run(b.body(body).expect("request"))
+    }
+    .expect("the proxy answers");
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = resp.into_body().with_config().limit(64 << 20).read_to_vec().expect("body");
+    Answer { status, headers, body }
+}
+
+pub fn post_json(url: &str, body: &serde_json::Value) -> Answer {
+    send(
+        "POST",
+        url,
+        &[("x-goog-api-key", TOKEN), ("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+pub fn generate_body() -> serde_json::Value {
+    serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]})
+}
+
+/// Write raw bytes on a new connection and read the whole answer until the server closes or
+/// `timeout` passes.
+pub fn raw(addr: std::net::SocketAddr, request: &[u8], timeout: Duration) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(timeout)).expect("timeout");
+    s.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                // One complete answer with a Content-Length is enough.
+                if let Some(text) = std::str::from_utf8(&out).ok()
+                    && let Some((head, body)) = text.split_once("\r\n\r\n")
+                    && let Some(len) = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                    && body.len() >= len
+                {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
