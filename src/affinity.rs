@@ -90,10 +90,11 @@ fn resources_in(s: &str, out: &mut Vec<String>) {
         let Some(pos) = next else { break };
         let at = i + pos;
         let boundary = at == 0 || s.as_bytes()[at - 1] == b'/' || s.as_bytes()[at - 1] == b'"';
-        if boundary && let Some(r) = resource_at(&s[at..]) {
-            if !out.contains(&r) {
-                out.push(r);
-            }
+        if boundary
+            && let Some(r) = resource_at(&s[at..])
+            && !out.contains(&r)
+        {
+            out.push(r);
         }
         i = at + 1;
     }
@@ -151,10 +152,9 @@ mod tests {
     #[test]
     fn references_in_paths_uris_and_bodies() {
         let body = br#"{"contents":[{"parts":[{"fileData":{"fileUri":"https://generativelanguage.googleapis.com/v1beta/files/abc-1","mimeType":"image/png"}}]}],"cachedContent":"cachedContents/xyz_9"}"#;
-        assert_eq!(
-            referenced("/v1beta/models/m:generateContent", None, body),
-            vec!["files/abc-1".to_string(), "cachedContents/xyz_9".to_string()]
-        );
+        let mut found = referenced("/v1beta/models/m:generateContent", None, body);
+        found.sort();
+        assert_eq!(found, vec!["cachedContents/xyz_9".to_string(), "files/abc-1".to_string()]);
         assert_eq!(referenced("/v1beta/files/abc:download", None, b""), vec!["files/abc".to_string()]);
         assert_eq!(referenced("/upload/v1beta/files", Some("U1"), b""), vec!["upload:U1".to_string()]);
         assert!(referenced("/v1beta/models/m:generateContent", None, br#"{"x":"profiles/a"}"#).is_empty());

@@ -12,6 +12,7 @@ pub mod keyfile;
 pub mod logging;
 pub mod metrics;
 pub mod native;
+pub mod openai;
 pub mod pool;
 pub mod quota;
 pub mod router;
