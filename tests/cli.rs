@@ -1,5 +1,7 @@
 //! The command line as a user meets it: the real binary, its exit statuses and messages.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::process::Command;

@@ -1,5 +1,7 @@
 //! The native Gemini pass-through, end to end: a real proxy in front of the scripted mock.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,5 +1,7 @@
 //! The real binary as an operator runs it: logs, healthcheck, signals, secrets kept out of logs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::{BufRead, BufReader};

@@ -1,5 +1,7 @@
 //! The server layer on its own: panics, shedding and shutdown with handlers of our own.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::Arc;
