@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Official SDKs as real clients: the scripted mock upstream (examples/mock_upstream.rs), the proxy
+# in front of it, and the Python SDKs pointed at the proxy. Installs the SDKs if they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import google.genai, openai' 2>/dev/null; then
+  "$PY" -m pip install --quiet --disable-pip-version-check google-genai openai
+fi
+
+cargo build --quiet --bin gemini-key-manager --example mock_upstream
+TARGET=${CARGO_TARGET_DIR:-target}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+KEYS="AIzaSySDKCHECK000000000000000000000000A,AIzaSySDKCHECK000000000000000000000000B"
+export STREAM_DELAY_MS=300
+"$TARGET/debug/examples/mock_upstream" --port 0 --keys "$KEYS" --delay-ms "$STREAM_DELAY_MS" --events 4 >"$work/mock.out" &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$work/mock.out" 2>/dev/null && break; sleep 0.1; done
+MOCK_URL=$(grep -o 'http://[0-9.:]*' "$work/mock.out" | head -1)
+[ -n "$MOCK_URL" ] || { echo "mock upstream did not start"; exit 1; }
+
+tr ',' '\n' <<<"$KEYS" >"$work/key.txt"
+export CLIENT_TOKEN="sdk-check-token"
+"$TARGET/debug/gemini-key-manager" --host 127.0.0.1 --port 0 --key-file "$work/key.txt" \
+  --usage-file "$work/usage.json" --token "$CLIENT_TOKEN" --upstream "$MOCK_URL" --log-dir "$work" \
+  2>"$work/proxy.err" &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'listening on' "$work/proxy.err" 2>/dev/null && break; sleep 0.1; done
+ADDR=$(grep -o 'listening on [0-9.:]*' "$work/proxy.err" | head -1 | awk '{print $3}')
+[ -n "$ADDR" ] || { echo "proxy did not start"; cat "$work/proxy.err"; exit 1; }
+export PROXY_URL="http://$ADDR"
+
+status=0
+for check in tests/sdk/check_*.py; do
+  "$PY" "$check" || status=1
+done
+if grep -E 'AIzaSySDKCHECK|sdk-check-token' "$work/proxy.err" "$work"/gemini-key-manager.log; then
+  echo "FAILED: a key or the client token appeared in the proxy's logs"; status=1
+fi
+echo "routes the SDKs used:"; grep -oE "INFO  (GET|POST|PUT|DELETE|PATCH) [^ ]+" "$work/proxy.err" | sort | uniq -c
+[ $status -eq 0 ] || { echo "--- proxy log ---"; tail -50 "$work/proxy.err"; }
+exit $status
