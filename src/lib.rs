@@ -5,6 +5,7 @@
 //! the map of modules and the invariants they keep.
 
 pub mod affinity;
+pub mod background;
 pub mod commands;
 pub mod config;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod quota;
 pub mod router;
 pub mod server;
 pub mod sse;
+pub mod store;
 pub mod store_format;
 pub mod upstream;
 
@@ -39,19 +41,32 @@ use crate::upstream::{KeyStyle, KeyUsed, Upstream};
 pub struct App {
     pub config: Config,
     pub pool: Mutex<KeyState>,
+    /// Files, caches and uploads → the key that made them.
+    pub affinity: Mutex<affinity::Affinity>,
     pub upstream: Upstream,
     pub metrics: metrics::Metrics,
+    /// Ask the persistence thread for a save (never blocks).
+    pub save: store::SaveSignal,
 }
 
 impl App {
-    pub fn new(config: Config, keys: Vec<keyfile::KeySpec>) -> App {
+    pub fn new(config: Config, keys: Vec<keyfile::KeySpec>, save: store::SaveSignal) -> App {
         let pool = KeyState::new(keys, config.reset_timezone, Utc::now());
         App {
             upstream: Upstream::new(&config),
             pool: Mutex::new(pool),
+            affinity: Mutex::new(affinity::Affinity::default()),
             metrics: metrics::Metrics::default(),
+            save,
             config,
         }
+    }
+
+    /// Take over the books of a usage file read at startup.
+    pub fn restore(&self, file: &store_format::UsageFile) {
+        let now = Utc::now();
+        self.pool.lock().restore(file, now);
+        *self.affinity.lock() = affinity::Affinity::from_records(&file.affinity, now);
     }
 
     /// An instant as RFC 3339 in the reset time zone.
@@ -61,14 +76,25 @@ impl App {
 
     /// Count a successful answer against the key that got it.
     pub fn record_success(&self, used: &KeyUsed, model: Option<&str>, tokens: u64) {
-        self.pool.lock().record(
-            used.idx,
-            &used.fingerprint,
-            model,
-            &quota::Outcome::Success,
-            tokens,
-            Utc::now(),
-        );
+        let now = Utc::now();
+        self.pool.lock().record(used.idx, &used.fingerprint, model, &quota::Outcome::Success, tokens, now);
+        self.save.wanted();
+    }
+
+    /// The `/status` document (SPEC §4).
+    pub fn status_json(&self) -> serde_json::Value {
+        let now = Utc::now();
+        let mut pool = self.pool.lock();
+        pool.rollover(now);
+        pool.status(now)
+    }
+
+    /// A resumable upload session the proxy itself started: its id is the follow-up's credential.
+    fn known_upload(&self, target: &Target) -> bool {
+        target.path.starts_with("/upload/")
+            && target
+                .query_param("upload_id")
+                .is_some_and(|id| self.affinity.lock().lookup(&affinity::upload_name(&id), Utc::now()).is_some())
     }
 
     fn dispatch(&self, ex: &mut Exchange, target: &Target, route: &Route) -> Result<(), ProxyError> {
@@ -80,8 +106,12 @@ impl App {
                     message: "The OpenAI-compatible routes are not available in this build".into(),
                 })
             }
-            Route::Status | Route::Metrics | Route::Dashboard => {
-                Err(ProxyError::NotFound { message: "Admin pages are not available in this build".into() })
+            Route::Status => {
+                ex.respond(Reply::json(200, &self.status_json()));
+                Ok(())
+            }
+            Route::Metrics | Route::Dashboard => {
+                Err(ProxyError::NotFound { message: "This admin page is not available in this build".into() })
             }
             Route::NotFound => Err(ProxyError::NotFound {
                 message: format!("No route for {} {}", ex.method, crate::logging::redact(&target.path)),
@@ -102,7 +132,8 @@ impl Handler for App {
             return self.dispatch(ex, &target, &route);
         }
         let allow_basic = route == Route::Dashboard;
-        if !presented.matches(&self.config.tokens, allow_basic) {
+        let upload_follow_up = route == Route::Native && self.known_upload(&target);
+        if !upload_follow_up && !presented.matches(&self.config.tokens, allow_basic) {
             return Err(ProxyError::Unauthorized);
         }
         self.dispatch(ex, &target, &route)
@@ -110,7 +141,8 @@ impl Handler for App {
 
     fn healthz(&self) -> Reply {
         let now = Utc::now();
-        let pool = self.pool.lock();
+        let mut pool = self.pool.lock();
+        pool.rollover(now);
         let (usable, total) = (pool.usable_count(now), pool.len());
         drop(pool);
         Reply::json(200, &json!({"status": "ok", "keys_usable": usable, "keys_total": total}))
@@ -150,6 +182,8 @@ fn log_request(r: &RequestRecord) {
 pub struct Handle {
     pub app: Arc<App>,
     server: Server,
+    persister: store::Persister,
+    background: background::Background,
 }
 
 impl Handle {
@@ -179,10 +213,19 @@ impl Handle {
         self.server.stopper()
     }
 
-    /// Stop accepting, give in-flight requests up to `DRAIN_TIMEOUT`; true if all finished.
-    pub fn shutdown(self) -> bool {
+    /// Write the usage file now and wait for it.
+    pub fn flush(&self) -> Result<(), String> {
+        self.persister.flush()
+    }
+
+    /// Stop accepting, give in-flight requests up to `DRAIN_TIMEOUT`, then flush the usage file.
+    /// Ok(true) if every request finished in time.
+    pub fn shutdown(self) -> Result<bool, String> {
         let workers = self.app.config.workers;
-        self.server.shutdown(server::DRAIN_TIMEOUT, workers)
+        let drained = self.server.shutdown(server::DRAIN_TIMEOUT, workers);
+        self.background.stop();
+        self.persister.stop()?;
+        Ok(drained)
     }
 }
 
@@ -194,7 +237,20 @@ pub fn start(config: Config) -> Result<Handle, String> {
     }
     logging::add_secrets(parsed.keys.iter().map(|k| k.key.clone()));
     logging::add_secrets(config.tokens.iter().cloned());
-    let app = Arc::new(App::new(config.clone(), parsed.keys));
+    let (save, save_rx) = store::SaveSignal::new();
+    let app = Arc::new(App::new(config.clone(), parsed.keys, save));
+    if let Some(file) = store::load(&config.usage_file, config.reset_timezone)? {
+        app.restore(&file);
+        if file.converted_from_seed {
+            log::warn!(
+                "usage file {} was in the Python proxy's format; converted (no raw key is kept)",
+                config.usage_file.display()
+            );
+        }
+        app.save.wanted();
+    }
+    let persister = store::Persister::spawn(app.clone(), save_rx)?;
+    let background = background::Background::spawn(app.clone())?;
     let handler: Arc<dyn Handler> = app.clone();
     let server = Server::start(&config.host, config.port, config.workers, config.queue_size, handler)?;
     log::info!(
@@ -210,7 +266,7 @@ pub fn start(config: Config) -> Result<Handle, String> {
              it can spend your keys. Set a token of your own with --token or PLACEHOLDER_TOKEN."
         );
     }
-    Ok(Handle { app, server })
+    Ok(Handle { app, server, persister, background })
 }
 
 fn is_loopback(host: &str) -> bool {

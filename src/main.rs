@@ -71,10 +71,11 @@ fn serve(cfg: Config) -> ExitCode {
     // Signals arrive on their own thread; the main thread waits on the acceptor.
     let signal_handle = signals.handle();
     let stopper = handle.stopper();
+    let app = handle.app.clone();
     std::thread::spawn(move || {
         for sig in signals.forever() {
             if sig == signal_hook::consts::SIGHUP {
-                log::info!("SIGHUP: key file reload is not available in this build");
+                let _ = gemini_key_manager::background::reload_keys(&app, "SIGHUP");
                 continue;
             }
             log::info!("signal {sig}: shutting down");
@@ -89,9 +90,14 @@ fn serve(cfg: Config) -> ExitCode {
         logging::flush();
         return ExitCode::FAILURE;
     }
-    let drained = handle.shutdown();
-    if !drained {
-        log::warn!("some requests were still running after the drain timeout");
+    match handle.shutdown() {
+        Ok(true) => {}
+        Ok(false) => log::warn!("some requests were still running after the drain timeout"),
+        Err(e) => {
+            log::error!("final save of the usage file failed: {e}");
+            logging::flush();
+            return ExitCode::FAILURE;
+        }
     }
     log::info!("stopped");
     logging::flush();

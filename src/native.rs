@@ -6,7 +6,10 @@
 
 use std::io::Read;
 
+use chrono::Utc;
+
 use crate::App;
+use crate::affinity;
 use crate::error::{ProxyError, Reply};
 use crate::quota;
 use crate::router::Target;
@@ -32,7 +35,9 @@ pub fn handle(app: &App, ex: &mut Exchange, target: &Target, key_style: KeyStyle
         body: &body,
         key_style,
     };
-    let (resp, used) = upstream::call_with_keys(app, &mut ex.record, model.as_deref(), &out)?;
+    let names = affinity::referenced(&target.path, target.query_param("upload_id").as_deref(), &body);
+    let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
+    let (resp, used) = upstream::call_with_keys(app, &mut ex.record, model.as_deref(), &out, pinned.as_deref())?;
     let streaming = target.path.contains(":streamGenerateContent")
         || content_type(&resp).starts_with("text/event-stream")
         || !is_json(&resp) && resp.body().content_length().is_none();
@@ -57,7 +62,8 @@ fn relay(
     streaming: bool,
 ) -> Result<(), ProxyError> {
     let status = resp.status().as_u16();
-    let headers = upstream::forward_response_headers(resp.headers());
+    let mut headers = upstream::forward_response_headers(resp.headers());
+    rewrite_upload_url(app, ex, &mut headers, used);
     if !streaming {
         let body =
             resp.into_body().with_config().limit(MAX_BUFFERED_ANSWER).read_to_vec().map_err(
@@ -70,6 +76,7 @@ fn relay(
         let tokens =
             serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| quota::usage_tokens(&v));
         app.record_success(used, model, tokens.unwrap_or(0));
+        remember_created(app, &body, used);
         ex.respond(Reply { status, headers, body });
         return Ok(());
     }
@@ -126,4 +133,44 @@ fn relay(
             }
         }
     }
+}
+
+/// Files and caches an answer created belong to the key that made them.
+fn remember_created(app: &App, body: &[u8], used: &KeyUsed) {
+    let mentions = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    if !(mentions(b"files/") || mentions(b"cachedContents/")) {
+        return;
+    }
+    let names = affinity::created(body);
+    if names.is_empty() {
+        return;
+    }
+    let now = Utc::now();
+    let mut aff = app.affinity.lock();
+    for n in &names {
+        aff.remember(n, &used.fingerprint, now);
+    }
+    drop(aff);
+    app.save.wanted();
+}
+
+/// Point a resumable upload's `X-Goog-Upload-URL` back at the proxy and remember which key
+/// started the session: the follow-up must go out with the same key.
+fn rewrite_upload_url(app: &App, ex: &Exchange, headers: &mut [(String, String)], used: &KeyUsed) {
+    let Some((_, url)) = headers.iter_mut().find(|(n, _)| n == "x-goog-upload-url") else { return };
+    let path_and_query = match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
+        None => url.as_str(),
+    };
+    let target = Target::parse(path_and_query);
+    let Some(upload_id) = target.query_param("upload_id") else { return };
+    let query = upstream::strip_key_param(&target.query);
+    let scheme = match ex.header("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let host = ex.header("host").filter(|h| !h.is_empty() && !h.contains(['/', ' '])).unwrap_or("localhost");
+    *url = format!("{scheme}://{host}{}?{query}", target.path);
+    app.affinity.lock().remember(&affinity::upload_name(&upload_id), &used.fingerprint, Utc::now());
+    app.save.wanted();
 }

@@ -557,6 +557,16 @@ impl KeyState {
             .collect()
     }
 
+    /// The key with this fingerprint, if it is in the pool and not disabled (files and caches
+    /// follow the key that made them, whatever its quota state: SPEC §5).
+    pub fn pick_fingerprint(&self, fingerprint: &str) -> Option<Pick> {
+        let (idx, key) = self.keys.iter().enumerate().find(|(_, k)| k.fingerprint == fingerprint)?;
+        if key.disabled.is_some() {
+            return None;
+        }
+        Some(Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() })
+    }
+
     /// Enable the key with this fingerprint (a re-probe succeeded). Whether it was disabled.
     pub fn enable(&mut self, fingerprint: &str) -> bool {
         self.keys

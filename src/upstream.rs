@@ -11,7 +11,7 @@ use ureq::http;
 
 use crate::App;
 use crate::error::ProxyError;
-use crate::pool::Pick;
+use crate::pool::{Pick, Recorded};
 use crate::quota::{self, Outcome};
 use crate::server::RequestRecord;
 
@@ -218,26 +218,46 @@ fn retry_after_hint(outcome: &Outcome) -> Option<u64> {
 ///
 /// Returns the first 2xx answer with its body unread, together with the key that got it; the
 /// caller records the success (with tokens) once the body has been relayed. Answers that are the
-/// request's own fault come back as `ProxyError::UpstreamStatus` untouched.
+/// request's own fault come back as `ProxyError::UpstreamStatus` untouched. With `pinned` (the
+/// fingerprint of the key that made a file or cache the request names) only that key is tried,
+/// unless it has left the pool or is disabled.
 pub fn call_with_keys(
     app: &App,
     record: &mut RequestRecord,
     model: Option<&str>,
     out: &Outgoing,
+    pinned: Option<&str>,
 ) -> Result<(http::Response<ureq::Body>, KeyUsed), ProxyError> {
     let mut tried: Vec<usize> = Vec::new();
     let mut last: Option<ProxyError> = None;
+    let mut last_was_transient = false;
     loop {
         let now = chrono::Utc::now();
-        let pick = app.pool.lock().pick(model, &tried, now);
+        let pick = {
+            let mut pool = app.pool.lock();
+            match pinned.filter(|_| tried.is_empty()).and_then(|fp| pool.pick_fingerprint(fp)) {
+                Some(p) => p,
+                None if pinned.is_some() && !tried.is_empty() => {
+                    // The pinned key answered: no other project can serve this resource.
+                    drop(pool);
+                    return Err(last.unwrap_or(ProxyError::Internal { message: "pinned key tried".into() }));
+                }
+                None => pool.pick(model, &tried, now),
+            }
+        };
         let (idx, key, fingerprint) = match pick {
             Pick::Key { idx, key, fingerprint } => (idx, key, fingerprint),
             Pick::Exhausted { retry_after_secs, until, model } => {
-                return Err(last.unwrap_or_else(|| ProxyError::NoKeyAvailable {
+                // 5xx and network failures return the last answer; quota and key problems
+                // (this request's own, or older ones) are "no key available".
+                if let Some(e) = last.filter(|_| last_was_transient) {
+                    return Err(e);
+                }
+                return Err(ProxyError::NoKeyAvailable {
                     model,
                     retry_after_secs,
                     until: until.map(|t| app.format_time(t)),
-                }));
+                });
             }
         };
         tried.push(idx);
@@ -268,17 +288,33 @@ pub fn call_with_keys(
                     return Err(error);
                 }
                 last = Some(error);
+                last_was_transient = outcome == Outcome::Transient;
                 app.metrics.attempt(&outcome);
                 outcome
             }
             Err(failure) => {
                 log::debug!("attempt {} key {fingerprint}: {:?}", record.attempts, failure);
                 last = Some(failure.into_error());
+                last_was_transient = true;
                 app.metrics.attempt_network();
                 Outcome::Transient
             }
         };
-        app.pool.lock().record(idx, &fingerprint, model, &outcome, 0, chrono::Utc::now());
+        let recorded = app.pool.lock().record(idx, &fingerprint, model, &outcome, 0, chrono::Utc::now());
+        let what = model.unwrap_or("all models");
+        match recorded {
+            Recorded::Parked { until } => {
+                log::warn!("key {fingerprint}: daily quota of {what} used up; parked until {}", app.format_time(until))
+            }
+            Recorded::Disabled => log::warn!("key {fingerprint} disabled: {outcome:?}"),
+            Recorded::Cooling { until } => {
+                log::debug!("key {fingerprint}: cooling down for {what} until {}", app.format_time(until))
+            }
+            _ => {}
+        }
+        if !matches!(recorded, Recorded::Nothing | Recorded::UnknownKey) {
+            app.save.wanted();
+        }
     }
 }
 
