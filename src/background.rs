@@ -34,7 +34,10 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 pub fn reload_keys(app: &App, why: &str) -> Result<(), String> {
     let path = &app.config.key_file;
     let parsed = keyfile::load(path).map_err(|e| {
-        let msg = format!("key file reload ({why}) refused, keeping the current {} keys: {e}", app.pool.lock().len());
+        let msg = format!(
+            "key file reload ({why}) refused, keeping the current {} keys: {e}",
+            app.pool.lock().len()
+        );
         log::error!("{msg}");
         msg
     })?;

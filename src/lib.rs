@@ -92,9 +92,9 @@ impl App {
     /// A resumable upload session the proxy itself started: its id is the follow-up's credential.
     fn known_upload(&self, target: &Target) -> bool {
         target.path.starts_with("/upload/")
-            && target
-                .query_param("upload_id")
-                .is_some_and(|id| self.affinity.lock().lookup(&affinity::upload_name(&id), Utc::now()).is_some())
+            && target.query_param("upload_id").is_some_and(|id| {
+                self.affinity.lock().lookup(&affinity::upload_name(&id), Utc::now()).is_some()
+            })
     }
 
     fn dispatch(&self, ex: &mut Exchange, target: &Target, route: &Route) -> Result<(), ProxyError> {

@@ -37,7 +37,8 @@ pub fn handle(app: &App, ex: &mut Exchange, target: &Target, key_style: KeyStyle
     };
     let names = affinity::referenced(&target.path, target.query_param("upload_id").as_deref(), &body);
     let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
-    let (resp, used) = upstream::call_with_keys(app, &mut ex.record, model.as_deref(), &out, pinned.as_deref())?;
+    let (resp, used) =
+        upstream::call_with_keys(app, &mut ex.record, model.as_deref(), &out, pinned.as_deref())?;
     let streaming = target.path.contains(":streamGenerateContent")
         || content_type(&resp).starts_with("text/event-stream")
         || !is_json(&resp) && resp.body().content_length().is_none();

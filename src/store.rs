@@ -52,8 +52,9 @@ pub fn load(path: &Path, tz: chrono_tz::Tz) -> Result<Option<UsageFile>, String>
         Ok(file) => Ok(Some(file)),
         Err(why) => {
             let aside = corrupt_name(path);
-            std::fs::rename(path, &aside)
-                .map_err(|e| format!("usage file {} is corrupt ({why}) and cannot be moved aside: {e}", path.display()))?;
+            std::fs::rename(path, &aside).map_err(|e| {
+                format!("usage file {} is corrupt ({why}) and cannot be moved aside: {e}", path.display())
+            })?;
             log::error!(
                 "USAGE FILE CORRUPT: {} ({why}); moved to {} and starting with empty usage",
                 path.display(),
@@ -74,7 +75,8 @@ fn corrupt_name(path: &Path) -> PathBuf {
 /// fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "usage".into());
+    let file_name =
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "usage".into());
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -116,7 +118,8 @@ impl Persister {
     pub fn flush(&self) -> Result<(), String> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.flush_tx.send(tx).map_err(|_| "the persistence thread is gone".to_string())?;
-        rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "the persistence thread did not answer".to_string())?
+        rx.recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "the persistence thread did not answer".to_string())?
     }
 
     /// Final flush, then stop the thread.
@@ -146,7 +149,8 @@ impl Writer {
             file.affinity = app.affinity.lock().records();
             file
         };
-        let bytes = serde_json::to_vec_pretty(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
+        let bytes =
+            serde_json::to_vec_pretty(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
         let path = &app.config.usage_file;
         match write_atomic(path, &bytes) {
             Ok(()) => {
@@ -158,7 +162,8 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                let msg = format!("cannot write usage file {}: {e}; still serving, will retry", path.display());
+                let msg =
+                    format!("cannot write usage file {}: {e}; still serving, will retry", path.display());
                 if self.last_failure_log.is_none_or(|t| t.elapsed() >= FAILURE_LOG_INTERVAL) {
                     log::error!("{msg}");
                     self.last_failure_log = Some(Instant::now());
@@ -171,7 +176,12 @@ impl Writer {
     }
 }
 
-fn run(app: &App, save_rx: &Receiver<()>, flush_rx: &Receiver<Sender<Result<(), String>>>, stop_rx: &Receiver<()>) {
+fn run(
+    app: &App,
+    save_rx: &Receiver<()>,
+    flush_rx: &Receiver<Sender<Result<(), String>>>,
+    stop_rx: &Receiver<()>,
+) {
     let mut w = Writer { dirty: false, last_failure_log: None, failing: false };
     loop {
         select! {
@@ -217,8 +227,10 @@ mod tests {
         write_atomic(&path, b"{\"a\":1}").unwrap();
         write_atomic(&path, b"{\"a\":2}").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":2}");
-        let names: Vec<String> =
-            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, vec!["usage.json".to_string()]);
     }
 
@@ -231,8 +243,10 @@ mod tests {
         std::fs::write(&path, b"{\"version\":1, torn").unwrap();
         assert!(load(&path, chrono_tz::America::Los_Angeles).unwrap().is_none());
         assert!(!path.exists());
-        let aside: Vec<String> =
-            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let aside: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(aside.len(), 1);
         assert!(aside[0].starts_with("usage.json.corrupt-"), "{aside:?}");
         assert!(load(&dir.join("missing.json"), chrono_tz::UTC).unwrap().is_none());

@@ -304,7 +304,10 @@ pub fn call_with_keys(
         let what = model.unwrap_or("all models");
         match recorded {
             Recorded::Parked { until } => {
-                log::warn!("key {fingerprint}: daily quota of {what} used up; parked until {}", app.format_time(until))
+                log::warn!(
+                    "key {fingerprint}: daily quota of {what} used up; parked until {}",
+                    app.format_time(until)
+                )
             }
             Recorded::Disabled => log::warn!("key {fingerprint} disabled: {outcome:?}"),
             Recorded::Cooling { until } => {

@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# Loopback benchmark of gemini-key-manager against nginx.
+#
+#   scripts/bench.sh                 # BENCH_SECONDS=10 per wrk pass, about 1.5 minutes after the build
+#   BENCH_SECONDS=5 scripts/bench.sh
+#
+# What it does (everything on 127.0.0.1, every process it starts is stopped on exit):
+#   1. installs nginx-light, wrk, python3 and curl with apt-get if one is missing (root, Debian), and builds
+#      the proxy and the mock_upstream example in release mode (CARGO_TARGET_DIR is honoured);
+#   2. starts nginx as a fake Gemini upstream (a fixed generateContent answer), nginx as a plain reverse
+#      proxy to it (keepalive pool), and our proxy in front of the same upstream;
+#   3. drives each with wrk: a saturating pass (-t2 -c32) and a light pass (-t1 -c4), --latency;
+#   4. measures time to first event of a spaced-out SSE stream (mock_upstream, 200 ms between events),
+#      direct vs through a second instance of our proxy (scripts/bench/ttfe.py);
+#   5. prints one table, the ratios against their goals, our proxy's RSS and the binary's size.
+#
+# Environment: BENCH_SECONDS (per pass, default 10), BENCH_TTFE_N (default 30), BENCH_KEEP_TMP=1 keeps the
+# temporary directory (configs, wrk outputs, logs). Exit status 1 if any request failed (non-2xx, socket
+# errors, wrong body, stream errors).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HERE=$ROOT/scripts/bench
+PASS_SECONDS=${BENCH_SECONDS:-10}
+TTFE_N=${BENCH_TTFE_N:-30}
+TOKEN=bench-token
+KEYS=(AIzaSyBENCH0000000000000000000000000000A AIzaSyBENCH0000000000000000000000000000B
+    AIzaSyBENCH0000000000000000000000000000C)
+MODEL_PATH=/v1beta/models/gemini-2.5-flash:generateContent
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+    log "FAILED: $*"
+    exit 1
+}
+
+[[ $PASS_SECONDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer, got '$PASS_SECONDS'"
+[[ $TTFE_N =~ ^[1-9][0-9]*$ ]] || die "BENCH_TTFE_N must be a positive integer, got '$TTFE_N'"
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Tools and build.
+
+find_nginx() {
+    command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true
+}
+
+missing=()
+[[ -n $(find_nginx) ]] || missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v python3 >/dev/null || missing+=(python3)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+    [[ $(id -u) == 0 ]] || die "missing packages: ${missing[*]} (run as root to have them installed)"
+    command -v apt-get >/dev/null || die "missing packages: ${missing[*]} and no apt-get to install them"
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    if ! apt-get install -y --no-install-recommends "${missing[@]}"; then
+        # Newer Debian releases fold nginx-light into nginx.
+        apt-get install -y --no-install-recommends "${missing[@]/nginx-light/nginx}"
+    fi
+fi
+NGINX=$(find_nginx)
+[[ -n $NGINX ]] || die "nginx not found after installation"
+command -v cargo >/dev/null || die "cargo not found (install a Rust toolchain)"
+
+log "building the proxy and the mock upstream (release)"
+(cd "$ROOT" && cargo build --release && cargo build --release --example mock_upstream)
+TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+GKM=$TARGET_DIR/release/gemini-key-manager
+MOCK=$TARGET_DIR/release/examples/mock_upstream
+[[ -x $GKM && -x $MOCK ]] || die "release binaries not found under $TARGET_DIR/release"
+
+# ---------------------------------------------------------------------------------------------------------
+# Processes and clean-up.
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gkm-bench.XXXXXX")
+PIDS=()
+
+cleanup() {
+    local rc=$? pid i
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+tool() { python3 "$HERE/tool.py" "$@"; }
+
+# wait_ready NAME PID LOG URL [CURL ARGS...]: polls URL (10 s at most) while PID lives.
+wait_ready() {
+    local name=$1 pid=$2 logfile=$3 url=$4 i
+    shift 4
+    for ((i = 0; i < 100; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$logfile" >&2 || true
+            die "$name exited during startup"
+        fi
+        if curl -fsS -o /dev/null --max-time 1 "$@" "$url" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "$logfile" >&2 || true
+    die "$name did not answer $url within 10 s"
+}
+
+mapfile -t PORTS < <(tool free-ports 4)
+UP_PORT=${PORTS[0]} NGX_PORT=${PORTS[1]} GKM_PORT=${PORTS[2]} GKM2_PORT=${PORTS[3]}
+
+# nginx's temporary directories, for the modules this nginx has, inside $WORK.
+mkdir -p "$WORK/nginx-tmp"
+: >"$WORK/temp_paths.conf"
+for module in client-body proxy fastcgi scgi uwsgi; do
+    if "$NGINX" -V 2>&1 | grep -q -- "--http-$module-temp-path"; then
+        echo "${module//-/_}_temp_path $WORK/nginx-tmp/$module;" >>"$WORK/temp_paths.conf"
+    fi
+done
+
+BODY=$(tr -d '\n' <"$HERE/response.json")
+[[ $BODY != *[\'\\\$]* ]] || die "response.json must not contain quotes, backslashes or dollars (nginx string)"
+printf '%s' "$BODY" >"$WORK/expected.json"
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. Servers.
+
+tool render "$HERE/upstream.conf.in" "$WORK/upstream.conf" "DIR=$WORK" "PORT=$UP_PORT" "BODY=$BODY"
+tool render "$HERE/nginx-proxy.conf.in" "$WORK/nginx-proxy.conf" "DIR=$WORK" "PORT=$NGX_PORT" \
+    "UPSTREAM_PORT=$UP_PORT" "KEY=${KEYS[0]}"
+
+start_nginx() { # NAME
+    "$NGINX" -p "$WORK" -e "$WORK/$1.error.log" -c "$WORK/$1.conf" >"$WORK/$1.out" 2>&1 &
+    PIDS+=("$!")
+}
+
+log "starting nginx upstream on :$UP_PORT and nginx proxy on :$NGX_PORT (worker_processes auto)"
+start_nginx upstream
+wait_ready "nginx upstream" "${PIDS[-1]}" "$WORK/upstream.error.log" \
+    "http://127.0.0.1:$UP_PORT$MODEL_PATH" -X POST -d '{}'
+start_nginx nginx-proxy
+wait_ready "nginx proxy" "${PIDS[-1]}" "$WORK/nginx-proxy.error.log" \
+    "http://127.0.0.1:$NGX_PORT$MODEL_PATH" -X POST -d '{}'
+
+printf '%s\n' "${KEYS[@]}" >"$WORK/keys.txt"
+
+start_gkm() { # NAME PORT UPSTREAM_URL
+    "$GKM" --host 127.0.0.1 --port "$2" --upstream "$3" --key-file "$WORK/keys.txt" \
+        --usage-file "$WORK/$1.usage.json" --token "$TOKEN" --log-dir '' --log-level warn \
+        >"$WORK/$1.stdout" 2>"$WORK/$1.stderr" &
+    PIDS+=("$!")
+    wait_ready "$1" "${PIDS[-1]}" "$WORK/$1.stderr" "http://127.0.0.1:$2/healthz"
+}
+
+log "starting gemini-key-manager on :$GKM_PORT (default 64 workers)"
+start_gkm gkm "$GKM_PORT" "http://127.0.0.1:$UP_PORT"
+GKM_PID=${PIDS[-1]}
+
+declare -A URL=(
+    [direct]="http://127.0.0.1:$UP_PORT$MODEL_PATH"
+    [nginx-proxy]="http://127.0.0.1:$NGX_PORT$MODEL_PATH"
+    [gkm-proxy]="http://127.0.0.1:$GKM_PORT$MODEL_PATH"
+)
+TARGETS=(direct nginx-proxy gkm-proxy)
+FAILURES=()
+
+# One request through each: 200 and the upstream's body byte for byte.
+for target in "${TARGETS[@]}"; do
+    status=$(curl -sS --max-time 5 -o "$WORK/check-$target.json" -w '%{http_code}' -X POST \
+        -H 'Content-Type: application/json' -H "x-goog-api-key: $TOKEN" \
+        -d '{"contents":[{"parts":[{"text":"hi"}]}]}' "${URL[$target]}") || status=curl-error
+    if [[ $status != 200 ]]; then
+        FAILURES+=("$target: sanity request answered $status: $(head -c 300 "$WORK/check-$target.json")")
+    elif ! cmp -s "$WORK/expected.json" "$WORK/check-$target.json"; then
+        FAILURES+=("$target: sanity request body differs from the upstream's")
+    fi
+done
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. wrk passes.
+
+: >"$WORK/results"
+GKM_WRK_REQUESTS=0
+
+run_wrk() { # PASS TARGET THREADS CONNECTIONS SECONDS [record]
+    local pass=$1 target=$2 out="$WORK/wrk-$1-$2.txt" parsed
+    wrk "-t$3" "-c$4" "-d$5s" --latency -s "$HERE/generate.lua" "${URL[$target]}" >"$out" 2>&1 ||
+        die "wrk failed against $target: $(cat "$out")"
+    parsed=$(tool wrk "$out")
+    local _rps _p50 _p99 non2xx sockerr total
+    read -r _rps _p50 _p99 non2xx sockerr total <<<"$parsed"
+    if [[ $target == gkm-proxy ]]; then
+        GKM_WRK_REQUESTS=$((GKM_WRK_REQUESTS + total))
+    fi
+    if ((non2xx > 0 || sockerr > 0)); then
+        FAILURES+=("$pass/$target: $non2xx non-2xx responses, $sockerr socket errors (of $total requests)")
+        log "!!! $pass/$target: $non2xx non-2xx responses, $sockerr socket errors; wrk said:"
+        cat "$out" >&2
+    fi
+    if [[ ${6:-} == record ]]; then
+        echo "$pass $target $parsed" >>"$WORK/results"
+        log "$pass $target: $parsed (req/s p50 p99 non2xx sockerr requests)"
+    fi
+}
+
+for target in "${TARGETS[@]}"; do
+    log "saturating pass (-t2 -c32 -d${PASS_SECONDS}s) against $target, after a 1 s warm-up"
+    run_wrk warmup "$target" 2 32 1
+    run_wrk saturating "$target" 2 32 "$PASS_SECONDS" record
+done
+for target in "${TARGETS[@]}"; do
+    log "light pass (-t1 -c4 -d${PASS_SECONDS}s) against $target"
+    run_wrk light "$target" 1 4 "$PASS_SECONDS" record
+done
+
+# Memory right after the load, before anything else touches it.
+GKM_RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$GKM_PID/status" 2>/dev/null || echo '?')
+GKM_HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$GKM_PID/status" 2>/dev/null || echo '?')
+GKM_THREADS=$(awk '/^Threads:/ {print $2}' "/proc/$GKM_PID/status" 2>/dev/null || echo '?')
+GKM_COUNTED=$(curl -fsS --max-time 5 -H "x-goog-api-key: $TOKEN" "http://127.0.0.1:$GKM_PORT/status" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["totals"]["requests"])' 2>/dev/null || echo '?')
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Time to first event of a spaced-out stream.
+
+log "time to first event: mock upstream (200 ms between 3 events), direct vs through gemini-key-manager"
+"$MOCK" --port 0 --keys "$(
+    IFS=,
+    echo "${KEYS[*]}"
+)" --delay-ms 200 --events 3 >"$WORK/mock.out" 2>"$WORK/mock.err" &
+PIDS+=("$!")
+MOCK_PID=${PIDS[-1]}
+MOCK_PORT=
+for ((i = 0; i < 100; i++)); do
+    MOCK_PORT=$(sed -n 's#^mock upstream listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*#\1#p' "$WORK/mock.out")
+    [[ -z $MOCK_PORT ]] || break
+    kill -0 "$MOCK_PID" 2>/dev/null || die "mock_upstream exited: $(cat "$WORK/mock.err")"
+    sleep 0.1
+done
+[[ -n $MOCK_PORT ]] || die "mock_upstream did not print its address within 10 s"
+start_gkm gkm-stream "$GKM2_PORT" "http://127.0.0.1:$MOCK_PORT"
+
+if ! timeout 180 python3 "$HERE/ttfe.py" -n "$TTFE_N" --direct-port "$MOCK_PORT" --direct-key "${KEYS[0]}" \
+    --proxy-port "$GKM2_PORT" --proxy-token "$TOKEN" >"$WORK/ttfe.json" 2>"$WORK/ttfe.err"; then
+    FAILURES+=("time to first event: $(cat "$WORK/ttfe.err")")
+fi
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Report.
+
+# Anything our proxies said at warn level or above, and nginx's own complaints.
+for name in gkm gkm-stream; do
+    if [[ -s $WORK/$name.stderr ]]; then
+        log "$name stderr ($(wc -l <"$WORK/$name.stderr") lines), first 20:"
+        head -n 20 "$WORK/$name.stderr" >&2
+    fi
+done
+for name in upstream nginx-proxy; do
+    if grep -qE '\[(error|crit|alert|emerg)\]' "$WORK/$name.error.log" 2>/dev/null; then
+        log "$name error log:"
+        grep -E '\[(error|crit|alert|emerg)\]' "$WORK/$name.error.log" | head -n 20 >&2
+    fi
+done
+
+BIN_SIZE=$(stat -c %s "$GKM")
+echo
+echo "gemini-key-manager loopback benchmark: $(nproc) CPUs, wrk -d${PASS_SECONDS}s --latency;" \
+    "saturating = -t2 -c32, light = -t1 -c4"
+echo "upstream and nginx-proxy: nginx $("$NGINX" -v 2>&1 | sed 's#.*nginx/##'), worker_processes auto" \
+    "($(nproc) workers each), keepalive 64 to the upstream; gkm-proxy: 64 worker threads (default)"
+echo
+tool report "$WORK/results" "$WORK/ttfe.json"
+echo "gkm-proxy after the run: VmRSS $GKM_RSS kB, peak VmHWM $GKM_HWM kB, $GKM_THREADS threads;" \
+    "binary $GKM: $BIN_SIZE bytes ($((BIN_SIZE / 1024)) KiB)"
+echo "gkm-proxy counted $GKM_COUNTED upstream successes; wrk completed $GKM_WRK_REQUESTS requests" \
+    "through it (+1 sanity request; requests cut off at the end of a pass are counted by the proxy only)"
+
+if ((${#FAILURES[@]})); then
+    echo
+    echo "FAILURES:"
+    printf '  %s\n' "${FAILURES[@]}"
+    exit 1
+fi

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Small helpers for scripts/bench.sh (stdlib only).
+
+  tool.py free-ports N                      print N free TCP ports on 127.0.0.1, one per line
+  tool.py render TEMPLATE OUT NAME=VALUE..  copy TEMPLATE to OUT replacing every @NAME@ by VALUE
+  tool.py wrk FILE                          parse wrk --latency output: "rps p50_ms p99_ms non2xx socket_errors requests"
+  tool.py report RESULTS TTFE_JSON          print the final table and ratios from the collected results
+"""
+
+import json
+import re
+import socket
+import sys
+
+
+def free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        for s in socks:
+            print(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+
+
+def render(template, out, pairs):
+    with open(template, encoding="utf-8") as f:
+        text = f.read()
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        text = text.replace(f"@{name}@", value)
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        sys.exit(f"render: {template}: unfilled placeholders {sorted(set(left))}")
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def to_ms(value):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", value)
+    if not m:
+        raise ValueError(f"unparseable duration {value!r}")
+    return float(m.group(1)) * UNITS_MS[m.group(2)]
+
+
+def parse_wrk(path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+    total = re.search(r"^\s+(\d+) requests in", text, re.M)
+    if not (rps and p50 and p99 and total):
+        sys.exit(f"wrk: could not parse {path}:\n{text}")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    sock_errors = sum(int(g) for g in sock.groups()) if sock else 0
+    print(
+        f"{float(rps.group(1)):.1f} {to_ms(p50.group(1)):.4f} {to_ms(p99.group(1)):.4f} "
+        f"{int(non2xx.group(1)) if non2xx else 0} {sock_errors} {total.group(1)}"
+    )
+
+
+def report(results_path, ttfe_path):
+    rows = {}
+    order = []
+    with open(results_path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            pass_, target, rps, p50, p99, non2xx, sockerr, total = line.split()
+            rows[(pass_, target)] = dict(
+                rps=float(rps), p50=float(p50), p99=float(p99),
+                non2xx=int(non2xx), sockerr=int(sockerr), total=int(total),
+            )
+            order.append((pass_, target))
+    print(f"{'pass':<12} {'target':<13} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'sock-err':>8}")
+    for key in order:
+        r = rows[key]
+        print(f"{key[0]:<12} {key[1]:<13} {r['rps']:>10.0f} {r['p50']:>9.3f} {r['p99']:>9.3f} "
+              f"{r['non2xx']:>8} {r['sockerr']:>8}")
+
+    def get(pass_, target, field):
+        r = rows.get((pass_, target))
+        return None if r is None else r[field]
+
+    def verdict(ok):
+        return "ok" if ok else "MISSED"
+
+    parts = []
+    g, n = get("saturating", "gkm-proxy", "rps"), get("saturating", "nginx-proxy", "rps")
+    if g is not None and n:
+        parts.append(f"gkm/nginx saturating throughput = {g / n:.2f} (goal >= 0.5: {verdict(g / n >= 0.5)})")
+    d50, g50, n50 = (get("light", t, "p50") for t in ("direct", "gkm-proxy", "nginx-proxy"))
+    d99, g99, n99 = (get("light", t, "p99") for t in ("direct", "gkm-proxy", "nginx-proxy"))
+    if None not in (d50, g50, d99, g99):
+        a50, a99 = g50 - d50, g99 - d99
+        extra50 = f"; nginx adds {n50 - d50:.3f}" if n50 is not None else ""
+        extra99 = f"; nginx adds {n99 - d99:.2f}" if n99 is not None else ""
+        parts.append(f"added p50 over direct at light load = {a50:.3f} ms (goal < 0.1: {verdict(a50 < 0.1)}{extra50})")
+        parts.append(f"added p99 = {a99:.2f} ms (goal < 1: {verdict(a99 < 1)}{extra99})")
+    try:
+        with open(ttfe_path, encoding="utf-8") as f:
+            t = json.load(f)
+        dm, pm = t["direct"]["median_ms"], t["proxied"]["median_ms"]
+        parts.append(
+            f"TTFE (n={t['n']}) direct median {dm:.2f} ms p90 {t['direct']['p90_ms']:.2f} ms, "
+            f"proxied median {pm:.2f} ms p90 {t['proxied']['p90_ms']:.2f} ms, "
+            f"diff {pm - dm:.2f} ms (goal < 5: {verdict(pm - dm < 5)}); "
+            f"last event median direct {t['direct']['last_median_ms']:.0f} ms, "
+            f"proxied {t['proxied']['last_median_ms']:.0f} ms"
+        )
+    except (OSError, ValueError, KeyError) as e:
+        parts.append(f"TTFE: no result ({e})")
+    print("ratios: " + ";\n        ".join(parts))
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[0] == "free-ports":
+        free_ports(int(argv[1]))
+    elif len(argv) >= 3 and argv[0] == "render":
+        render(argv[1], argv[2], argv[3:])
+    elif len(argv) == 2 and argv[0] == "wrk":
+        parse_wrk(argv[1])
+    elif len(argv) == 3 and argv[0] == "report":
+        report(argv[1], argv[2])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
