@@ -294,7 +294,7 @@ fn tokens_are_counted_from_usage_metadata_of_answers_and_streams() {
         &[("x-goog-api-key", TOKEN)],
         generate_body().to_string().as_bytes(),
     );
-    let last = s.text().lines().filter(|l| l.starts_with("data:")).last().unwrap().to_string();
+    let last = s.text().lines().rfind(|l| l.starts_with("data:")).unwrap().to_string();
     let t2 = serde_json::from_str::<Value>(last.trim_start_matches("data:").trim()).unwrap()["usageMetadata"]
         ["totalTokenCount"]
         .as_u64()
