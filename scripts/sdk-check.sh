@@ -13,7 +13,7 @@ cargo build --quiet --bin gemini-key-manager --example mock_upstream
 TARGET=${CARGO_TARGET_DIR:-target}
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 KEYS="AIzaSySDKCHECK000000000000000000000000A,AIzaSySDKCHECK000000000000000000000000B"

@@ -181,19 +181,17 @@ impl ProxyError {
                 status,
                 &json!({"error": {"code": status, "message": self.message(), "status": google_status(status)}}),
             ),
+            (ProxyError::UpstreamStatus { body, .. }, Surface::OpenAi) => {
+                Reply::json(status, &crate::openai::gemini_error_to_openai(status, body))
+            }
             (_, Surface::OpenAi) => {
                 let param = match self {
-                    ProxyError::BadRequest { param, .. } => param.clone(),
+                    ProxyError::BadRequest { param, .. } => param.as_deref(),
                     _ => None,
                 };
                 Reply::json(
                     status,
-                    &json!({"error": {
-                        "message": self.message(),
-                        "type": openai_type(status),
-                        "param": param,
-                        "code": openai_code(self),
-                    }}),
+                    &crate::openai::openai_error_body(status, &self.message(), param, openai_code(self)),
                 )
             }
         };
@@ -223,15 +221,6 @@ pub fn google_status(status: u16) -> &'static str {
         502 | 503 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",
         _ => "UNKNOWN",
-    }
-}
-
-fn openai_type(status: u16) -> &'static str {
-    match status {
-        401 => "invalid_request_error",
-        429 => "rate_limit_exceeded",
-        400..=499 => "invalid_request_error",
-        _ => "server_error",
     }
 }
 

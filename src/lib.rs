@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod native;
 pub mod openai;
+pub mod openai_api;
 pub mod pool;
 pub mod quota;
 pub mod router;
@@ -101,11 +102,9 @@ impl App {
         match route {
             Route::Native => native::handle(self, ex, target, KeyStyle::GoogHeader),
             Route::GeminiOpenAi => native::handle(self, ex, target, KeyStyle::Bearer),
-            Route::OpenAiChat | Route::OpenAiModels { .. } | Route::OpenAiEmbeddings => {
-                Err(ProxyError::NotFound {
-                    message: "The OpenAI-compatible routes are not available in this build".into(),
-                })
-            }
+            Route::OpenAiChat => openai_api::chat(self, ex),
+            Route::OpenAiModels { id } => openai_api::models(self, ex, id.as_deref()),
+            Route::OpenAiEmbeddings => openai_api::embeddings(self, ex),
             Route::Status => {
                 ex.respond(Reply::json(200, &self.status_json()));
                 Ok(())

@@ -799,6 +799,9 @@ const MODELS: &[(&str, &str, u64, u64, &[&str])] = &[
     ("gemini-2.5-pro", "Gemini 2.5 Pro", 1_048_576, 65_536, GENERATE),
     ("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite", 1_048_576, 65_536, GENERATE),
     ("gemini-2.0-flash", "Gemini 2.0 Flash", 1_048_576, 8_192, GENERATE),
+    ("gemini-3-pro-preview", "Gemini 3 Pro Preview", 1_048_576, 65_536, GENERATE),
+    // Answers every generateContent with a per-minute 429 (for clients' rate-limit paths).
+    ("exhausted-model", "Always rate-limited", 1_048_576, 8_192, GENERATE),
     ("gemini-embedding-001", "Gemini Embedding 001", 2_048, 1, EMBED),
     ("text-embedding-004", "Text Embedding 004", 2_048, 1, EMBED),
 ];
@@ -938,10 +941,7 @@ fn call_model(
             }
             let response_id = shared.fresh_id("mock-response-");
             if action == "generateContent" {
-                let text = format!("Hello from {model}");
-                let words = text.split_whitespace().count() as u64;
-                let body = generate_response(model, &response_id, &text, prompt, words, true);
-                return Reply::json(200, body);
+                return answer_generate(model, &response_id, body, prompt);
             }
             let (delay, n) = {
                 let state = shared.lock();
@@ -970,6 +970,64 @@ fn call_model(
         },
         _ => unsupported(),
     }
+}
+
+/// The thought signature the mock attaches to function calls (base64, as Gemini 3 sends them).
+pub const THOUGHT_SIGNATURE: &str = "bW9jay10aG91Z2h0LXNpZ25hdHVyZQ==";
+
+/// generateContent as a model would answer it: a function call when tools are offered and no
+/// tool result is in the last turn (with a thought signature the next turn must bring back, as
+/// Gemini 3 requires); JSON text when JSON was asked for; `candidateCount` candidates.
+fn answer_generate(model: &str, id: &str, body: &Value, prompt: u64) -> Reply {
+    if model == "exhausted-model" {
+        return quota_per_minute_429(model, "30s");
+    }
+    let contents = body.get("contents").and_then(Value::as_array).cloned().unwrap_or_default();
+    let last_parts =
+        contents.last().and_then(|c| c.get("parts")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let tool = body.pointer("/tools/0/functionDeclarations/0/name").and_then(Value::as_str);
+    let tool_result = last_parts.iter().find_map(|p| p.get("functionResponse"));
+    if let Some(result) = tool_result {
+        let signed = contents
+            .iter()
+            .flat_map(|c| c.get("parts").and_then(Value::as_array).cloned().unwrap_or_default())
+            .any(|p| {
+                p.get("functionCall").is_some()
+                    && p.get("thoughtSignature").and_then(Value::as_str) == Some(THOUGHT_SIGNATURE)
+            });
+        if !signed {
+            return invalid_argument("Function call is missing a thought_signature in functionCall parts.");
+        }
+        let text = format!("The tool said: {}", result.get("response").cloned().unwrap_or(Value::Null));
+        return Reply::json(200, generate_response(model, id, &text, prompt, 5, true));
+    }
+    if let Some(name) = tool {
+        let mut body = generate_response(model, id, "", prompt, 3, true);
+        body["candidates"][0]["content"]["parts"] = json!([{"functionCall": {"name": name, "args": {"city": "Paris"}}, "thoughtSignature": THOUGHT_SIGNATURE}]);
+        return Reply::json(200, body);
+    }
+    let json_wanted = body.pointer("/generationConfig/responseMimeType").and_then(Value::as_str)
+        == Some("application/json");
+    let text = if json_wanted {
+        json!({"answer": format!("Hello from {model}")}).to_string()
+    } else {
+        format!("Hello from {model}")
+    };
+    let words = text.split_whitespace().count() as u64;
+    let mut answer = generate_response(model, id, &text, prompt, words, true);
+    let n = body.pointer("/generationConfig/candidateCount").and_then(Value::as_u64).unwrap_or(1).clamp(1, 8);
+    if n > 1 {
+        let first = answer["candidates"][0].clone();
+        answer["candidates"] = (0..n)
+            .map(|i| {
+                let mut c = first.clone();
+                c["index"] = json!(i);
+                c["content"]["parts"][0]["text"] = json!(format!("{text} (candidate {i})"));
+                c
+            })
+            .collect();
+    }
+    Reply::json(200, answer)
 }
 
 /// A `GenerateContentResponse`; `candidates` counts the candidate tokens so far.

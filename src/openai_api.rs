@@ -1,0 +1,248 @@
+//! The OpenAI-compatible routes: `/v1/chat/completions` (streamed or not), `/v1/models`,
+//! `/v1/models/{id}` and `/v1/embeddings`, served through the key pool.
+//!
+//! This module does the I/O around the pure translation core in `openai/`: it reads the
+//! request, asks `upstream` for an answer, and writes OpenAI objects or SSE chunks back. It
+//! never builds an error body itself: errors go back as `ProxyError`, mapped once in `error.rs`.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::Utc;
+use serde_json::Value;
+
+use crate::App;
+use crate::error::{ProxyError, Reply};
+use crate::openai::{self, StreamTranslator, TranslateError};
+use crate::server::Exchange;
+use crate::sse::Framer;
+use crate::upstream::{self, KeyStyle, Outgoing};
+use crate::{affinity, quota};
+
+/// Largest upstream answer buffered for translation.
+const MAX_ANSWER: u64 = 64 << 20;
+/// Most model-list pages fetched for one `/v1/models`.
+const MAX_MODEL_PAGES: usize = 20;
+
+fn translate_error(e: TranslateError) -> ProxyError {
+    match e.status {
+        404 => ProxyError::NotFound { message: e.message },
+        _ => ProxyError::BadRequest { message: e.message, param: e.param },
+    }
+}
+
+/// Parse a JSON request body; a malformed one is a 400 that says where.
+fn json_body(ex: &mut Exchange, app: &App) -> Result<Value, ProxyError> {
+    let body = ex.read_body(app.config.max_body_bytes)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ProxyError::bad_request("The request body is empty; a JSON object is required", None));
+    }
+    serde_json::from_slice::<Value>(&body).map_err(|e| {
+        ProxyError::bad_request(
+            format!("The request body is not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
+            None,
+        )
+    })
+}
+
+/// A response id that is unique within this process and across restarts.
+fn new_id(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
+    format!("{prefix}-{nanos:x}{n:04x}")
+}
+
+fn read_json_answer(resp: ureq::http::Response<ureq::Body>) -> Result<Value, ProxyError> {
+    let bytes = resp.into_body().with_config().limit(MAX_ANSWER).read_to_vec().map_err(|e| match &e {
+        ureq::Error::Timeout(_) => ProxyError::UpstreamTimeout,
+        ureq::Error::Io(io) if upstream::is_timeout(io) => ProxyError::UpstreamTimeout,
+        _ => ProxyError::UpstreamIo { message: format!("reading the answer failed: {e}") },
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ProxyError::UpstreamIo {
+        message: format!("the upstream answered something that is not JSON: {e}"),
+    })
+}
+
+fn post(path: String, body: &[u8]) -> Outgoing<'_> {
+    Outgoing {
+        method: "POST",
+        path_and_query: path,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body,
+        key_style: KeyStyle::GoogHeader,
+    }
+}
+
+/// `POST /v1/chat/completions`.
+pub fn chat(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
+    let req = json_body(ex, app)?;
+    let call = openai::chat_request_to_gemini(&req).map_err(translate_error)?;
+    ex.record.model = Some(call.model.clone());
+    let body = serde_json::to_vec(&call.body).map_err(|e| ProxyError::Internal { message: e.to_string() })?;
+    let model_path = format!("/v1beta/models/{}", call.model);
+    let path = if call.stream {
+        format!("{model_path}:streamGenerateContent?alt=sse")
+    } else {
+        format!("{model_path}:generateContent")
+    };
+    let out = post(path, &body);
+    let names = affinity::referenced("", None, &body);
+    let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
+    let (resp, used) =
+        upstream::call_with_keys(app, &mut ex.record, Some(&call.model), &out, pinned.as_deref())?;
+    let id = new_id("chatcmpl");
+    let created = Utc::now().timestamp();
+    if !call.stream {
+        let answer = read_json_answer(resp)?;
+        app.record_success(&used, Some(&call.model), quota::usage_tokens(&answer).unwrap_or(0));
+        let chat = openai::gemini_response_to_chat(&answer, &call.model, &id, created);
+        ex.respond(Reply::json(200, &chat));
+        return Ok(());
+    }
+    let headers = [
+        ("Content-Type".to_string(), "text/event-stream; charset=utf-8".to_string()),
+        ("Cache-Control".to_string(), "no-cache".to_string()),
+    ];
+    let mut writer = match ex.start_stream(200, &headers) {
+        Ok(w) => w,
+        Err(e) => {
+            ex.record.client_gone = true;
+            log::debug!("client left before the stream started: {e}");
+            return Ok(());
+        }
+    };
+    let mut translator = StreamTranslator::new(&call.model, &id, created, call.include_usage);
+    let mut framer = Framer::default();
+    let mut tokens = 0;
+    let mut reader = resp.into_body().into_reader();
+    let mut buf = vec![0u8; 16 * 1024];
+    // Ok(()) at a clean end; Err(message) when the upstream broke after the first byte.
+    let ended: Result<(), String> = 'read: loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if upstream::is_timeout(&e) => {
+                break Err("The upstream went silent mid-stream (read timeout)".into());
+            }
+            Err(_) => break Err("The upstream connection broke mid-stream".into()),
+        };
+        let mut out = Vec::new();
+        for payload in framer.feed(&buf[..n]) {
+            let Ok(event) = serde_json::from_slice::<Value>(&payload) else {
+                log::debug!("skipping an upstream event that is not JSON");
+                continue;
+            };
+            if let Some(t) = quota::usage_tokens(&event) {
+                tokens = t;
+            }
+            if let Some(err) = event.get("error") {
+                let msg = err.get("message").and_then(Value::as_str).unwrap_or("upstream error event");
+                let _ = writer.send(&out);
+                break 'read Err(format!("The upstream reported an error mid-stream: {msg}"));
+            }
+            for chunk in translator.feed(&event) {
+                push_event(&mut out, &chunk);
+            }
+        }
+        if out.is_empty() {
+            continue;
+        }
+        if ex.record.first_byte.is_none() {
+            ex.record.first_byte = Some(ex.started.elapsed());
+        }
+        if let Err(e) = writer.send(&out) {
+            ex.record.client_gone = true;
+            log::debug!("client left mid-stream: {e}");
+            app.record_success(&used, Some(&call.model), tokens);
+            return Ok(());
+        }
+    };
+    app.record_success(&used, Some(&call.model), tokens);
+    let mut out = Vec::new();
+    match ended {
+        Ok(()) => {
+            for chunk in translator.finish() {
+                push_event(&mut out, &chunk);
+            }
+        }
+        Err(message) => {
+            // No retry and no status change once bytes went out: an OpenAI error event ends it.
+            log::warn!("{message}; ending the OpenAI stream with an error event");
+            ex.record.note = Some("upstream broke mid-stream".into());
+            push_event(&mut out, &StreamTranslator::error_event(&message));
+        }
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    if writer.send(&out).and_then(|_| writer.finish()).is_err() {
+        ex.record.client_gone = true;
+    }
+    Ok(())
+}
+
+fn push_event(out: &mut Vec<u8>, chunk: &Value) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(chunk.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// `GET /v1/models` (every page of Gemini's list) and `GET /v1/models/{id}`.
+pub fn models(app: &App, ex: &mut Exchange, id: Option<&str>) -> Result<(), ProxyError> {
+    let get = |path: String| Outgoing {
+        method: "GET",
+        path_and_query: path,
+        headers: Vec::new(),
+        body: &[],
+        key_style: KeyStyle::GoogHeader,
+    };
+    if let Some(id) = id {
+        let id = openai::types::strip_models_prefix(id);
+        let (resp, _) =
+            upstream::call_with_keys(app, &mut ex.record, None, &get(format!("/v1beta/models/{id}")), None)?;
+        let model = read_json_answer(resp)?;
+        ex.respond(Reply::json(200, &openai::model_to_openai(&model)));
+        return Ok(());
+    }
+    let mut pages = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..MAX_MODEL_PAGES {
+        let mut path = "/v1beta/models?pageSize=1000".to_string();
+        if let Some(t) = &token {
+            path.push_str("&pageToken=");
+            path.push_str(&percent_encode(t));
+        }
+        let (resp, _) = upstream::call_with_keys(app, &mut ex.record, None, &get(path), None)?;
+        let page = read_json_answer(resp)?;
+        token =
+            page.get("nextPageToken").and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_string);
+        pages.push(page);
+        if token.is_none() {
+            break;
+        }
+    }
+    ex.respond(Reply::json(200, &openai::models_to_openai(&pages)));
+    Ok(())
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `POST /v1/embeddings`, via batchEmbedContents.
+pub fn embeddings(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
+    let req = json_body(ex, app)?;
+    let call = openai::embeddings_request_to_gemini(&req).map_err(translate_error)?;
+    ex.record.model = Some(call.model.clone());
+    let body = serde_json::to_vec(&call.body).map_err(|e| ProxyError::Internal { message: e.to_string() })?;
+    let out = post(format!("/v1beta/models/{}:batchEmbedContents", call.model), &body);
+    let (resp, used) = upstream::call_with_keys(app, &mut ex.record, Some(&call.model), &out, None)?;
+    let answer = read_json_answer(resp)?;
+    app.record_success(&used, Some(&call.model), 0);
+    ex.respond(Reply::json(200, &openai::embeddings_response_to_openai(&answer, &call)));
+    Ok(())
+}
