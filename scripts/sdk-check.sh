@@ -36,12 +36,16 @@ ADDR=$(grep -o 'listening on [0-9.:]*' "$work/proxy.err" | head -1 | awk '{print
 export PROXY_URL="http://$ADDR"
 
 status=0
+passed=0
+failed=0
 for check in tests/sdk/check_*.py; do
-  "$PY" "$check" || status=1
+  if "$PY" "$check" | tee "$work/check.out"; then :; else status=1; failed=$((failed + 1)); fi
+  passed=$((passed + $(grep -c '^ok ' "$work/check.out" || true)))
 done
 if grep -E 'AIzaSySDKCHECK|sdk-check-token' "$work/proxy.err" "$work"/gemini-key-manager.log; then
   echo "FAILED: a key or the client token appeared in the proxy's logs"; status=1
 fi
 echo "routes the SDKs used:"; grep -oE "INFO  (GET|POST|PUT|DELETE|PATCH) [^ ]+" "$work/proxy.err" | sort | uniq -c
 [ $status -eq 0 ] || { echo "--- proxy log ---"; tail -50 "$work/proxy.err"; }
+echo "SDK checks: $passed passed, $failed failed"
 exit $status
