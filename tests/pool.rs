@@ -408,3 +408,28 @@ fn no_key_or_token_in_answers_or_status() {
         assert!(!t.contains(TOKEN), "token leaked: {t}");
     }
 }
+
+#[test]
+fn cached_contents_follow_the_key_that_made_them() {
+    let mock = MockUpstream::start(&KEYS);
+    let proxy = Proxy::start(&mock);
+    let created = post_json(
+        &format!("{}/v1beta/cachedContents", proxy.url),
+        &json!({"model": "models/gemini-2.5-flash", "contents": [{"role": "user", "parts": [{"text": "a long document"}]}]}),
+    );
+    assert_eq!(created.status, 200, "{}", created.text());
+    let name = created.json()["name"].as_str().unwrap().to_string();
+    let owner = mock.requests()[0].key.clone();
+    for _ in 0..4 {
+        let body = json!({"cachedContent": name, "contents": [{"role": "user", "parts": [{"text": "summarize"}]}]});
+        let a = post_json(&format!("{}/v1beta/models/{FLASH}:generateContent", proxy.url), &body);
+        assert_eq!(a.status, 200, "{}", a.text());
+        let got = send("GET", &format!("{}/v1beta/{name}", proxy.url), &[("x-goog-api-key", TOKEN)], b"");
+        assert_eq!(got.status, 200, "{}", got.text());
+    }
+    assert!(mock.requests().iter().all(|r| r.key == owner), "every use went out with the creator's key");
+    // The mapping is on disk: a restarted proxy still knows it.
+    proxy.handle.flush().unwrap();
+    let text = std::fs::read_to_string(proxy.dir.join("usage.json")).unwrap();
+    assert!(text.contains(&name), "{text}");
+}
