@@ -46,6 +46,8 @@ pub struct App {
     pub affinity: Mutex<affinity::Affinity>,
     pub upstream: Upstream,
     pub metrics: metrics::Metrics,
+    /// Busy workers, queue, shed requests, panics (shared with the server).
+    pub server_stats: Arc<server::ServerStats>,
     /// Ask the persistence thread for a save (never blocks).
     pub save: store::SaveSignal,
 }
@@ -58,6 +60,7 @@ impl App {
             pool: Mutex::new(pool),
             affinity: Mutex::new(affinity::Affinity::default()),
             metrics: metrics::Metrics::default(),
+            server_stats: Arc::new(server::ServerStats::default()),
             save,
             config,
         }
@@ -90,6 +93,59 @@ impl App {
         pool.status(now)
     }
 
+    /// `/metrics` in the Prometheus text exposition format.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::with_capacity(8192);
+        self.metrics.render(&mut out);
+        let status = self.status_json();
+        let keys = status["keys"].as_array().cloned().unwrap_or_default();
+        let usable = keys.iter().filter(|k| k["state"] != "disabled").count();
+        let st = &self.server_stats;
+        let gauges: [(&str, &str, &str, u64); 7] = [
+            ("gkm_keys_usable", "gauge", "Keys not disabled.", usable as u64),
+            ("gkm_keys_total", "gauge", "Keys in the pool.", keys.len() as u64),
+            ("gkm_workers_busy", "gauge", "Workers serving a request now.", st.busy_workers.load(Relaxed) as u64),
+            ("gkm_queue_depth", "gauge", "Requests waiting for a worker.", st.queued.load(Relaxed) as u64),
+            ("gkm_requests_shed_total", "counter", "Requests answered 503 because every worker was busy.", st.shed.load(Relaxed) as u64),
+            ("gkm_handler_panics_total", "counter", "Handler panics turned into 500s.", st.panics.load(Relaxed) as u64),
+            ("gkm_log_lines_dropped_total", "counter", "Log lines dropped because the writer fell behind.", logging::dropped_lines()),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+        }
+        out.push_str("# HELP gkm_key_requests_today Requests counted today per key and model.\n# TYPE gkm_key_requests_today gauge\n");
+        let mut tokens = String::new();
+        for k in &keys {
+            let id = k["id"].as_str().unwrap_or("");
+            if let Some(models) = k["models"].as_object() {
+                for (model, m) in models {
+                    let model = model.replace(['"', '\\', '\n'], "_");
+                    let labels = format!("key=\"{id}\",model=\"{model}\"");
+                    let _ = writeln!(out, "gkm_key_requests_today{{{labels}}} {}", m["requests"].as_u64().unwrap_or(0));
+                    let _ = writeln!(tokens, "gkm_key_tokens_today{{{labels}}} {}", m["tokens"].as_u64().unwrap_or(0));
+                }
+            }
+        }
+        out.push_str("# HELP gkm_key_tokens_today Tokens counted today per key and model.\n# TYPE gkm_key_tokens_today gauge\n");
+        out.push_str(&tokens);
+        out.push_str("# HELP gkm_key_state Each key's state (1 for the current one).\n# TYPE gkm_key_state gauge\n");
+        for k in &keys {
+            let id = k["id"].as_str().unwrap_or("");
+            for state in ["usable", "cooling", "parked", "disabled"] {
+                let v = u8::from(k["state"] == state);
+                let _ = writeln!(out, "gkm_key_state{{key=\"{id}\",state=\"{state}\"}} {v}");
+            }
+        }
+        let _ = write!(
+            out,
+            "# HELP gkm_build_info Build information.\n# TYPE gkm_build_info gauge\ngkm_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        out
+    }
+
     /// A resumable upload session the proxy itself started: its id is the follow-up's credential.
     fn known_upload(&self, target: &Target) -> bool {
         target.path.starts_with("/upload/")
@@ -109,7 +165,15 @@ impl App {
                 ex.respond(Reply::json(200, &self.status_json()));
                 Ok(())
             }
-            Route::Metrics | Route::Dashboard => {
+            Route::Metrics => {
+                ex.respond(Reply {
+                    status: 200,
+                    headers: vec![("Content-Type".into(), "text/plain; version=0.0.4; charset=utf-8".into())],
+                    body: self.metrics_text().into_bytes(),
+                });
+                Ok(())
+            }
+            Route::Dashboard => {
                 Err(ProxyError::NotFound { message: "This admin page is not available in this build".into() })
             }
             Route::NotFound => Err(ProxyError::NotFound {
@@ -251,7 +315,8 @@ pub fn start(config: Config) -> Result<Handle, String> {
     let persister = store::Persister::spawn(app.clone(), save_rx)?;
     let background = background::Background::spawn(app.clone())?;
     let handler: Arc<dyn Handler> = app.clone();
-    let server = Server::start(&config.host, config.port, config.workers, config.queue_size, handler)?;
+    let stats = app.server_stats.clone();
+    let server = Server::start(&config.host, config.port, config.workers, config.queue_size, handler, stats)?;
     log::info!(
         "listening on {} with {} keys, {} workers, upstream {}",
         server.addr(),

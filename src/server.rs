@@ -306,6 +306,7 @@ impl Server {
         workers: usize,
         queue_size: usize,
         handler: Arc<dyn Handler>,
+        stats: Arc<ServerStats>,
     ) -> Result<Server, String> {
         let listener = bind(host, port)?;
         let addr = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
@@ -314,7 +315,6 @@ impl Server {
                 .map_err(|e| format!("cannot start server: {e}"))?,
         );
         let stopping = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(ServerStats::default());
         let done = Arc::new((Mutex::new(0usize), Condvar::new()));
         let (tx, rx) = crossbeam_channel::bounded::<(tiny_http::Request, Instant)>(queue_size);
 

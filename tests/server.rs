@@ -29,7 +29,8 @@ impl Handler for Panicky {
 
 #[test]
 fn a_panicking_handler_becomes_a_500_and_the_worker_lives_on() {
-    let server = Server::start("127.0.0.1", 0, 1, 4, Arc::new(Panicky)).unwrap();
+    let stats = Arc::new(gemini_key_manager::server::ServerStats::default());
+    let server = Server::start("127.0.0.1", 0, 1, 4, Arc::new(Panicky), stats).unwrap();
     let url = format!("http://{}", server.addr());
     for _ in 0..3 {
         let a = send("GET", &format!("{url}/boom"), &[], b"");

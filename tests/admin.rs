@@ -1,0 +1,122 @@
+//! The operator's pages: /status, /metrics (parsed line by line), /healthz.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use support::mock_upstream::quota_per_day_429;
+use support::*;
+
+/// Parse Prometheus text exposition: every sample line belongs to a family announced by HELP and
+/// TYPE, has well-formed labels and a number. Returns sample name+labels → value.
+fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
+    let mut helped = BTreeSet::new();
+    let mut typed = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            assert!(rest.len() > name.len() + 1, "HELP without text: {line}");
+            helped.insert(name.to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind), "{line}");
+            assert!(helped.contains(name), "TYPE before HELP: {line}");
+            typed.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unknown comment: {line}");
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "{line}");
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                for pair in labels[1..labels.len() - 1].split("\",") {
+                    let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("bad label in {line}"));
+                    assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+                    assert!(!v.trim_end_matches('"').contains('"'), "{line}");
+                }
+            }
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.get(*f).map(String::as_str) == Some("histogram")))
+            .unwrap_or(name);
+        assert!(typed.contains_key(family), "sample without TYPE: {line}");
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+#[test]
+fn metrics_are_valid_prometheus_text_and_count_what_happened() {
+    let mock = MockUpstream::start(&KEYS);
+    mock.set_key_reply(KEYS[0], quota_per_day_429("gemini-2.5-flash"));
+    let proxy = Proxy::start(&mock);
+    for _ in 0..4 {
+        let a = post_json(&format!("{}/v1beta/models/gemini-2.5-flash:generateContent", proxy.url), &generate_body());
+        assert_eq!(a.status, 200);
+    }
+    send("GET", &format!("{}/v1beta/models", proxy.url), &[("x-goog-api-key", "wrong")], b"");
+    let a = send("GET", &format!("{}/metrics", proxy.url), &[("x-goog-api-key", TOKEN)], b"");
+    assert_eq!(a.status, 200);
+    assert!(a.header("content-type").unwrap().starts_with("text/plain"));
+    let m = parse_prometheus(&a.text());
+    assert_eq!(m["gkm_requests_total{route=\"native\",surface=\"native\",status=\"200\"}"], 4.0);
+    assert_eq!(m["gkm_requests_total{route=\"native\",surface=\"native\",status=\"401\"}"], 1.0);
+    assert_eq!(m["gkm_upstream_attempts_total{outcome=\"ok\"}"], 4.0);
+    assert_eq!(m["gkm_upstream_attempts_total{outcome=\"rate_limited_day\"}"], 1.0);
+    assert_eq!(m["gkm_keys_total"], 3.0);
+    assert_eq!(m["gkm_keys_usable"], 3.0);
+    assert_eq!(m["gkm_workers_busy"], 1.0, "the /metrics request itself");
+    assert_eq!(m["gkm_request_duration_seconds_count{route=\"native\"}"], 5.0);
+    let fp = gemini_key_manager::pool::fingerprint(KEYS[0]);
+    assert_eq!(m[&format!("gkm_key_state{{key=\"{fp}\",state=\"parked\"}}")], 1.0);
+    let per_key: f64 = m.iter().filter(|(k, _)| k.starts_with("gkm_key_requests_today")).map(|(_, v)| v).sum();
+    assert_eq!(per_key, 4.0);
+    assert!(m.contains_key("gkm_build_info{version=\"0.1.0\"}"));
+    assert!(!a.text().contains(KEYS[0]) && !a.text().contains(TOKEN));
+}
+
+#[test]
+fn status_has_the_documented_shape() {
+    let mock = MockUpstream::start(&KEYS);
+    let lines = [format!("{} proj-a", KEYS[0]), KEYS[1].to_string()];
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let proxy = Proxy::start_with(&mock.url(), &lines, |_| {});
+    post_json(&format!("{}/v1beta/models/gemini-2.5-flash:generateContent", proxy.url), &generate_body());
+    let unauth = send("GET", &format!("{}/status", proxy.url), &[], b"");
+    assert_eq!(unauth.status, 401);
+    let v = send("GET", &format!("{}/status", proxy.url), &[("authorization", &format!("Bearer {TOKEN}"))], b"").json();
+    assert_eq!(v["timezone"], "America/Los_Angeles");
+    assert!(chrono::NaiveDate::parse_from_str(v["quota_day"].as_str().unwrap(), "%Y-%m-%d").is_ok());
+    let reset = chrono::DateTime::parse_from_rfc3339(v["next_reset"].as_str().unwrap()).unwrap();
+    assert_eq!(reset.format("%H:%M:%S").to_string(), "00:00:00", "midnight in the reset zone");
+    assert_eq!(v["totals"]["requests"], 1);
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    for k in keys {
+        assert_eq!(k["id"].as_str().unwrap().len(), 12);
+        assert!(k["masked"].as_str().unwrap().contains('…'));
+        assert_eq!(k["state"], "usable");
+        assert!(k["disabled_reason"].is_null());
+    }
+    assert_eq!(keys[0]["project"], "proj-a");
+    assert!(keys[1]["project"].is_null());
+    let used = keys.iter().find(|k| k["requests"] == 1).unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(used["last_used"].as_str().unwrap()).is_ok());
+    let m = &used["models"]["gemini-2.5-flash"];
+    assert_eq!(m["requests"], 1);
+    assert!(m["tokens"].as_u64().unwrap() > 0);
+    assert!(m["parked_until"].is_null() && m["cooling_until"].is_null());
+}
