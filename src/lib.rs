@@ -106,11 +106,31 @@ impl App {
         let gauges: [(&str, &str, &str, u64); 7] = [
             ("gkm_keys_usable", "gauge", "Keys not disabled.", usable as u64),
             ("gkm_keys_total", "gauge", "Keys in the pool.", keys.len() as u64),
-            ("gkm_workers_busy", "gauge", "Workers serving a request now.", st.busy_workers.load(Relaxed) as u64),
+            (
+                "gkm_workers_busy",
+                "gauge",
+                "Workers serving a request now.",
+                st.busy_workers.load(Relaxed) as u64,
+            ),
             ("gkm_queue_depth", "gauge", "Requests waiting for a worker.", st.queued.load(Relaxed) as u64),
-            ("gkm_requests_shed_total", "counter", "Requests answered 503 because every worker was busy.", st.shed.load(Relaxed) as u64),
-            ("gkm_handler_panics_total", "counter", "Handler panics turned into 500s.", st.panics.load(Relaxed) as u64),
-            ("gkm_log_lines_dropped_total", "counter", "Log lines dropped because the writer fell behind.", logging::dropped_lines()),
+            (
+                "gkm_requests_shed_total",
+                "counter",
+                "Requests answered 503 because every worker was busy.",
+                st.shed.load(Relaxed) as u64,
+            ),
+            (
+                "gkm_handler_panics_total",
+                "counter",
+                "Handler panics turned into 500s.",
+                st.panics.load(Relaxed) as u64,
+            ),
+            (
+                "gkm_log_lines_dropped_total",
+                "counter",
+                "Log lines dropped because the writer fell behind.",
+                logging::dropped_lines(),
+            ),
         ];
         for (name, kind, help, value) in gauges {
             let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
@@ -123,14 +143,24 @@ impl App {
                 for (model, m) in models {
                     let model = model.replace(['"', '\\', '\n'], "_");
                     let labels = format!("key=\"{id}\",model=\"{model}\"");
-                    let _ = writeln!(out, "gkm_key_requests_today{{{labels}}} {}", m["requests"].as_u64().unwrap_or(0));
-                    let _ = writeln!(tokens, "gkm_key_tokens_today{{{labels}}} {}", m["tokens"].as_u64().unwrap_or(0));
+                    let _ = writeln!(
+                        out,
+                        "gkm_key_requests_today{{{labels}}} {}",
+                        m["requests"].as_u64().unwrap_or(0)
+                    );
+                    let _ = writeln!(
+                        tokens,
+                        "gkm_key_tokens_today{{{labels}}} {}",
+                        m["tokens"].as_u64().unwrap_or(0)
+                    );
                 }
             }
         }
         out.push_str("# HELP gkm_key_tokens_today Tokens counted today per key and model.\n# TYPE gkm_key_tokens_today gauge\n");
         out.push_str(&tokens);
-        out.push_str("# HELP gkm_key_state Each key's state (1 for the current one).\n# TYPE gkm_key_state gauge\n");
+        out.push_str(
+            "# HELP gkm_key_state Each key's state (1 for the current one).\n# TYPE gkm_key_state gauge\n",
+        );
         for k in &keys {
             let id = k["id"].as_str().unwrap_or("");
             for state in ["usable", "cooling", "parked", "disabled"] {

@@ -31,10 +31,8 @@ fn main() -> ExitCode {
     };
     match raw.command {
         Command::Healthcheck => ExitCode::from(gemini_key_manager::commands::healthcheck(cfg.port) as u8),
-        Command::Usage { .. } | Command::CheckKeys => {
-            eprintln!("gemini-key-manager: this command is not available in this build");
-            ExitCode::from(2)
-        }
+        Command::Usage { json } => ExitCode::from(gemini_key_manager::commands::usage(&cfg, json) as u8),
+        Command::CheckKeys => ExitCode::from(gemini_key_manager::commands::check_keys(&cfg) as u8),
         _ => serve(cfg),
     }
 }

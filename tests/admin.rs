@@ -50,7 +50,9 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
         }
         let family = ["_bucket", "_sum", "_count"]
             .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| typed.get(*f).map(String::as_str) == Some("histogram")))
+            .find_map(|s| {
+                name.strip_suffix(s).filter(|f| typed.get(*f).map(String::as_str) == Some("histogram"))
+            })
             .unwrap_or(name);
         assert!(typed.contains_key(family), "sample without TYPE: {line}");
         samples.insert(series.to_string(), value);
@@ -64,7 +66,10 @@ fn metrics_are_valid_prometheus_text_and_count_what_happened() {
     mock.set_key_reply(KEYS[0], quota_per_day_429("gemini-2.5-flash"));
     let proxy = Proxy::start(&mock);
     for _ in 0..4 {
-        let a = post_json(&format!("{}/v1beta/models/gemini-2.5-flash:generateContent", proxy.url), &generate_body());
+        let a = post_json(
+            &format!("{}/v1beta/models/gemini-2.5-flash:generateContent", proxy.url),
+            &generate_body(),
+        );
         assert_eq!(a.status, 200);
     }
     send("GET", &format!("{}/v1beta/models", proxy.url), &[("x-goog-api-key", "wrong")], b"");
@@ -82,7 +87,8 @@ fn metrics_are_valid_prometheus_text_and_count_what_happened() {
     assert_eq!(m["gkm_request_duration_seconds_count{route=\"native\"}"], 5.0);
     let fp = gemini_key_manager::pool::fingerprint(KEYS[0]);
     assert_eq!(m[&format!("gkm_key_state{{key=\"{fp}\",state=\"parked\"}}")], 1.0);
-    let per_key: f64 = m.iter().filter(|(k, _)| k.starts_with("gkm_key_requests_today")).map(|(_, v)| v).sum();
+    let per_key: f64 =
+        m.iter().filter(|(k, _)| k.starts_with("gkm_key_requests_today")).map(|(_, v)| v).sum();
     assert_eq!(per_key, 4.0);
     assert!(m.contains_key("gkm_build_info{version=\"0.1.0\"}"));
     assert!(!a.text().contains(KEYS[0]) && !a.text().contains(TOKEN));
@@ -97,7 +103,9 @@ fn status_has_the_documented_shape() {
     post_json(&format!("{}/v1beta/models/gemini-2.5-flash:generateContent", proxy.url), &generate_body());
     let unauth = send("GET", &format!("{}/status", proxy.url), &[], b"");
     assert_eq!(unauth.status, 401);
-    let v = send("GET", &format!("{}/status", proxy.url), &[("authorization", &format!("Bearer {TOKEN}"))], b"").json();
+    let v =
+        send("GET", &format!("{}/status", proxy.url), &[("authorization", &format!("Bearer {TOKEN}"))], b"")
+            .json();
     assert_eq!(v["timezone"], "America/Los_Angeles");
     assert!(chrono::NaiveDate::parse_from_str(v["quota_day"].as_str().unwrap(), "%Y-%m-%d").is_ok());
     let reset = chrono::DateTime::parse_from_rfc3339(v["next_reset"].as_str().unwrap()).unwrap();

@@ -83,3 +83,50 @@ fn healthcheck_exits_1_when_nothing_listens() {
     assert_eq!(code, 1);
     assert!(out.contains("unhealthy"));
 }
+
+#[test]
+fn usage_prints_todays_table_and_json() {
+    use support::*;
+    let mock = MockUpstream::start(&KEYS);
+    let proxy = Proxy::start(&mock);
+    for _ in 0..3 {
+        post_json(&format!("{}/v1beta/models/gemini-2.5-flash:generateContent", proxy.url), &generate_body());
+    }
+    proxy.handle.flush().unwrap();
+    let usage_file = proxy.dir.join("usage.json");
+    let (code, out, err) = run(bin().arg("usage").arg("--usage-file").arg(&usage_file));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("gemini-2.5-flash") && out.contains("TOTAL"), "{out}");
+    assert!(out.contains(&gemini_key_manager::pool::fingerprint(KEYS[0])));
+    assert!(!out.contains(KEYS[0]));
+    let (code, out, _) = run(bin().args(["usage", "--json", "--usage-file"]).arg(&usage_file));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["totals"]["requests"], 3);
+    assert_eq!(v["keys"].as_array().unwrap().len(), 3);
+    let (code, _, err) = run(bin().args(["usage", "--usage-file", "/nonexistent/usage.json"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read usage file"));
+}
+
+#[test]
+fn check_keys_reports_each_key_and_exits_1_on_an_invalid_one() {
+    use support::*;
+    let mock = MockUpstream::start(&KEYS[1..]);
+    let dir = temp_dir("check-keys");
+    std::fs::write(dir.join("key.txt"), KEYS.join("\n")).unwrap();
+    let mut cmd = bin();
+    cmd.args(["check-keys", "--upstream", &mock.url(), "--log-dir", ""])
+        .arg("--key-file")
+        .arg(dir.join("key.txt"));
+    let (code, out, _) = run(&mut cmd);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[1].contains("invalid"), "{out}");
+    assert!(lines[2].contains("valid") && lines[3].contains("valid"), "{out}");
+    assert!(!out.contains(KEYS[0]), "keys are masked");
+    mock.set_valid_keys(&KEYS);
+    let (code, out, _) = run(&mut cmd);
+    assert_eq!(code, 0, "{out}");
+}

@@ -421,7 +421,8 @@ fn cached_contents_follow_the_key_that_made_them() {
     let name = created.json()["name"].as_str().unwrap().to_string();
     let owner = mock.requests()[0].key.clone();
     for _ in 0..4 {
-        let body = json!({"cachedContent": name, "contents": [{"role": "user", "parts": [{"text": "summarize"}]}]});
+        let body =
+            json!({"cachedContent": name, "contents": [{"role": "user", "parts": [{"text": "summarize"}]}]});
         let a = post_json(&format!("{}/v1beta/models/{FLASH}:generateContent", proxy.url), &body);
         assert_eq!(a.status, 200, "{}", a.text());
         let got = send("GET", &format!("{}/v1beta/{name}", proxy.url), &[("x-goog-api-key", TOKEN)], b"");
