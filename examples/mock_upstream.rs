@@ -1,6 +1,7 @@
 //! The scripted Gemini mock as a standalone server, for trying the proxy by hand:
 //!
-//! `cargo run --example mock_upstream -- --port 0 --keys KEY1,KEY2 [--delay-ms 200] [--events 3]`
+//! `cargo run --example mock_upstream -- --port 0 --keys KEY1,KEY2 [--delay-ms 200] [--events 3]
+//!  [--day-quota-exhausted KEY1]`
 //!
 //! Prints `mock upstream listening on http://127.0.0.1:PORT` and serves until killed.
 
@@ -10,10 +11,12 @@ mod mock_upstream;
 use std::io::Write;
 use std::time::Duration;
 
-const USAGE: &str = "usage: mock_upstream [--port N] --keys KEY1,KEY2 [--delay-ms MS] [--events N]";
+const USAGE: &str = "usage: mock_upstream [--port N] --keys KEY1,KEY2 [--delay-ms MS] [--events N] \
+                     [--day-quota-exhausted KEY]...";
 
 fn main() {
     let (mut port, mut keys, mut delay_ms, mut events) = (0u16, String::new(), 0u64, 3usize);
+    let mut day_exhausted: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| fail(&format!("{flag} needs a value")));
@@ -22,6 +25,7 @@ fn main() {
             "--keys" => keys = value.clone(),
             "--delay-ms" => delay_ms = parse(&flag, &value),
             "--events" => events = parse(&flag, &value),
+            "--day-quota-exhausted" => day_exhausted.push(value.clone()),
             _ => fail(&format!("unknown argument {flag}")),
         }
     }
@@ -32,6 +36,16 @@ fn main() {
     let mock = mock_upstream::MockUpstream::start_on_port(port, &keys);
     mock.set_stream_delay(Duration::from_millis(delay_ms));
     mock.set_stream_events(events);
+    // Keys whose daily quota is used up: every generation request gets Google's per-day 429.
+    if !day_exhausted.is_empty() {
+        mock.set_script(move |rec| {
+            let generates =
+                rec.path.contains(":generateContent") || rec.path.contains(":streamGenerateContent");
+            let key = rec.key.clone().unwrap_or_default();
+            (generates && day_exhausted.contains(&key))
+                .then(|| mock_upstream::quota_per_day_429(&rec.model().unwrap_or_default()))
+        });
+    }
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "mock upstream listening on {}", mock.url());
     let _ = stdout.flush();

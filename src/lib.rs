@@ -224,7 +224,8 @@ impl Handler for App {
         if route == Route::NotFound {
             return self.dispatch(ex, &target, &route);
         }
-        let allow_basic = route == Route::Dashboard;
+        // Admin pages also take HTTP Basic (any user, the token as password): browsers prompt for it.
+        let allow_basic = route.surface() == Surface::Admin;
         let upload_follow_up = route == Route::Native && self.known_upload(&target);
         if !upload_follow_up && !presented.matches(&self.config.tokens, allow_basic) {
             return Err(ProxyError::Unauthorized);

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Build the static x86_64 musl binary (mimalloc as allocator) and print its size.
+# Installs musl-tools and the Rust target when they are missing (Debian, as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=x86_64-unknown-linux-musl
+if ! command -v musl-gcc >/dev/null 2>&1; then
+  (apt-get install -y -qq musl-tools >/dev/null 2>&1) || { apt-get update -qq && apt-get install -y -qq musl-tools; }
+fi
+rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || rustup target add "$TARGET"
+export CC_x86_64_unknown_linux_musl=musl-gcc
+cargo build --release --locked --target "$TARGET" --bin gemini-key-manager
+bin="${CARGO_TARGET_DIR:-target}/$TARGET/release/gemini-key-manager"
+size=$(stat -c %s "$bin")
+echo "static binary: $bin"
+echo "size: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.2f MiB", s / 1048576 }'))"
+if command -v file >/dev/null 2>&1; then file "$bin"; fi
