@@ -8,6 +8,7 @@ pub mod affinity;
 pub mod background;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod keyfile;
 pub mod logging;
@@ -204,7 +205,23 @@ impl App {
                 Ok(())
             }
             Route::Dashboard => {
-                Err(ProxyError::NotFound { message: "This admin page is not available in this build".into() })
+                let now = Utc::now();
+                let status = self.status_json();
+                let history = serde_json::to_value(self.pool.lock().history()).unwrap_or_default();
+                let html = dashboard::render(&status, &history, now);
+                ex.respond(Reply {
+                    status: 200,
+                    headers: vec![
+                        ("Content-Type".into(), "text/html; charset=utf-8".into()),
+                        ("Cache-Control".into(), "no-store".into()),
+                        (
+                            "Content-Security-Policy".into(),
+                            "default-src 'none'; style-src 'unsafe-inline'; img-src data:".into(),
+                        ),
+                    ],
+                    body: html.into_bytes(),
+                });
+                Ok(())
             }
             Route::NotFound => Err(ProxyError::NotFound {
                 message: format!("No route for {} {}", ex.method, crate::logging::redact(&target.path)),

@@ -128,3 +128,57 @@ fn status_has_the_documented_shape() {
     assert!(m["tokens"].as_u64().unwrap() > 0);
     assert!(m["parked_until"].is_null() && m["cooling_until"].is_null());
 }
+
+#[test]
+fn the_dashboard_takes_basic_bearer_or_key_and_shows_masked_keys_only() {
+    let mock = MockUpstream::start(&KEYS);
+    mock.set_key_reply(KEYS[1], quota_per_day_429("gemini-2.5-flash"));
+    let proxy = Proxy::start(&mock);
+    for _ in 0..3 {
+        post_json(&format!("{}/v1beta/models/gemini-2.5-flash:generateContent", proxy.url), &generate_body());
+    }
+    let url = format!("{}/dashboard", proxy.url);
+    let none = send("GET", &url, &[], b"");
+    assert_eq!(none.status, 401);
+    assert!(none.header("www-authenticate").unwrap().starts_with("Basic"), "a browser gets the Basic prompt");
+    let basic = format!("Basic {}", b64(&format!("anyone:{TOKEN}")));
+    let wrong = format!("Basic {}", b64("anyone:wrong"));
+    assert_eq!(send("GET", &url, &[("authorization", &wrong)], b"").status, 401);
+    let bearer = format!("Bearer {TOKEN}");
+    for a in [
+        send("GET", &url, &[("authorization", &basic)], b""),
+        send("GET", &url, &[("authorization", &bearer)], b""),
+        send("GET", &format!("{url}?key={TOKEN}"), &[], b""),
+    ] {
+        assert_eq!(a.status, 200);
+        assert!(a.header("content-type").unwrap().starts_with("text/html"));
+        let html = a.text();
+        assert!(html.contains("<svg"), "inline SVG charts");
+        for k in KEYS {
+            assert!(html.contains(&gemini_key_manager::pool::mask(k).replace('…', "…")));
+            assert!(!html.contains(k), "raw key on the page");
+        }
+        assert!(html.contains("parked"), "the parked key shows its state");
+        assert!(!html.contains(TOKEN));
+        for external in ["src=", "href=\"http", "<script", "url(http"] {
+            assert!(!html.contains(external), "external asset: {external}");
+        }
+    }
+}
+
+fn b64(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

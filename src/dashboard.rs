@@ -1,0 +1,973 @@
+//! The `/dashboard` page: one self-contained HTML5 document rendered from the pool's `/status` JSON
+//! and its 30-day usage history (header with the reset countdown, totals, one card per key with
+//! today's usage per model as bars, a 30-day chart of requests, a footer).
+//!
+//! It owns only the rendering. It is a pure function of its inputs: it never does I/O, takes no
+//! lock and never reads the clock (`now` is a parameter). The page has no scripts, no external
+//! assets and no links: an inline `<style>`, inline SVG and a 30-second `<meta>` refresh.
+//!
+//! Every string taken from the JSON is HTML-escaped, and anything in it that looks like a raw
+//! Google API key (`AIza` and 20 or more key characters) is masked before it is escaped, so that
+//! the page shows keys by mask and fingerprint only. A missing or oddly typed field is treated as
+//! absent: no input makes it panic.
+
+use chrono::{DateTime, Days, FixedOffset, NaiveDate, TimeDelta, Utc};
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// How many past quota days the chart shows before today.
+const HISTORY_DAYS: u64 = 30;
+
+/// Renders the dashboard. `status` is the `/status` JSON of the pool, `history` maps day
+/// (`YYYY-MM-DD`) → fingerprint → `{"requests": n, "tokens": n}` for up to the last 30 days
+/// (today excluded: today's totals come from `status`), `now` is the current instant.
+pub fn render(status: &Value, history: &Value, now: DateTime<Utc>) -> String {
+    let next_reset = time_at(status, "next_reset");
+    let today = str_at(status, "quota_day")
+        .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+        .or_else(|| next_reset.and_then(|t| t.date_naive().checked_sub_days(Days::new(1))));
+    let ctx = Ctx { now, today };
+    let keys: Vec<KeyView> = match status.get("keys") {
+        Some(Value::Array(items)) => items.iter().map(KeyView::parse).collect(),
+        _ => Vec::new(),
+    };
+
+    let mut out = String::with_capacity(16 * 1024);
+    out.push_str(concat!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
+        "<meta http-equiv=\"refresh\" content=\"30\">\n",
+        "<meta name=\"robots\" content=\"noindex, nofollow\">\n",
+        "<meta name=\"referrer\" content=\"no-referrer\">\n",
+        "<title>gemini-key-manager · dashboard</title>\n<style>\n",
+    ));
+    out.push_str(STYLE);
+    out.push_str("</style>\n</head>\n<body>\n<main>\n");
+    header(&mut out, status, &ctx, next_reset);
+    totals(&mut out, status, &keys);
+    key_cards(&mut out, &keys, &ctx);
+    history_chart(&mut out, status, history, &keys, &ctx);
+    footer(&mut out, &ctx);
+    out.push_str("</main>\n</body>\n</html>\n");
+    out
+}
+
+const STYLE: &str = r#":root{color-scheme:light dark;--bg:#f5f6f8;--card:#fff;--fg:#1d232b;--muted:#5b6472;--line:#dde1e7;
+--bar:#3b6ea8;--today:#1f4e82;--track:#e8ecf1;--ok:#0b6b55;--ok-bg:#e2f3ec;--cool:#7f5200;--cool-bg:#fcf0d6;
+--park:#8a2f68;--park-bg:#f8e5f0;--off:#434a54;--off-bg:#eceef1}
+@media (prefers-color-scheme:dark){:root{--bg:#14171c;--card:#1c2027;--fg:#e6e9ee;--muted:#9aa3af;--line:#2e343d;
+--bar:#6b9fd8;--today:#a9cbf2;--track:#2a3039;--ok:#7fd8b8;--ok-bg:#16352c;--cool:#f3c46b;--cool-bg:#3a2e14;
+--park:#eaa6cf;--park-bg:#3a1f30;--off:#c3c9d2;--off-bg:#2a2f37}}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--fg);
+font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+main{max-width:1120px;margin:0 auto;padding:18px 16px}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;font-size:.92em}
+h1{font-size:1.45rem;margin:0 0 2px;letter-spacing:-.01em}
+h2{font-size:.78rem;margin:0 0 8px;color:var(--muted);font-weight:650;text-transform:uppercase;letter-spacing:.06em}
+section{margin-top:22px}
+.sub{color:var(--muted);margin:0}
+.reset{margin:8px 0 0}
+.reset strong{font-size:1.1rem}
+.when{color:var(--muted)}
+.stats{display:grid;grid-template-columns:repeat(auto-fit,minmax(112px,1fr));gap:10px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
+.stat .v{display:block;font-size:1.45rem;font-weight:650;font-variant-numeric:tabular-nums}
+.stat .l{color:var(--muted);font-size:.85rem}
+.states .zero{opacity:.6}
+.states{display:flex;flex-wrap:wrap;gap:6px;margin:10px 0 0;padding:0;list-style:none}
+.keys{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,470px),1fr));gap:12px}
+.khead{display:flex;flex-wrap:wrap;align-items:center;justify-content:space-between;gap:6px 10px}
+.khead h3{margin:0;font-size:1.05rem;overflow-wrap:anywhere}
+.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:10px 0 0;font-size:.88rem}
+.meta dt{color:var(--muted)}
+.meta dd{margin:0;overflow-wrap:anywhere}
+.badge{display:inline-block;padding:1px 9px;border-radius:999px;font-size:.82rem;font-weight:600;
+border:1.5px solid currentColor;overflow-wrap:anywhere}
+.tag{display:inline-block;padding:0 6px;border-radius:6px;font-size:.75rem;font-weight:600;border:1px solid currentColor}
+.usable{color:var(--ok);background:var(--ok-bg)}
+.cooling{color:var(--cool);background:var(--cool-bg);border-style:dashed}
+.parked{color:var(--park);background:var(--park-bg);border-style:double;border-width:3px}
+.tag.parked{border-width:3px}
+.disabled,.unknown{color:var(--off);background:var(--off-bg);border-style:dotted}
+.models{list-style:none;margin:10px 0 0;padding:10px 0 0;border-top:1px solid var(--line)}
+.models li{margin:0 0 8px}
+.models li:last-child{margin:0}
+.mrow{display:flex;flex-wrap:wrap;justify-content:space-between;align-items:baseline;gap:2px 10px;font-size:.88rem}
+.mname{overflow-wrap:anywhere}
+.mnum{margin-left:auto;color:var(--muted);font-variant-numeric:tabular-nums;white-space:nowrap}
+svg.bar{display:block;width:100%;height:8px;margin-top:3px}
+.bar .t{fill:var(--track)}
+.bar .f{fill:var(--bar)}
+.none{color:var(--muted);font-size:.88rem;margin:10px 0 0}
+.chart svg{display:block;width:100%;height:auto;max-height:300px}
+.chart text{fill:var(--muted);font-size:9.5px;font-family:inherit}
+.chart .grid{stroke:var(--line);stroke-width:1}
+.chart .d{fill:var(--bar)}
+.chart .d.today{fill:var(--today)}
+.chart text.today{fill:var(--fg);font-weight:700}
+.chart .hit{fill:transparent}
+.chart .hit:hover{fill:var(--track)}
+.summary{margin:8px 0 0;font-size:.9rem}
+details{margin-top:8px;font-size:.88rem}
+summary{cursor:pointer;color:var(--muted)}
+table{border-collapse:collapse;margin-top:6px;font-variant-numeric:tabular-nums}
+th,td{padding:3px 12px 3px 0;text-align:right;border-bottom:1px solid var(--line)}
+th:first-child,td:first-child{text-align:left}
+th{color:var(--muted);font-weight:600}
+footer{margin:26px 0 6px;color:var(--muted);font-size:.84rem}
+footer p{margin:4px 0}
+@media (max-width:900px){.chart text{font-size:12px}}
+@media (max-width:560px){main{padding:12px 10px}.card{padding:10px 12px}.chart text{font-size:18px}.stat .v{font-size:1.1rem}}
+"#;
+
+/// What formatting times needs: the instant of rendering and the quota day (for "today or not").
+struct Ctx {
+    now: DateTime<Utc>,
+    today: Option<NaiveDate>,
+}
+
+impl Ctx {
+    /// `10:01` on the quota day, `Nov 23 00:00` on another day (in the time's own offset: the
+    /// status gives its times in the reset zone).
+    fn when(&self, t: DateTime<FixedOffset>) -> String {
+        if Some(t.date_naive()) == self.today {
+            t.format("%H:%M").to_string()
+        } else {
+            t.format("%b %-d %H:%M").to_string()
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Usable,
+    Cooling,
+    Parked,
+    Disabled,
+    Unknown,
+}
+
+impl State {
+    fn parse(s: Option<&str>) -> State {
+        match s {
+            Some("usable") => State::Usable,
+            Some("cooling") => State::Cooling,
+            Some("parked") => State::Parked,
+            Some("disabled") => State::Disabled,
+            _ => State::Unknown,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            State::Usable => "usable",
+            State::Cooling => "cooling",
+            State::Parked => "parked",
+            State::Disabled => "disabled",
+            State::Unknown => "unknown",
+        }
+    }
+
+    /// A shape as well as a colour and the text, so that no state is told by colour alone.
+    fn symbol(self) -> &'static str {
+        match self {
+            State::Usable => "✓",
+            State::Cooling => "◔",
+            State::Parked => "‖",
+            State::Disabled => "✕",
+            State::Unknown => "?",
+        }
+    }
+}
+
+struct ModelView<'a> {
+    name: &'a str,
+    requests: u64,
+    tokens: u64,
+    parked_until: Option<DateTime<FixedOffset>>,
+    cooling_until: Option<DateTime<FixedOffset>>,
+}
+
+struct KeyView<'a> {
+    id: Option<&'a str>,
+    masked: Option<&'a str>,
+    project: Option<&'a str>,
+    state: State,
+    raw_state: Option<&'a str>,
+    reason: Option<&'a str>,
+    last_used: Option<DateTime<FixedOffset>>,
+    requests: u64,
+    tokens: u64,
+    models: Vec<ModelView<'a>>,
+}
+
+impl<'a> KeyView<'a> {
+    fn parse(v: &'a Value) -> KeyView<'a> {
+        let mut models: Vec<ModelView> = match v.get("models") {
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(name, m)| ModelView {
+                    name,
+                    requests: count_at(m, "requests").unwrap_or(0),
+                    tokens: count_at(m, "tokens").unwrap_or(0),
+                    parked_until: time_at(m, "parked_until"),
+                    cooling_until: time_at(m, "cooling_until"),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        models.sort_by(|a, b| {
+            b.requests.cmp(&a.requests).then(b.tokens.cmp(&a.tokens)).then(a.name.cmp(b.name))
+        });
+        let sum = |f: fn(&ModelView) -> u64| models.iter().fold(0u64, |acc, m| acc.saturating_add(f(m)));
+        let raw_state = str_at(v, "state");
+        KeyView {
+            id: str_at(v, "id"),
+            masked: str_at(v, "masked"),
+            project: str_at(v, "project"),
+            state: State::parse(raw_state),
+            raw_state,
+            reason: str_at(v, "disabled_reason"),
+            last_used: time_at(v, "last_used"),
+            requests: count_at(v, "requests").unwrap_or_else(|| sum(|m| m.requests)),
+            tokens: count_at(v, "tokens").unwrap_or_else(|| sum(|m| m.tokens)),
+            models,
+        }
+    }
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn count_at(v: &Value, key: &str) -> Option<u64> {
+    v.get(key).and_then(Value::as_u64)
+}
+
+fn time_at(v: &Value, key: &str) -> Option<DateTime<FixedOffset>> {
+    str_at(v, key).and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+}
+
+/// HTML-escapes `s` for text and for double- or single-quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Masks anything that looks like a raw Google API key (`AIza` followed by 20 or more key
+/// characters) the way the pool masks keys: `AIza…` and the last 4 characters.
+fn redact_keys(s: &str) -> Cow<'_, str> {
+    const PREFIX: &str = "AIza";
+    if !s.contains(PREFIX) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find(PREFIX) {
+        let (before, from) = rest.split_at(at);
+        let after = from.get(PREFIX.len()..).unwrap_or("");
+        let run = after.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_').count();
+        out.push_str(before);
+        out.push_str(PREFIX);
+        if run >= 20 {
+            out.push('…');
+            out.push_str(after.get(run - 4..run).unwrap_or(""));
+        } else {
+            out.push_str(after.get(..run).unwrap_or(""));
+        }
+        rest = after.get(run..).unwrap_or("");
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// A string from the JSON, ready for the page: raw-key-looking parts masked, then escaped.
+fn text(s: &str) -> String {
+    escape(&redact_keys(s))
+}
+
+/// `12345` → `12,345`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Short axis labels: `950`, `1.2k`, `34k`, `5.6M`.
+fn compact(n: u64) -> String {
+    let scaled = |unit: u64, suffix: &str| {
+        let whole = n / unit;
+        let tenth = (n % unit) * 10 / unit;
+        if whole < 10 && tenth > 0 { format!("{whole}.{tenth}{suffix}") } else { format!("{whole}{suffix}") }
+    };
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => scaled(1_000, "k"),
+        1_000_000..1_000_000_000 => scaled(1_000_000, "M"),
+        _ => scaled(1_000_000_000, "G"),
+    }
+}
+
+/// `7 h 12 min`, `12 min`, `2 d 3 h`, `less than a minute` (negative spans count as zero).
+pub fn span(d: TimeDelta) -> String {
+    let mins = d.num_minutes().max(0);
+    let (days, hours, minutes) = (mins / (24 * 60), mins / 60 % 24, mins % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => "less than a minute".to_string(),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, 0) => format!("{h} h"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, 0, _) => format!("{d} d"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
+
+/// The model name as shown: `*` (a limit for every model) reads "all models".
+fn model_label(name: &str) -> String {
+    if name == "*" { "all models".to_string() } else { text(name) }
+}
+
+fn header(out: &mut String, status: &Value, ctx: &Ctx, next_reset: Option<DateTime<FixedOffset>>) {
+    out.push_str("<header>\n<h1>gemini-key-manager</h1>\n<p class=\"sub\">");
+    match str_at(status, "quota_day") {
+        Some(day) => out.push_str(&format!("Quota day <strong>{}</strong>", text(day))),
+        None => out.push_str("Quota day unknown"),
+    }
+    match str_at(status, "timezone") {
+        Some(tz) => out.push_str(&format!(" · times in <strong>{}</strong>", text(tz))),
+        None => out.push_str(" · time zone unknown"),
+    }
+    if let Some(reset) = next_reset {
+        let local_now = ctx.now.with_timezone(reset.offset());
+        out.push_str(&format!(" · as of {}", local_now.format("%H:%M")));
+    }
+    out.push_str("</p>\n<p class=\"reset\">");
+    match next_reset {
+        Some(reset) => {
+            let left = reset.with_timezone(&Utc).signed_duration_since(ctx.now);
+            let at = format!(
+                "<time datetime=\"{}\">{}</time>",
+                escape(&reset.to_rfc3339()),
+                reset.format("%Y-%m-%d %H:%M (UTC%:z)")
+            );
+            if left > TimeDelta::zero() {
+                out.push_str(&format!(
+                    "<strong>resets in {}</strong> <span class=\"when\">· at {at}</span>",
+                    span(left)
+                ));
+            } else {
+                out.push_str(&format!(
+                    "<strong>reset due</strong> <span class=\"when\">· was at {at}, {} ago</span>",
+                    span(-left)
+                ));
+            }
+        }
+        None => out.push_str("<strong>reset time unknown</strong>"),
+    }
+    out.push_str("</p>\n</header>\n");
+}
+
+fn totals(out: &mut String, status: &Value, keys: &[KeyView]) {
+    let totals = status.get("totals").unwrap_or(&Value::Null);
+    let sum = |f: fn(&KeyView) -> u64| keys.iter().fold(0u64, |acc, k| acc.saturating_add(f(k)));
+    let requests = count_at(totals, "requests").unwrap_or_else(|| sum(|k| k.requests));
+    let tokens = count_at(totals, "tokens").unwrap_or_else(|| sum(|k| k.tokens));
+    let count = |s: State| keys.iter().filter(|k| k.state == s).count() as u64;
+    let total = keys.len() as u64;
+    out.push_str(
+        "<section aria-labelledby=\"totals-h\">\n<h2 id=\"totals-h\">Today</h2>\n<div class=\"stats\">\n",
+    );
+    for (value, label) in [
+        (thousands(requests), "requests"),
+        (thousands(tokens), "tokens"),
+        (format!("{} / {}", thousands(count(State::Usable)), thousands(total)), "keys usable"),
+    ] {
+        out.push_str(&format!(
+            "<div class=\"card stat\"><span class=\"v\">{value}</span><span class=\"l\">{label}</span></div>\n"
+        ));
+    }
+    out.push_str("</div>\n<ul class=\"states\" aria-label=\"Keys per state\">\n");
+    for s in [State::Usable, State::Cooling, State::Parked, State::Disabled, State::Unknown] {
+        let n = count(s);
+        if s == State::Unknown && n == 0 {
+            continue;
+        }
+        out.push_str(&format!(
+            "<li class=\"badge {0}{3}\"><span aria-hidden=\"true\">{1}</span> {2} {0}</li>\n",
+            s.name(),
+            s.symbol(),
+            thousands(n),
+            if n == 0 { " zero" } else { "" }
+        ));
+    }
+    out.push_str("</ul>\n</section>\n");
+}
+
+/// The badge text after the symbol: `usable`, `cooling until 10:05 for gemini-2.5-flash`,
+/// `parked until 00:00 for all models`, `disabled: API_KEY_INVALID`.
+fn badge_text(key: &KeyView, ctx: &Ctx) -> String {
+    let until = |pick: fn(&ModelView) -> Option<DateTime<FixedOffset>>, word: &str| {
+        let mut groups: Vec<(DateTime<FixedOffset>, Vec<String>)> = Vec::new();
+        for m in &key.models {
+            if let Some(t) = pick(m) {
+                match groups.iter_mut().find(|(g, _)| *g == t) {
+                    Some((_, names)) => names.push(model_label(m.name)),
+                    None => groups.push((t, vec![model_label(m.name)])),
+                }
+            }
+        }
+        groups.sort_by_key(|(t, _)| *t);
+        if groups.is_empty() {
+            return word.to_string();
+        }
+        let parts: Vec<String> = groups
+            .iter()
+            .map(|(t, names)| format!("until {} for {}", ctx.when(*t), names.join(", ")))
+            .collect();
+        format!("{word} {}", parts.join("; "))
+    };
+    match key.state {
+        State::Usable => "usable".to_string(),
+        State::Cooling => until(|m| m.cooling_until, "cooling"),
+        State::Parked => until(|m| m.parked_until, "parked"),
+        State::Disabled => match key.reason {
+            Some(r) => format!("disabled: {}", text(r)),
+            None => "disabled".to_string(),
+        },
+        State::Unknown => match key.raw_state {
+            Some(s) => format!("state: {}", text(s)),
+            None => "state unknown".to_string(),
+        },
+    }
+}
+
+fn key_cards(out: &mut String, keys: &[KeyView], ctx: &Ctx) {
+    out.push_str("<section aria-labelledby=\"keys-h\">\n<h2 id=\"keys-h\">Keys</h2>\n");
+    if keys.is_empty() {
+        out.push_str("<p class=\"card none\">No keys are loaded.</p>\n</section>\n");
+        return;
+    }
+    let max = keys.iter().flat_map(|k| k.models.iter().map(|m| m.requests)).max().unwrap_or(0);
+    out.push_str("<div class=\"keys\">\n");
+    for key in keys {
+        let masked = key.masked.map_or_else(|| "(no mask)".to_string(), text);
+        out.push_str(&format!(
+            "<article class=\"card key\">\n<div class=\"khead\"><h3 class=\"mono\">{masked}</h3>\
+             <span class=\"badge {}\"><span aria-hidden=\"true\">{}</span> {}</span></div>\n<dl class=\"meta\">\n",
+            key.state.name(),
+            key.state.symbol(),
+            badge_text(key, ctx)
+        ));
+        let id = key.id.map_or_else(|| "unknown".to_string(), |id| format!("<code>{}</code>", text(id)));
+        let project = key.project.map_or_else(|| "—".to_string(), text);
+        let last_used = match key.last_used {
+            Some(t) => {
+                let ago = ctx.now.signed_duration_since(t.with_timezone(&Utc));
+                let ago =
+                    if ago >= TimeDelta::zero() { format!(" ({} ago)", span(ago)) } else { String::new() };
+                format!("<time datetime=\"{}\">{}</time>{ago}", escape(&t.to_rfc3339()), ctx.when(t))
+            }
+            None => "never".to_string(),
+        };
+        let usage = format!(
+            "{} · {}",
+            plural(key.requests, "request", "requests"),
+            plural(key.tokens, "token", "tokens")
+        );
+        for (label, value) in
+            [("Fingerprint", id), ("Project", project), ("Last used", last_used), ("Today", usage)]
+        {
+            out.push_str(&format!("<dt>{label}</dt><dd>{value}</dd>\n"));
+        }
+        out.push_str("</dl>\n");
+        model_bars(out, key, max, ctx);
+        out.push_str("</article>\n");
+    }
+    out.push_str("</div>\n</section>\n");
+}
+
+fn model_bars(out: &mut String, key: &KeyView, max: u64, ctx: &Ctx) {
+    if key.models.is_empty() {
+        out.push_str("<p class=\"none\">No requests today.</p>\n");
+        return;
+    }
+    out.push_str("<ul class=\"models\" aria-label=\"Today per model\">\n");
+    for m in &key.models {
+        let mut tags = String::new();
+        if let Some(t) = m.parked_until {
+            tags.push_str(&format!(" <span class=\"tag parked\">parked until {}</span>", ctx.when(t)));
+        }
+        if let Some(t) = m.cooling_until {
+            tags.push_str(&format!(" <span class=\"tag cooling\">cooling until {}</span>", ctx.when(t)));
+        }
+        // Width in percent of the largest per-model request count on the page; a model with
+        // requests keeps a sliver so that it never looks unused.
+        let width = if max == 0 { 0.0 } else { (m.requests as f64 / max as f64 * 100.0).clamp(0.0, 100.0) };
+        let width = if m.requests > 0 { width.max(0.8) } else { width };
+        out.push_str(&format!(
+            "<li><div class=\"mrow\"><span class=\"mname\"><code>{}</code>{tags}</span>\
+             <span class=\"mnum\">{} · {}</span></div>\
+             <svg class=\"bar\" viewBox=\"0 0 100 8\" preserveAspectRatio=\"none\" aria-hidden=\"true\">\
+             <rect class=\"t\" width=\"100\" height=\"8\"/><rect class=\"f\" width=\"{width:.1}\" height=\"8\"/></svg></li>\n",
+            model_label(m.name),
+            plural(m.requests, "request", "requests"),
+            plural(m.tokens, "token", "tokens"),
+        ));
+    }
+    out.push_str("</ul>\n");
+}
+
+/// One day of the chart: requests, tokens and keys used, or `None` for a day without a record.
+struct Day {
+    date: Option<NaiveDate>,
+    label: String,
+    totals: Option<(u64, u64, usize)>,
+    today: bool,
+}
+
+/// Sums `history[day]` over fingerprints: (requests, tokens, keys used).
+fn day_totals(per_key: &Value) -> Option<(u64, u64, usize)> {
+    let map = per_key.as_object()?;
+    Some(map.values().fold((0u64, 0u64, 0usize), |(r, t, k), v| {
+        let (vr, vt) = (count_at(v, "requests").unwrap_or(0), count_at(v, "tokens").unwrap_or(0));
+        (r.saturating_add(vr), t.saturating_add(vt), k + usize::from(vr > 0 || vt > 0))
+    }))
+}
+
+fn history_chart(out: &mut String, status: &Value, history: &Value, keys: &[KeyView], ctx: &Ctx) {
+    let past: Vec<(NaiveDate, (u64, u64, usize))> = match history.as_object() {
+        Some(map) => map
+            .iter()
+            .filter_map(|(day, v)| Some((NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?, day_totals(v)?)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let totals = status.get("totals").unwrap_or(&Value::Null);
+    let sum = |f: fn(&KeyView) -> u64| keys.iter().fold(0u64, |acc, k| acc.saturating_add(f(k)));
+    let today_totals = (
+        count_at(totals, "requests").unwrap_or_else(|| sum(|k| k.requests)),
+        count_at(totals, "tokens").unwrap_or_else(|| sum(|k| k.tokens)),
+        keys.iter().filter(|k| k.requests > 0).count(),
+    );
+
+    // The 30 days before the quota day, then today; without a quota day, the recorded days.
+    let mut days: Vec<Day> = Vec::with_capacity(HISTORY_DAYS as usize + 1);
+    match ctx.today {
+        Some(today) => {
+            for back in (1..=HISTORY_DAYS).rev() {
+                let Some(date) = today.checked_sub_days(Days::new(back)) else { continue };
+                let totals = past.iter().find(|(d, _)| *d == date).map(|(_, t)| *t);
+                days.push(Day {
+                    date: Some(date),
+                    label: date.format("%b\u{a0}%-d").to_string(),
+                    totals,
+                    today: false,
+                });
+            }
+        }
+        None => {
+            let mut recorded = past.clone();
+            recorded.sort_by_key(|(d, _)| *d);
+            let skip = recorded.len().saturating_sub(HISTORY_DAYS as usize);
+            for (date, totals) in recorded.into_iter().skip(skip) {
+                days.push(Day {
+                    date: Some(date),
+                    label: date.format("%b\u{a0}%-d").to_string(),
+                    totals: Some(totals),
+                    today: false,
+                });
+            }
+        }
+    }
+    days.push(Day { date: ctx.today, label: "today".to_string(), totals: Some(today_totals), today: true });
+
+    let past_days: Vec<&Day> = days.iter().filter(|d| !d.today && d.totals.is_some()).collect();
+    let past_requests = past_days.iter().fold(0u64, |acc, d| acc.saturating_add(d.totals.map_or(0, |t| t.0)));
+    let past_tokens = past_days.iter().fold(0u64, |acc, d| acc.saturating_add(d.totals.map_or(0, |t| t.1)));
+    let busiest = past_days
+        .iter()
+        .filter(|d| d.totals.is_some_and(|t| t.0 > 0))
+        .max_by_key(|d| d.totals.map_or(0, |t| t.0));
+    let mut summary = if past_days.is_empty() {
+        "No usage recorded in the last 30 days.".to_string()
+    } else {
+        format!(
+            "Last 30 days: {} and {} over {} with records.",
+            plural(past_requests, "request", "requests"),
+            plural(past_tokens, "token", "tokens"),
+            plural(past_days.len() as u64, "day", "days"),
+        )
+    };
+    if let Some(day) = busiest {
+        summary.push_str(&format!(
+            " Busiest day: {} with {}.",
+            day.label,
+            plural(day.totals.map_or(0, |t| t.0), "request", "requests")
+        ));
+    }
+    summary.push_str(&format!(" Today so far: {}.", plural(today_totals.0, "request", "requests")));
+
+    // Geometry in user units; the SVG scales to the card's width.
+    const W: f64 = 640.0;
+    const H: f64 = 230.0;
+    const LEFT: f64 = 46.0;
+    const RIGHT: f64 = 6.0;
+    const TOP: f64 = 12.0;
+    const BOTTOM: f64 = 30.0;
+    let plot_w = W - LEFT - RIGHT;
+    let plot_h = H - TOP - BOTTOM;
+    let max = days.iter().filter_map(|d| d.totals.map(|t| t.0)).max().unwrap_or(0);
+    // At least 10 so that an idle chart still has a readable axis (the ceilings are all even).
+    let scale = nice_ceiling(max).max(10);
+    // Always 31 slots, the days right-aligned: a short history keeps the bars slim.
+    let slots = days.len().max(HISTORY_DAYS as usize + 1);
+    let first = slots - days.len();
+    let slot = plot_w / slots as f64;
+    let base = TOP + plot_h;
+
+    out.push_str("<section aria-labelledby=\"hist-h\">\n<h2 id=\"hist-h\">Requests per day</h2>\n<div class=\"card chart\">\n");
+    out.push_str(&format!(
+        "<svg viewBox=\"0 0 {W} {H}\" role=\"img\" aria-labelledby=\"hist-t hist-d\">\n\
+         <title id=\"hist-t\">Requests per day over the last 30 days and today</title>\n\
+         <desc id=\"hist-d\">{summary}</desc>\n"
+    ));
+    for (value, y) in [(0, base), (scale / 2, TOP + plot_h / 2.0), (scale, TOP)] {
+        out.push_str(&format!(
+            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            W - RIGHT,
+            LEFT - 6.0,
+            y + 4.0,
+            compact(value)
+        ));
+    }
+    let last = days.len().saturating_sub(1);
+    for (i, day) in days.iter().enumerate() {
+        let x = LEFT + slot * (first + i) as f64;
+        let tip = match (day.date, day.totals) {
+            (date, Some((r, t, k))) => format!(
+                "{}{}: {}, {}, {}",
+                date.map_or_else(String::new, |d| d.format("%Y-%m-%d").to_string()),
+                if day.today { " (today, so far)" } else { "" },
+                plural(r, "request", "requests"),
+                plural(t, "token", "tokens"),
+                plural(k as u64, "key", "keys"),
+            ),
+            (Some(d), None) => format!("{}: no record", d.format("%Y-%m-%d")),
+            (None, None) => "no record".to_string(),
+        };
+        out.push_str(&format!(
+            "<g><title>{tip}</title><rect class=\"hit\" x=\"{x:.1}\" y=\"{TOP}\" width=\"{slot:.1}\" height=\"{plot_h:.1}\"/>"
+        ));
+        let requests = day.totals.map_or(0, |t| t.0);
+        if requests > 0 {
+            let h = (requests as f64 / scale as f64 * plot_h).max(1.5);
+            out.push_str(&format!(
+                "<rect class=\"d{}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" rx=\"1.5\"/>",
+                if day.today { " today" } else { "" },
+                x + slot * 0.15,
+                base - h,
+                slot * 0.7
+            ));
+        }
+        out.push_str("</g>\n");
+        // Labels: today, and every 7th day back from it.
+        if (last - i).is_multiple_of(7) {
+            let anchor = if day.today { "end" } else { "middle" };
+            let lx = if day.today { x + slot } else { x + slot / 2.0 };
+            out.push_str(&format!(
+                "<text{} x=\"{lx:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>\n",
+                if day.today { " class=\"today\"" } else { "" },
+                H - 8.0,
+                day.label
+            ));
+        }
+    }
+    out.push_str("</svg>\n");
+    out.push_str(&format!("<p class=\"summary\">{summary}</p>\n"));
+    out.push_str(
+        "<details><summary>Daily numbers</summary>\n<table>\n<thead><tr><th scope=\"col\">Day</th>\
+         <th scope=\"col\">Requests</th><th scope=\"col\">Tokens</th><th scope=\"col\">Keys used</th></tr></thead>\n<tbody>\n",
+    );
+    for day in days.iter().rev() {
+        let Some((r, t, k)) = day.totals else { continue };
+        let name = match (day.date, day.today) {
+            (Some(d), true) => format!("{} (today)", d.format("%Y-%m-%d")),
+            (None, true) => "today".to_string(),
+            (Some(d), false) => d.format("%Y-%m-%d").to_string(),
+            (None, false) => day.label.clone(),
+        };
+        out.push_str(&format!(
+            "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            thousands(r),
+            thousands(t),
+            thousands(k as u64)
+        ));
+    }
+    out.push_str("</tbody>\n</table>\n</details>\n</div>\n</section>\n");
+}
+
+/// The smallest 1, 2 or 5 × 10ⁿ at or above `n` (0 for 0): the chart's top gridline.
+fn nice_ceiling(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let mut step: u64 = 1;
+    loop {
+        for m in [1u64, 2, 5] {
+            match step.checked_mul(m) {
+                Some(c) if c >= n => return c,
+                Some(_) => {}
+                None => return n,
+            }
+        }
+        match step.checked_mul(10) {
+            Some(s) => step = s,
+            None => return n,
+        }
+    }
+}
+
+fn footer(out: &mut String, ctx: &Ctx) {
+    out.push_str(&format!(
+        "<footer>\n<p>Keys are shown masked (first and last 4 characters) and by fingerprint (the first 12 hex \
+         digits of their SHA-256) only; full keys never appear on this page.</p>\n\
+         <p>Rendered {} · refreshes every 30 seconds.</p>\n</footer>\n",
+        ctx.now.format("%Y-%m-%d %H:%M:%S UTC")
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    /// 2026-11-22 16:48 in Los Angeles (UTC−8): 7 h 12 min before the reset.
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 0, 48, 0).single().expect("valid instant")
+    }
+
+    fn realistic_status() -> Value {
+        json!({
+            "quota_day": "2026-11-22", "timezone": "America/Los_Angeles",
+            "next_reset": "2026-11-23T00:00:00-08:00",
+            "totals": {"requests": 1312, "tokens": 2_461_380},
+            "keys": [
+                {"id": "3f2a9c1b7e4d", "masked": "AIza…XyZ1", "project": "proj-a",
+                 "state": "usable", "disabled_reason": null, "last_used": "2026-11-22T16:41:09-08:00",
+                 "requests": 1187, "tokens": 2_210_950,
+                 "models": {
+                    "gemini-2.5-flash": {"requests": 1042, "tokens": 1_630_400, "parked_until": null, "cooling_until": null},
+                    "gemini-2.5-pro": {"requests": 145, "tokens": 580_550, "parked_until": null, "cooling_until": null}}},
+                {"id": "9b71e0c4a2f5", "masked": "AIza…Qm8k", "project": "<script>alert(\"pwn\")</script> & 'co'",
+                 "state": "parked", "disabled_reason": null, "last_used": "2026-11-22T09:15:44-08:00",
+                 "requests": 125, "tokens": 250_430,
+                 "models": {
+                    "gemini-2.5-pro": {"requests": 100, "tokens": 240_000, "parked_until": "2026-11-23T00:00:00-08:00", "cooling_until": null},
+                    "gemini-2.5-flash": {"requests": 25, "tokens": 10_430, "parked_until": null, "cooling_until": "2026-11-22T16:50:00-08:00"}}},
+                {"id": "c05d8e62f19a", "masked": "AIza…7tRw", "project": null,
+                 "state": "disabled", "disabled_reason": "API_KEY_INVALID", "last_used": "2026-11-20T13:02:00-08:00",
+                 "requests": 0, "tokens": 0, "models": {}}
+            ]
+        })
+    }
+
+    fn realistic_history() -> Value {
+        json!({
+            "2026-11-17": {"3f2a9c1b7e4d": {"requests": 820, "tokens": 1_402_000}, "9b71e0c4a2f5": {"requests": 310, "tokens": 512_000}},
+            "2026-11-18": {"3f2a9c1b7e4d": {"requests": 1503, "tokens": 2_840_100}, "9b71e0c4a2f5": {"requests": 402, "tokens": 700_340}, "c05d8e62f19a": {"requests": 12, "tokens": 9000}},
+            "2026-11-19": {"3f2a9c1b7e4d": {"requests": 640, "tokens": 1_002_000}},
+            "2026-11-20": {"3f2a9c1b7e4d": {"requests": 1990, "tokens": 3_530_000}, "9b71e0c4a2f5": {"requests": 720, "tokens": 1_150_000}, "c05d8e62f19a": {"requests": 33, "tokens": 41_000}},
+            "2026-11-21": {"3f2a9c1b7e4d": {"requests": 1102, "tokens": 1_960_000}, "9b71e0c4a2f5": {"requests": 95, "tokens": 120_500}}
+        })
+    }
+
+    #[test]
+    fn escape_handles_markup_quotes_and_ampersands() {
+        assert_eq!(
+            escape("<script>alert(\"x\")</script> & 'y'"),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
+        );
+        assert_eq!(escape("plain …ключ"), "plain …ключ");
+        assert_eq!(escape("&amp;"), "&amp;amp;");
+    }
+
+    #[test]
+    fn thousands_separators() {
+        for (n, s) in [(0, "0"), (999, "999"), (1000, "1,000"), (12345, "12,345"), (1_234_567, "1,234,567")] {
+            assert_eq!(thousands(n), s);
+        }
+        assert_eq!(thousands(u64::MAX), "18,446,744,073,709,551,615");
+    }
+
+    #[test]
+    fn spans_and_compact_numbers() {
+        assert_eq!(span(TimeDelta::minutes(432)), "7 h 12 min");
+        assert_eq!(span(TimeDelta::minutes(12)), "12 min");
+        assert_eq!(span(TimeDelta::minutes(120)), "2 h");
+        assert_eq!(span(TimeDelta::seconds(59)), "less than a minute");
+        assert_eq!(span(TimeDelta::seconds(-5)), "less than a minute");
+        assert_eq!(span(TimeDelta::hours(51)), "2 d 3 h");
+        assert_eq!(compact(950), "950");
+        assert_eq!(compact(1200), "1.2k");
+        assert_eq!(compact(34_000), "34k");
+        assert_eq!(compact(5_600_000), "5.6M");
+        assert_eq!(nice_ceiling(0), 0);
+        assert_eq!(nice_ceiling(2743), 5000);
+        assert_eq!(nice_ceiling(1312), 2000);
+        assert_eq!(nice_ceiling(100), 100);
+        assert_eq!(nice_ceiling(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn raw_keys_are_masked_everywhere() {
+        let raw = "AIzaSyABCDEFGHIJKLMNOPQRSTUVWXYZ0123456";
+        assert_eq!(redact_keys(raw), "AIza…3456");
+        assert_eq!(redact_keys(&format!("key={raw}!")), "key=AIza…3456!");
+        assert_eq!(redact_keys("AIza…XyZ1"), "AIza…XyZ1");
+        assert_eq!(redact_keys("AIzaShort AIza"), "AIzaShort AIza");
+        let mut status = realistic_status();
+        status["keys"][0]["project"] = json!(format!("leaked {raw}"));
+        status["keys"][1]["masked"] = json!(raw);
+        let html = render(&status, &json!({}), now());
+        assert!(!html.contains("AIzaSy"), "no raw key on the page");
+        assert!(html.contains("leaked AIza…3456"));
+    }
+
+    #[test]
+    fn realistic_page() {
+        let html = render(&realistic_status(), &realistic_history(), now());
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        for masked in ["AIza…XyZ1", "AIza…Qm8k", "AIza…7tRw"] {
+            assert!(html.contains(masked), "{masked}");
+        }
+        for id in ["3f2a9c1b7e4d", "9b71e0c4a2f5", "c05d8e62f19a"] {
+            assert!(html.contains(id), "{id}");
+        }
+        assert!(html.contains("</span> usable</span>"));
+        assert!(html.contains("parked until Nov 23 00:00 for gemini-2.5-pro"));
+        assert!(html.contains("cooling until 16:50"));
+        assert!(html.contains("disabled: API_KEY_INVALID"));
+        assert!(html.contains("resets in 7 h 12 min"));
+        assert!(html.contains("2026-11-23 00:00 (UTC-08:00)"));
+        assert!(html.contains("1 / 3"), "one of three keys usable");
+        assert!(html.contains("1,312"), "requests today with separators");
+        assert!(html.contains("2,461,380"));
+        assert!(html.contains("1,042 requests · 1,630,400 tokens"));
+        assert!(html.contains("16:41</time> (6 min ago)"));
+        assert!(html.contains("<svg"));
+        assert!(html.contains("<title>2026-11-20: 2,743 requests, 4,721,000 tokens, 3 keys</title>"));
+        assert!(html.contains("2026-11-22 (today, so far): 1,312 requests"));
+        assert!(html.contains("2026-11-16: no record"));
+        assert!(html.contains("Busiest day: Nov\u{a0}20 with 2,743 requests."));
+        // The bar of the largest model spans the whole track.
+        assert!(html.contains("<rect class=\"f\" width=\"100.0\""));
+        // Hostile project name: escaped, never markup.
+        assert!(!html.contains("<script"));
+        assert!(html.contains("&lt;script&gt;alert(&quot;pwn&quot;)&lt;/script&gt; &amp; &#39;co&#39;"));
+        // Self-contained: nothing points outside the page.
+        for needle in ["http://", "https://", "src=", "href=", "url(", "@import", "<script", "<link"] {
+            assert!(!html.contains(needle), "found {needle}");
+        }
+    }
+
+    #[test]
+    fn masked_value_is_rendered_escaped_and_as_given() {
+        let mut status = realistic_status();
+        status["keys"][0]["masked"] = json!("AIza…<b>&\"");
+        let html = render(&status, &json!({}), now());
+        assert!(html.contains("<h3 class=\"mono\">AIza…&lt;b&gt;&amp;&quot;</h3>"));
+    }
+
+    #[test]
+    fn reset_already_due_and_far_away() {
+        let late = now() + TimeDelta::hours(8);
+        let html = render(&realistic_status(), &json!({}), late);
+        assert!(html.contains("reset due"));
+        assert!(html.contains("48 min ago"));
+        let early = now() - TimeDelta::hours(30);
+        assert!(render(&realistic_status(), &json!({}), early).contains("resets in 1 d 13 h"));
+    }
+
+    #[test]
+    fn empty_pool() {
+        let status = json!({"quota_day": "2026-11-22", "timezone": "America/Los_Angeles",
+            "next_reset": "2026-11-23T00:00:00-08:00", "totals": {"requests": 0, "tokens": 0}, "keys": []});
+        let html = render(&status, &json!({}), now());
+        assert!(html.contains("No keys are loaded."));
+        assert!(html.contains("0 / 0"));
+        assert!(html.contains("No usage recorded in the last 30 days."));
+        assert!(html.contains("resets in 7 h 12 min"));
+        assert!(html.contains("<svg"));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let garbage = [
+            json!(42),
+            json!(null),
+            json!("x"),
+            json!([1, 2]),
+            json!({"keys": "x"}),
+            json!({"keys": [1, null, "x", {"models": 3}, {"models": {"m": 7}}, {"state": 5, "requests": -3}]}),
+            json!({"quota_day": 7, "next_reset": "not a time", "totals": "lots", "timezone": ["x"]}),
+            json!({"quota_day": "2026-13-45", "next_reset": "2026-11-23T00:00:00-08:00",
+                   "keys": [{"masked": 1, "id": {}, "last_used": "yesterday", "requests": 1.5,
+                             "models": {"*": {"requests": u64::MAX, "tokens": "many", "parked_until": 3}}}]}),
+            json!({"quota_day": "-262143-01-01", "totals": {"requests": u64::MAX, "tokens": u64::MAX}}),
+        ];
+        let histories = [
+            json!(42),
+            json!({"keys": "x"}),
+            json!({"2026-11-20": 5, "bad day": {"a": {"requests": 1}}, "2026-11-21": {"a": "x", "b": {"requests": "2"}}}),
+            json!({"2026-11-20": {"a": {"requests": u64::MAX}, "b": {"requests": u64::MAX}}}),
+        ];
+        for status in &garbage {
+            for history in &histories {
+                let html = render(status, history, now());
+                assert!(html.ends_with("</html>\n"));
+                assert!(html.contains("gemini-key-manager"));
+            }
+        }
+        let html = render(&json!({"keys": [{"state": "<odd>"}]}), &json!(null), now());
+        assert!(html.contains("state: &lt;odd&gt;"));
+    }
+
+    #[test]
+    fn all_models_park_reads_all_models() {
+        let status = json!({"quota_day": "2026-11-22", "keys": [{"id": "a", "masked": "AIza…aaaa", "state": "parked",
+            "models": {"*": {"requests": 0, "tokens": 0, "parked_until": "2026-11-23T00:00:00-08:00"}}}]});
+        let html = render(&status, &json!({}), now());
+        assert!(html.contains("parked until Nov 23 00:00 for all models"));
+    }
+
+    /// Writes the realistic example next to Cargo.toml for a look in a browser.
+    #[test]
+    fn write_example_html() {
+        let html = render(&realistic_status(), &realistic_history(), now());
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("example.html");
+        std::fs::write(path, html).expect("write example.html");
+    }
+}
