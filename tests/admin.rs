@@ -155,7 +155,7 @@ fn the_dashboard_takes_basic_bearer_or_key_and_shows_masked_keys_only() {
         let html = a.text();
         assert!(html.contains("<svg"), "inline SVG charts");
         for k in KEYS {
-            assert!(html.contains(&gemini_key_manager::pool::mask(k).replace('…', "…")));
+            assert!(html.contains(&gemini_key_manager::pool::mask(k)));
             assert!(!html.contains(k), "raw key on the page");
         }
         assert!(html.contains("parked"), "the parked key shows its state");
