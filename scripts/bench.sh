@@ -153,9 +153,11 @@ start_nginx() { # NAME
 
 log "starting nginx upstream on :$UP_PORT and nginx proxy on :$NGX_PORT (worker_processes auto)"
 start_nginx upstream
+UP_PID=${PIDS[-1]}
 wait_ready "nginx upstream" "${PIDS[-1]}" "$WORK/upstream.error.log" \
     "http://127.0.0.1:$UP_PORT$MODEL_PATH" -X POST -d '{}'
 start_nginx nginx-proxy
+NGX_PID=${PIDS[-1]}
 wait_ready "nginx proxy" "${PIDS[-1]}" "$WORK/nginx-proxy.error.log" \
     "http://127.0.0.1:$NGX_PORT$MODEL_PATH" -X POST -d '{}'
 
@@ -178,6 +180,8 @@ declare -A URL=(
     [nginx-proxy]="http://127.0.0.1:$NGX_PORT$MODEL_PATH"
     [gkm-proxy]="http://127.0.0.1:$GKM_PORT$MODEL_PATH"
 )
+# The processes whose CPU time is charged to each target.
+declare -A TARGET_PID=([direct]=$UP_PID [nginx-proxy]=$NGX_PID [gkm-proxy]=$GKM_PID)
 TARGETS=(direct nginx-proxy gkm-proxy)
 FAILURES=()
 
@@ -200,9 +204,11 @@ done
 GKM_WRK_REQUESTS=0
 
 run_wrk() { # PASS TARGET THREADS CONNECTIONS SECONDS [record]
-    local pass=$1 target=$2 out="$WORK/wrk-$1-$2.txt" parsed
+    local pass=$1 target=$2 out="$WORK/wrk-$1-$2.txt" parsed cpu0 cpu1 cpu_us
+    cpu0=$(tool cpu "${TARGET_PID[$target]}")
     wrk "-t$3" "-c$4" "-d$5s" --latency -s "$HERE/generate.lua" "${URL[$target]}" >"$out" 2>&1 ||
         die "wrk failed against $target: $(cat "$out")"
+    cpu1=$(tool cpu "${TARGET_PID[$target]}")
     parsed=$(tool wrk "$out")
     local _rps _p50 _p99 non2xx sockerr total
     read -r _rps _p50 _p99 non2xx sockerr total <<<"$parsed"
@@ -214,9 +220,10 @@ run_wrk() { # PASS TARGET THREADS CONNECTIONS SECONDS [record]
         log "!!! $pass/$target: $non2xx non-2xx responses, $sockerr socket errors; wrk said:"
         cat "$out" >&2
     fi
+    cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$total" 'BEGIN { printf "%.1f", n ? (b - a) * 1e6 / n : 0 }')
     if [[ ${6:-} == record ]]; then
-        echo "$pass $target $parsed" >>"$WORK/results"
-        log "$pass $target: $parsed (req/s p50 p99 non2xx sockerr requests)"
+        echo "$pass $target $parsed $cpu_us" >>"$WORK/results"
+        log "$pass $target: $parsed $cpu_us (req/s p50 p99 non2xx sockerr requests cpu-us/req)"
     fi
 }
 

@@ -42,7 +42,10 @@ done
 say "native stream (events arrive 400 ms apart, as the upstream sends them)"
 curl -sN "$URL/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=$TOKEN" \
   -H 'content-type: application/json' -d '{"contents":[{"parts":[{"text":"Count"}]}]}' |
-  while IFS= read -r line; do [ -n "$line" ] && printf '  %s %s\n' "$(date +%T.%N | cut -c1-12)" "${line:0:70}"; done
+  while IFS= read -r line; do
+    line=${line%$'\r'}
+    if [ -n "$line" ]; then printf '  %s %s\n' "$(date +%T.%N | cut -c1-12)" "${line:0:70}"; fi
+  done
 
 say "OpenAI chat completion"
 curl -s "$URL/v1/chat/completions" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
@@ -52,7 +55,7 @@ curl -s "$URL/v1/chat/completions" -H "Authorization: Bearer $TOKEN" -H 'content
 say "OpenAI stream"
 curl -sN "$URL/v1/chat/completions" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
   -d '{"model":"gemini-2.5-flash","stream":true,"messages":[{"role":"user","content":"Count"}]}' |
-  while IFS= read -r line; do [ -n "$line" ] && printf '  %s\n' "${line:0:100}"; done
+  while IFS= read -r line; do if [ -n "$line" ]; then printf '  %s\n' "${line:0:100}"; fi; done
 
 say "what the pool learned (the proxy's log: one line per request, keys as fingerprints)"
 grep -E 'INFO|WARN' "$work/proxy.log" | cut -c25- | sed 's/^/  /'

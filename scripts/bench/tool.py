@@ -4,10 +4,12 @@
   tool.py free-ports N                      print N free TCP ports on 127.0.0.1, one per line
   tool.py render TEMPLATE OUT NAME=VALUE..  copy TEMPLATE to OUT replacing every @NAME@ by VALUE
   tool.py wrk FILE                          parse wrk --latency output: "rps p50_ms p99_ms non2xx socket_errors requests"
+  tool.py cpu PID                           CPU seconds used so far by PID (all threads) and its children
   tool.py report RESULTS TTFE_JSON          print the final table and ratios from the collected results
 """
 
 import json
+import os
 import re
 import socket
 import sys
@@ -68,6 +70,25 @@ def parse_wrk(path):
     )
 
 
+def cpu_seconds(pid):
+    """utime+stime of pid and of its direct children (nginx: master and workers), in seconds."""
+    def times(p):
+        with open(f"/proc/{p}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12]), int(fields[1])  # utime+stime, ppid
+
+    total = times(pid)[0]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != pid:
+            try:
+                ticks, ppid = times(entry)
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                total += ticks
+    print(f"{total / os.sysconf('SC_CLK_TCK'):.2f}")
+
+
 def report(results_path, ttfe_path):
     rows = {}
     order = []
@@ -75,17 +96,20 @@ def report(results_path, ttfe_path):
         for line in f:
             if not line.strip():
                 continue
-            pass_, target, rps, p50, p99, non2xx, sockerr, total = line.split()
+            pass_, target, rps, p50, p99, non2xx, sockerr, total, cpu = line.split()
             rows[(pass_, target)] = dict(
                 rps=float(rps), p50=float(p50), p99=float(p99),
-                non2xx=int(non2xx), sockerr=int(sockerr), total=int(total),
+                non2xx=int(non2xx), sockerr=int(sockerr), total=int(total), cpu=float(cpu),
             )
             order.append((pass_, target))
-    print(f"{'pass':<12} {'target':<13} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'sock-err':>8}")
+    print(f"{'pass':<12} {'target':<13} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'sock-err':>8} "
+          f"{'cpu us/req':>10}")
     for key in order:
         r = rows[key]
         print(f"{key[0]:<12} {key[1]:<13} {r['rps']:>10.0f} {r['p50']:>9.3f} {r['p99']:>9.3f} "
-              f"{r['non2xx']:>8} {r['sockerr']:>8}")
+              f"{r['non2xx']:>8} {r['sockerr']:>8} {r['cpu']:>10.1f}")
+    print("(cpu us/req: CPU time of the target's own processes, all threads, per completed request: "
+          "the upstream nginx for direct, the proxy alone for the others)")
 
     def get(pass_, target, field):
         r = rows.get((pass_, target))
@@ -129,6 +153,8 @@ def main(argv):
         render(argv[1], argv[2], argv[3:])
     elif len(argv) == 2 and argv[0] == "wrk":
         parse_wrk(argv[1])
+    elif len(argv) == 2 and argv[0] == "cpu":
+        cpu_seconds(int(argv[1]))
     elif len(argv) == 3 and argv[0] == "report":
         report(argv[1], argv[2])
     else:
