@@ -248,10 +248,11 @@ GKM_COUNTED=$(curl -fsS --max-time 5 -H "x-goog-api-key: $TOKEN" "http://127.0.0
 # 4. Time to first event of a spaced-out stream.
 
 log "time to first event: mock upstream (200 ms between 3 events), direct vs through gemini-key-manager"
+: >"$WORK/mock.out" # exists before the background job opens it: the poll below reads it at once
 "$MOCK" --port 0 --keys "$(
     IFS=,
     echo "${KEYS[*]}"
-)" --delay-ms 200 --events 3 >"$WORK/mock.out" 2>"$WORK/mock.err" &
+)" --delay-ms 200 --events 3 >>"$WORK/mock.out" 2>"$WORK/mock.err" &
 PIDS+=("$!")
 MOCK_PID=${PIDS[-1]}
 MOCK_PORT=

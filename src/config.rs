@@ -149,6 +149,9 @@ pub struct Config {
     pub reprobe_interval: Duration,
     pub log_max_bytes: u64,
     pub log_keep: usize,
+    /// Read/write timeout of client sockets. Not an option of SPEC §2 (always 30 s there);
+    /// tests shorten it.
+    pub client_timeout: Duration,
 }
 
 impl Config {
@@ -387,6 +390,7 @@ impl Config {
             reprobe_interval,
             log_max_bytes,
             log_keep,
+            client_timeout: crate::server::CLIENT_TIMEOUT,
         })
     }
 }

@@ -364,7 +364,14 @@ pub fn start(config: Config) -> Result<Handle, String> {
     let background = background::Background::spawn(app.clone())?;
     let handler: Arc<dyn Handler> = app.clone();
     let stats = app.server_stats.clone();
-    let server = Server::start(&config.host, config.port, config.workers, config.queue_size, handler, stats)?;
+    let opts = server::ServerOptions {
+        host: config.host.clone(),
+        port: config.port,
+        workers: config.workers,
+        queue_size: config.queue_size,
+        client_timeout: config.client_timeout,
+    };
+    let server = Server::start(&opts, handler, stats)?;
     log::info!(
         "listening on {} with {} keys, {} workers, upstream {}",
         server.addr(),

@@ -59,9 +59,15 @@ fn read_json_answer(resp: ureq::http::Response<ureq::Body>) -> Result<Value, Pro
         ureq::Error::Io(io) if upstream::is_timeout(io) => ProxyError::UpstreamTimeout,
         _ => ProxyError::UpstreamIo { message: format!("reading the answer failed: {e}") },
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| ProxyError::UpstreamIo {
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| ProxyError::UpstreamIo {
         message: format!("the upstream answered something that is not JSON: {e}"),
-    })
+    })?;
+    // Google sometimes answers 200 with an error body; that is no answer to translate.
+    if let Some(err) = v.get("error").filter(|_| v.get("candidates").is_none()) {
+        let msg = err.get("message").and_then(Value::as_str).unwrap_or("no message");
+        return Err(ProxyError::UpstreamIo { message: format!("the upstream answered 200 with an error: {msg}") });
+    }
+    Ok(v)
 }
 
 fn post(path: String, body: &[u8]) -> Outgoing<'_> {

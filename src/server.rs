@@ -18,9 +18,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{ProxyError, Reply, Surface};
 
-/// Timeouts set on every client socket (inherited from the listening socket on Linux).
-const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(30);
-const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default read and write timeout of client sockets (inherited from the listening socket on
+/// Linux): an idle keep-alive connection, a client dripping its headers, or a client that stops
+/// reading a stream gives up its connection thread or worker after this long.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long in-flight requests may run after SIGTERM.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -253,6 +254,16 @@ pub struct ServerStats {
     pub panics: AtomicUsize,
 }
 
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub queue_size: usize,
+    pub client_timeout: Duration,
+}
+
 /// Stops the acceptor of a running server; cheap to clone and send to another thread.
 #[derive(Clone)]
 pub struct Stopper {
@@ -277,8 +288,28 @@ pub struct Server {
     pub stats: Arc<ServerStats>,
 }
 
+/// Raise the soft limit of open files to the hard limit: every client connection and every
+/// upstream connection holds a descriptor, and the usual soft default of 1024 would make
+/// `accept()` fail with EMFILE long before memory or threads run out. Returns the new limit.
+pub fn raise_fd_limit() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass; no other memory.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                lim = wanted;
+            }
+        }
+    }
+    Some(lim.rlim_cur as u64)
+}
+
 /// Bind the listening socket with the options every accepted socket inherits.
-fn bind(host: &str, port: u16) -> Result<std::net::TcpListener, String> {
+fn bind(host: &str, port: u16, client_timeout: Duration) -> Result<std::net::TcpListener, String> {
     use socket2::{Domain, Protocol, Socket, Type};
     let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
         .map_err(|e| format!("cannot resolve listen address {host}:{port}: {e}"))?
@@ -291,8 +322,8 @@ fn bind(host: &str, port: u16) -> Result<std::net::TcpListener, String> {
     // Linux copies these to accepted sockets: no 40 ms Nagle stalls, no client holding a
     // connection thread forever.
     socket.set_tcp_nodelay(true).map_err(|e| fail("set TCP_NODELAY", e))?;
-    socket.set_read_timeout(Some(CLIENT_READ_TIMEOUT)).map_err(|e| fail("set SO_RCVTIMEO", e))?;
-    socket.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT)).map_err(|e| fail("set SO_SNDTIMEO", e))?;
+    socket.set_read_timeout(Some(client_timeout)).map_err(|e| fail("set SO_RCVTIMEO", e))?;
+    socket.set_write_timeout(Some(client_timeout)).map_err(|e| fail("set SO_SNDTIMEO", e))?;
     socket.bind(&addr.into()).map_err(|e| fail("bind", e))?;
     socket.listen(1024).map_err(|e| fail("listen", e))?;
     Ok(socket.into())
@@ -300,15 +331,12 @@ fn bind(host: &str, port: u16) -> Result<std::net::TcpListener, String> {
 
 impl Server {
     /// Bind, start the acceptor and `workers` worker threads.
-    pub fn start(
-        host: &str,
-        port: u16,
-        workers: usize,
-        queue_size: usize,
-        handler: Arc<dyn Handler>,
-        stats: Arc<ServerStats>,
-    ) -> Result<Server, String> {
-        let listener = bind(host, port)?;
+    pub fn start(opts: &ServerOptions, handler: Arc<dyn Handler>, stats: Arc<ServerStats>) -> Result<Server, String> {
+        let ServerOptions { host, port, workers, queue_size, client_timeout } = opts.clone();
+        if let Some(n) = raise_fd_limit() {
+            log::debug!("open-file limit: {n}");
+        }
+        let listener = bind(&host, port, client_timeout)?;
         let addr = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
         let tiny = Arc::new(
             tiny_http::Server::from_listener(listener, None)

@@ -30,7 +30,14 @@ impl Handler for Panicky {
 #[test]
 fn a_panicking_handler_becomes_a_500_and_the_worker_lives_on() {
     let stats = Arc::new(gemini_key_manager::server::ServerStats::default());
-    let server = Server::start("127.0.0.1", 0, 1, 4, Arc::new(Panicky), stats).unwrap();
+    let opts = gemini_key_manager::server::ServerOptions {
+        host: "127.0.0.1".into(),
+        port: 0,
+        workers: 1,
+        queue_size: 4,
+        client_timeout: Duration::from_secs(5),
+    };
+    let server = Server::start(&opts, Arc::new(Panicky), stats).unwrap();
     let url = format!("http://{}", server.addr());
     for _ in 0..3 {
         let a = send("GET", &format!("{url}/boom"), &[], b"");
