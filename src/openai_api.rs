@@ -65,7 +65,9 @@ fn read_json_answer(resp: ureq::http::Response<ureq::Body>) -> Result<Value, Pro
     // Google sometimes answers 200 with an error body; that is no answer to translate.
     if let Some(err) = v.get("error").filter(|_| v.get("candidates").is_none()) {
         let msg = err.get("message").and_then(Value::as_str).unwrap_or("no message");
-        return Err(ProxyError::UpstreamIo { message: format!("the upstream answered 200 with an error: {msg}") });
+        return Err(ProxyError::UpstreamIo {
+            message: format!("the upstream answered 200 with an error: {msg}"),
+        });
     }
     Ok(v)
 }

@@ -331,7 +331,11 @@ fn bind(host: &str, port: u16, client_timeout: Duration) -> Result<std::net::Tcp
 
 impl Server {
     /// Bind, start the acceptor and `workers` worker threads.
-    pub fn start(opts: &ServerOptions, handler: Arc<dyn Handler>, stats: Arc<ServerStats>) -> Result<Server, String> {
+    pub fn start(
+        opts: &ServerOptions,
+        handler: Arc<dyn Handler>,
+        stats: Arc<ServerStats>,
+    ) -> Result<Server, String> {
         let ServerOptions { host, port, workers, queue_size, client_timeout } = opts.clone();
         if let Some(n) = raise_fd_limit() {
             log::debug!("open-file limit: {n}");

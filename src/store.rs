@@ -18,7 +18,7 @@ use crate::App;
 use crate::store_format::{self, UsageFile};
 
 /// How long the thread waits after a first signal to gather the rest of a burst.
-const COALESCE: Duration = Duration::from_millis(100);
+const COALESCE: Duration = Duration::from_millis(50);
 /// How often the thread wakes without a signal (daily reset, retry after a failure).
 const TICK: Duration = Duration::from_secs(1);
 /// Failures are logged at most this often.
@@ -187,9 +187,10 @@ fn run(
         select! {
             recv(save_rx) -> msg => {
                 if msg.is_err() { return; }
-                // Gather the rest of the burst, then write once.
-                let deadline = Instant::now() + COALESCE;
-                while save_rx.recv_deadline(deadline).is_ok() {}
+                // Gather the rest of the burst, then write once. (Not a `recv_deadline` loop:
+                // under constant load a signal is always ready and such a loop never ends.)
+                std::thread::sleep(COALESCE);
+                while save_rx.try_recv().is_ok() {}
                 w.dirty = true;
                 let _ = w.save(app);
             }

@@ -41,10 +41,21 @@ fn read_stream(url: &str) -> (u16, Result<String, String>) {
 #[test]
 fn an_upstream_that_closes_mid_stream_breaks_the_native_stream_without_retry() {
     for (path, reply) in [
-        (SSE, Reply::Sse { events: vec![chunk("one"), chunk("two")], delay: Duration::ZERO, then: StreamEnd::CloseAbruptly }),
+        (
+            SSE,
+            Reply::Sse {
+                events: vec![chunk("one"), chunk("two")],
+                delay: Duration::ZERO,
+                then: StreamEnd::CloseAbruptly,
+            },
+        ),
         (
             ARRAY,
-            Reply::JsonArray { chunks: vec![chunk("one"), chunk("two")], delay: Duration::ZERO, then: StreamEnd::CloseAbruptly },
+            Reply::JsonArray {
+                chunks: vec![chunk("one"), chunk("two")],
+                delay: Duration::ZERO,
+                then: StreamEnd::CloseAbruptly,
+            },
         ),
     ] {
         let mock = MockUpstream::start(&KEYS);
@@ -123,7 +134,9 @@ fn garbage_from_the_upstream_is_a_clear_error_and_the_proxy_keeps_serving() {
             "POST",
             &format!("{}/v1/chat/completions", proxy.url),
             &[("authorization", &format!("Bearer {TOKEN}"))],
-            json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}).to_string().as_bytes(),
+            json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]})
+                .to_string()
+                .as_bytes(),
         );
         assert_eq!(o.status, want_openai, "openai {case}: {}", o.text());
         assert!(o.json()["error"]["message"].is_string());
@@ -155,7 +168,11 @@ fn a_usage_file_that_cannot_be_written_does_not_stop_serving_and_is_saved_again_
     let books = dir.join("books");
     std::fs::create_dir_all(&books).unwrap();
     std::fs::write(dir.join("key.txt"), KEYS.join("\n")).unwrap();
-    let mut cfg = gemini_key_manager::config::Config::for_tests(dir.join("key.txt"), books.join("usage.json"), &mock.url());
+    let mut cfg = gemini_key_manager::config::Config::for_tests(
+        dir.join("key.txt"),
+        books.join("usage.json"),
+        &mock.url(),
+    );
     cfg.tokens = vec![TOKEN.into()];
     let handle = gemini_key_manager::start(cfg).unwrap();
     let url = handle.url();
@@ -170,7 +187,8 @@ fn a_usage_file_that_cannot_be_written_does_not_stop_serving_and_is_saved_again_
     assert!(err.contains("cannot write usage file"), "{err}");
     std::fs::rename(dir.join("books.away"), &books).unwrap();
     handle.flush().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(books.join("usage.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(books.join("usage.json")).unwrap()).unwrap();
     let total: u64 = v["keys"]
         .as_object()
         .unwrap()

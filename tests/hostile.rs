@@ -67,7 +67,9 @@ fn a_client_that_stops_reading_a_stream_releases_its_worker_after_the_write_time
     let mock = MockUpstream::start(&KEYS);
     let big = "x".repeat(64 * 1024);
     let events: Vec<serde_json::Value> = (0..400)
-        .map(|_| json!({"candidates": [{"content": {"parts": [{"text": big}], "role": "model"}, "index": 0}]}))
+        .map(
+            |_| json!({"candidates": [{"content": {"parts": [{"text": big}], "role": "model"}, "index": 0}]}),
+        )
         .collect();
     mock.set_script(move |r| {
         r.path.contains("stream").then(|| Reply::Sse {
@@ -119,12 +121,17 @@ fn ten_thousand_abrupt_disconnects_leave_no_worker_stuck() {
     let addr = proxy.handle.addr();
     let body = generate_body().to_string();
     let requests = [
-        format!("POST {GEN} HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+        format!(
+            "POST {GEN} HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
         format!(
             "POST /v1beta/models/m:streamGenerateContent?alt=sse HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
-        format!("POST {GEN} HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {TOKEN}\r\nContent-Length: 1000\r\n\r\n{{\"contents\""),
+        format!(
+            "POST {GEN} HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {TOKEN}\r\nContent-Length: 1000\r\n\r\n{{\"contents\""
+        ),
         "GET /v1beta/mo".to_string(),
     ];
     let threads: Vec<_> = (0..8)

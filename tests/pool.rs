@@ -434,3 +434,52 @@ fn cached_contents_follow_the_key_that_made_them() {
     let text = std::fs::read_to_string(proxy.dir.join("usage.json")).unwrap();
     assert!(text.contains(&name), "{text}");
 }
+
+/// Regression: the persistence thread gathered a burst with `recv_deadline` in a loop, which
+/// returns at once whenever a signal is ready, even past the deadline: under constant load the
+/// loop could run on and the file fall more than a second behind.
+#[test]
+fn regression_the_usage_file_stays_within_a_second_during_constant_load() {
+    use std::sync::{Arc, Mutex};
+    let mock = MockUpstream::start(&KEYS);
+    let proxy = Proxy::start_with(&mock.url(), &KEYS, |c| c.workers = 32);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let load: Vec<_> = (0..32)
+        .map(|_| {
+            let url = format!("{}/v1beta/models/{FLASH}:generateContent", proxy.url);
+            let (stop, done) = (stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    if post_json(&url, &generate_body()).status == 200 {
+                        done.lock().unwrap().push(Instant::now());
+                    }
+                }
+            })
+        })
+        .collect();
+    let path = proxy.dir.join("usage.json");
+    let mut worst_lag = 0i64;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = Instant::now();
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let on_disk: u64 = v["keys"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|k| k["models"].as_object().unwrap().values())
+            .map(|m| m["requests"].as_u64().unwrap())
+            .sum();
+        let older =
+            done.lock().unwrap().iter().filter(|t| now.duration_since(**t) > Duration::from_secs(1)).count();
+        worst_lag = worst_lag.max(older as i64 - on_disk as i64);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in load {
+        t.join().unwrap();
+    }
+    assert!(worst_lag <= 0, "the file missed {worst_lag} requests that were over a second old");
+}

@@ -4,52 +4,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::*;
-
-/// Start the binary; returns the child and its address once it logged `listening on`.
-fn spawn(
-    mock: &MockUpstream,
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> (Child, String, std::thread::JoinHandle<Vec<String>>) {
-    std::fs::write(dir.join("key.txt"), KEYS.join("\n")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-key-manager"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--token", TOKEN, "--upstream", &mock.url()])
-        .arg("--key-file")
-        .arg(dir.join("key.txt"))
-        .arg("--usage-file")
-        .arg(dir.join("usage.json"))
-        .arg("--log-dir")
-        .arg(dir)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the proxy logs its address");
-    (child, addr, reader)
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
-    assert!(ok);
-}
 
 #[test]
 fn sigterm_exits_0_and_no_log_line_holds_a_key_or_token() {
@@ -99,18 +57,6 @@ fn sigint_exits_0_too() {
     let (mut child, _, _reader) = spawn(&mock, &dir, &["--log-dir", ""]);
     signal(&child, "-INT");
     assert_eq!(child.wait().unwrap().code(), Some(0));
-}
-
-fn requests_on_disk(dir: &std::path::Path) -> u64 {
-    let text = std::fs::read_to_string(dir.join("usage.json")).expect("usage file exists");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("the usage file is valid JSON");
-    v["keys"]
-        .as_object()
-        .unwrap()
-        .values()
-        .flat_map(|k| k["models"].as_object().unwrap().values())
-        .map(|m| m["requests"].as_u64().unwrap())
-        .sum()
 }
 
 fn burst(url: &str, threads: usize, each: usize) -> usize {

@@ -4,9 +4,10 @@
 
 pub mod mock_upstream;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -155,4 +156,59 @@ pub fn raw(addr: std::net::SocketAddr, request: &[u8], timeout: Duration) -> Str
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---- The real binary ----------------------------------------------------------------------------
+
+/// Start the binary; returns the child and its address once it logged `listening on`.
+pub fn spawn(
+    mock: &MockUpstream,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (Child, String, std::thread::JoinHandle<Vec<String>>) {
+    std::fs::write(dir.join("key.txt"), KEYS.join("\n")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-key-manager"))
+        .args(["--host", "127.0.0.1", "--port", "0", "--token", TOKEN, "--upstream", &mock.url()])
+        .arg("--key-file")
+        .arg(dir.join("key.txt"))
+        .arg("--usage-file")
+        .arg(dir.join("usage.json"))
+        .arg("--log-dir")
+        .arg(dir)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the proxy logs its address");
+    (child, addr, reader)
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+}
+
+pub fn requests_on_disk(dir: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("usage.json")).expect("usage file exists");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("the usage file is valid JSON");
+    v["keys"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|k| k["models"].as_object().unwrap().values())
+        .map(|m| m["requests"].as_u64().unwrap())
+        .sum()
 }
