@@ -305,6 +305,7 @@ pub fn raise_fd_limit() -> Option<u64> {
             }
         }
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every platform
     Some(lim.rlim_cur as u64)
 }
 
