@@ -223,7 +223,7 @@ run_wrk() { # PASS TARGET THREADS CONNECTIONS SECONDS [record]
     fi
     cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$total" 'BEGIN { printf "%.1f", n ? (b - a) * 1e6 / n : 0 }')
     if [[ ${6:-} == record ]]; then
-        echo "$pass $target $parsed $cpu_us" >>"$WORK/results"
+        echo "$pass $target $4 $parsed $cpu_us" >>"$WORK/results"
         log "$pass $target: $parsed $cpu_us (req/s p50 p99 non2xx sockerr requests cpu-us/req)"
     fi
 }

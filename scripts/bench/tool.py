@@ -96,20 +96,22 @@ def report(results_path, ttfe_path):
         for line in f:
             if not line.strip():
                 continue
-            pass_, target, rps, p50, p99, non2xx, sockerr, total, cpu = line.split()
+            pass_, target, conns, rps, p50, p99, non2xx, sockerr, total, cpu = line.split()
             rows[(pass_, target)] = dict(
-                rps=float(rps), p50=float(p50), p99=float(p99),
-                non2xx=int(non2xx), sockerr=int(sockerr), total=int(total), cpu=float(cpu),
+                rps=float(rps), p50=float(p50), p99=float(p99), non2xx=int(non2xx), sockerr=int(sockerr),
+                total=int(total), cpu=float(cpu), cycle=int(conns) * 1000.0 / float(rps) if float(rps) else 0.0,
             )
             order.append((pass_, target))
-    print(f"{'pass':<12} {'target':<13} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'sock-err':>8} "
-          f"{'cpu us/req':>10}")
+    print(f"{'pass':<12} {'target':<13} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'cycle ms':>9} "
+          f"{'cpu us/req':>10} {'non-2xx':>8} {'sock-err':>8}")
     for key in order:
         r = rows[key]
-        print(f"{key[0]:<12} {key[1]:<13} {r['rps']:>10.0f} {r['p50']:>9.3f} {r['p99']:>9.3f} "
-              f"{r['non2xx']:>8} {r['sockerr']:>8} {r['cpu']:>10.1f}")
-    print("(cpu us/req: CPU time of the target's own processes, all threads, per completed request: "
-          "the upstream nginx for direct, the proxy alone for the others)")
+        print(f"{key[0]:<12} {key[1]:<13} {r['rps']:>10.0f} {r['p50']:>9.3f} {r['p99']:>9.3f} {r['cycle']:>9.3f} "
+              f"{r['cpu']:>10.1f} {r['non2xx']:>8} {r['sockerr']:>8}")
+    print("(p50/p99: wrk's per-request latency, timed from the moment wrk writes the request; cycle ms: "
+          "connections / req/s,\n the mean time per request on each "
+          "connection (Little's law), which also counts gaps between requests that wrk's timer misses;\n cpu us/req: CPU time of the target's own processes, all threads, "
+          "per completed request: the upstream nginx for direct, the proxy alone for the others)")
 
     def get(pass_, target, field):
         r = rows.get((pass_, target))
@@ -130,6 +132,9 @@ def report(results_path, ttfe_path):
         extra99 = f"; nginx adds {n99 - d99:.2f}" if n99 is not None else ""
         parts.append(f"added p50 over direct at light load = {a50:.3f} ms (goal < 0.1: {verdict(a50 < 0.1)}{extra50})")
         parts.append(f"added p99 = {a99:.2f} ms (goal < 1: {verdict(a99 < 1)}{extra99})")
+        dc, gc, nc = (get("light", t, "cycle") for t in ("direct", "gkm-proxy", "nginx-proxy"))
+        extrac = f"; nginx adds {nc - dc:.3f}" if nc is not None else ""
+        parts.append(f"added mean cycle at light load = {gc - dc:.3f} ms (no goal{extrac})")
     try:
         with open(ttfe_path, encoding="utf-8") as f:
             t = json.load(f)
