@@ -312,7 +312,7 @@ impl Handle {
     }
 
     /// Block until accepting fails (Err) or `stop_accepting` was called (Ok).
-    pub fn wait(&mut self) -> Result<(), String> {
+    pub fn wait(&self) -> Result<(), String> {
         self.server.wait()
     }
 
@@ -332,8 +332,7 @@ impl Handle {
     /// Stop accepting, give in-flight requests up to `DRAIN_TIMEOUT`, then flush the usage file.
     /// Ok(true) if every request finished in time.
     pub fn shutdown(self) -> Result<bool, String> {
-        let workers = self.app.config.workers;
-        let drained = self.server.shutdown(server::DRAIN_TIMEOUT, workers);
+        let drained = self.server.shutdown(server::DRAIN_TIMEOUT);
         self.background.stop();
         self.persister.stop()?;
         Ok(drained)

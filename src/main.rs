@@ -58,7 +58,7 @@ fn serve(cfg: Config) -> ExitCode {
         Ok(s) => s,
         Err(e) => return bad_usage(&format!("cannot install signal handlers: {e}")),
     };
-    let mut handle = match gemini_key_manager::start(cfg) {
+    let handle = match gemini_key_manager::start(cfg) {
         Ok(h) => h,
         Err(e) => {
             log::error!("{e}");

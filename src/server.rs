@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TrySendError};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{ProxyError, Reply, Surface};
@@ -264,17 +263,29 @@ pub struct ServerOptions {
     pub client_timeout: Duration,
 }
 
-/// Stops the acceptor of a running server; cheap to clone and send to another thread.
+/// Shared run state: stop requested, fatal error, workers that have exited.
+#[derive(Default)]
+struct RunState {
+    stop: bool,
+    fatal: Option<String>,
+    exited: usize,
+}
+
+type Shared = Arc<(Mutex<RunState>, Condvar)>;
+
+/// Stops a running server from another thread (signal handling); cheap to clone.
 #[derive(Clone)]
 pub struct Stopper {
-    tiny: Arc<tiny_http::Server>,
     stopping: Arc<AtomicBool>,
+    state: Shared,
 }
 
 impl Stopper {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        self.tiny.unblock();
+        let (state, cv) = &*self.state;
+        state.lock().stop = true;
+        cv.notify_all();
     }
 }
 
@@ -283,8 +294,8 @@ pub struct Server {
     addr: SocketAddr,
     tiny: Arc<tiny_http::Server>,
     stopping: Arc<AtomicBool>,
-    acceptor: Option<std::thread::JoinHandle<Result<(), String>>>,
-    done: Arc<(Mutex<usize>, Condvar)>,
+    state: Shared,
+    workers: usize,
     pub stats: Arc<ServerStats>,
 }
 
@@ -331,7 +342,7 @@ fn bind(host: &str, port: u16, client_timeout: Duration) -> Result<std::net::Tcp
 }
 
 impl Server {
-    /// Bind, start the acceptor and `workers` worker threads.
+    /// Bind and start `workers` worker threads, which take requests straight from tiny_http.
     pub fn start(
         opts: &ServerOptions,
         handler: Arc<dyn Handler>,
@@ -343,117 +354,148 @@ impl Server {
         }
         let listener = bind(&host, port, client_timeout)?;
         let addr = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let filter: tiny_http::RequestFilter = {
+            let (handler, stats, stopping) = (handler.clone(), stats.clone(), stopping.clone());
+            Arc::new(move |request| admit(request, handler.as_ref(), &stats, &stopping, workers, queue_size))
+        };
         let tiny = Arc::new(
-            tiny_http::Server::from_listener(listener, None)
+            tiny_http::Server::from_listener_with_filter(listener, None, Some(filter))
                 .map_err(|e| format!("cannot start server: {e}"))?,
         );
-        let stopping = Arc::new(AtomicBool::new(false));
-        let done = Arc::new((Mutex::new(0usize), Condvar::new()));
-        let (tx, rx) = crossbeam_channel::bounded::<(tiny_http::Request, Instant)>(queue_size);
-
+        let state: Shared = Arc::default();
         for i in 0..workers {
-            let rx = rx.clone();
-            let handler = handler.clone();
-            let stats = stats.clone();
-            let done = done.clone();
+            let (tiny, handler, stats, state) = (tiny.clone(), handler.clone(), stats.clone(), state.clone());
+            let stopping = stopping.clone();
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
-                    worker_loop(rx, handler.as_ref(), &stats);
-                    let (count, cv) = &*done;
-                    *count.lock() += 1;
+                    let fatal = worker_loop(&tiny, handler.as_ref(), &stats, &stopping);
+                    let (st, cv) = &*state;
+                    let mut st = st.lock();
+                    st.exited += 1;
+                    if let Some(e) = fatal {
+                        st.fatal.get_or_insert(e);
+                        st.stop = true;
+                    }
                     cv.notify_all();
                 })
                 .map_err(|e| format!("cannot spawn worker thread: {e}"))?;
         }
-
-        let acceptor = {
-            let tiny = tiny.clone();
-            let stopping = stopping.clone();
-            let stats = stats.clone();
-            std::thread::Builder::new()
-                .name("acceptor".into())
-                .spawn(move || {
-                    loop {
-                        let request = match tiny.recv() {
-                            Ok(r) => r,
-                            Err(_) if stopping.load(Ordering::SeqCst) => return Ok(()),
-                            Err(e) => return Err(format!("accepting connections failed: {e}")),
-                        };
-                        let started = Instant::now();
-                        if request.url() == "/healthz" || request.url().starts_with("/healthz?") {
-                            let mut ex = Exchange::new(request, started);
-                            ex.record.route = "healthz";
-                            ex.respond(handler.healthz());
-                            ex.record.latency = started.elapsed();
-                            handler.finished(&ex.record);
-                            continue;
-                        }
-                        stats.queued.fetch_add(1, Ordering::Relaxed);
-                        match tx.try_send((request, started)) {
-                            Ok(()) => {}
-                            Err(TrySendError::Full((request, started)))
-                            | Err(TrySendError::Disconnected((request, started))) => {
-                                stats.queued.fetch_sub(1, Ordering::Relaxed);
-                                stats.shed.fetch_add(1, Ordering::Relaxed);
-                                let mut ex = Exchange::new(request, started);
-                                ex.record.route = "shed";
-                                ex.respond(ProxyError::Overloaded.to_reply(Surface::Native));
-                                ex.record.latency = started.elapsed();
-                                handler.finished(&ex.record);
-                            }
-                        }
-                    }
-                })
-                .map_err(|e| format!("cannot spawn acceptor thread: {e}"))?
-        };
-        drop(rx);
-        Ok(Server { addr, tiny, stopping, acceptor: Some(acceptor), done, stats })
+        Ok(Server { addr, tiny, stopping, state, workers, stats })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Block until the acceptor stops; `Err` when accepting failed for good.
-    pub fn wait(&mut self) -> Result<(), String> {
-        match self.acceptor.take() {
-            Some(h) => h.join().unwrap_or_else(|_| Err("the acceptor thread panicked".into())),
+    /// Block until a stop is requested (Ok) or accepting failed for good (Err).
+    pub fn wait(&self) -> Result<(), String> {
+        let (st, cv) = &*self.state;
+        let mut st = st.lock();
+        while !st.stop {
+            cv.wait(&mut st);
+        }
+        match &st.fatal {
+            Some(e) => Err(e.clone()),
             None => Ok(()),
         }
     }
 
-    /// Ask the acceptor to stop taking requests (it returns from `wait`).
+    /// Stop taking requests: new ones get 503, `wait` returns.
     pub fn stop_accepting(&self) {
         self.stopper().stop();
     }
 
-    /// A handle that can stop the acceptor from another thread (signal handling).
+    /// A handle that can stop the server from another thread (signal handling).
     pub fn stopper(&self) -> Stopper {
-        Stopper { tiny: self.tiny.clone(), stopping: self.stopping.clone() }
+        Stopper { stopping: self.stopping.clone(), state: self.state.clone() }
     }
 
-    /// Stop accepting, let in-flight requests finish for up to `grace`; true if all finished.
-    pub fn shutdown(mut self, grace: Duration, workers: usize) -> bool {
+    /// Stop taking requests, let those in flight and queued finish for up to `grace`; true if
+    /// all finished.
+    pub fn shutdown(self, grace: Duration) -> bool {
         self.stop_accepting();
-        let _ = self.wait();
-        // The acceptor owned the only sender: workers drain the queue and exit.
+        // One "unblock" per worker, queued behind the requests already waiting: each worker
+        // serves what was queued before, then takes one and exits.
+        for _ in 0..self.workers {
+            self.tiny.unblock();
+        }
         let deadline = Instant::now() + grace;
-        let (count, cv) = &*self.done;
-        let mut finished = count.lock();
-        while *finished < workers {
-            if cv.wait_until(&mut finished, deadline).timed_out() {
+        let (st, cv) = &*self.state;
+        let mut st = st.lock();
+        while st.exited < self.workers {
+            if cv.wait_until(&mut st, deadline).timed_out() {
                 break;
             }
         }
-        *finished >= workers
+        st.exited >= self.workers
     }
 }
 
-fn worker_loop(rx: Receiver<(tiny_http::Request, Instant)>, handler: &dyn Handler, stats: &ServerStats) {
-    while let Ok((request, started)) = rx.recv() {
-        stats.queued.fetch_sub(1, Ordering::Relaxed);
-        stats.busy_workers.fetch_add(1, Ordering::Relaxed);
+/// Runs on the connection thread that parsed the request, before it is queued: `/healthz` is
+/// answered here (so it is answered even when every worker is busy), and so is the 503 when all
+/// workers are busy and the queue is full, or the server is stopping.
+fn admit(
+    request: tiny_http::Request,
+    handler: &dyn Handler,
+    stats: &ServerStats,
+    stopping: &AtomicBool,
+    workers: usize,
+    queue_size: usize,
+) -> Option<tiny_http::Request> {
+    let started = Instant::now();
+    let url = request.url();
+    if url == "/healthz" || url.starts_with("/healthz?") {
+        let mut ex = Exchange::new(request, started);
+        ex.record.route = "healthz";
+        ex.respond(handler.healthz());
+        ex.record.latency = started.elapsed();
+        handler.finished(&ex.record);
+        return None;
+    }
+    let saturated = stats.busy_workers.load(Ordering::SeqCst) >= workers
+        && stats.queued.load(Ordering::SeqCst) >= queue_size;
+    if saturated || stopping.load(Ordering::SeqCst) {
+        stats.shed.fetch_add(1, Ordering::Relaxed);
+        let mut ex = Exchange::new(request, started);
+        ex.record.route = "shed";
+        let mut reply = ProxyError::Overloaded.to_reply(Surface::Native);
+        if stopping.load(Ordering::SeqCst) {
+            reply.headers.push(("Connection".into(), "close".into()));
+        }
+        ex.respond(reply);
+        ex.record.latency = started.elapsed();
+        handler.finished(&ex.record);
+        return None;
+    }
+    stats.queued.fetch_add(1, Ordering::SeqCst);
+    Some(request)
+}
+
+/// Serve requests until unblocked; `Some(error)` when accepting failed for good.
+fn worker_loop(
+    tiny: &tiny_http::Server,
+    handler: &dyn Handler,
+    stats: &ServerStats,
+    stopping: &AtomicBool,
+) -> Option<String> {
+    loop {
+        let request = match tiny.recv() {
+            Ok(r) => r,
+            Err(_) if stopping.load(Ordering::SeqCst) => return None,
+            Err(e) if e.to_string() == "thread unblocked" => return None,
+            Err(e) => return Some(format!("accepting connections failed: {e}")),
+        };
+        let started = Instant::now();
+        stats.queued.fetch_sub(1, Ordering::SeqCst);
+        serve_one(request, started, handler, stats);
+    }
+}
+
+fn serve_one(request: tiny_http::Request, started: Instant, handler: &dyn Handler, stats: &ServerStats) {
+    {
+        stats.busy_workers.fetch_add(1, Ordering::SeqCst);
         let mut ex = Exchange::new(request, started);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut ex)));
         let surface = ex.record.surface.unwrap_or(Surface::Native);
@@ -489,6 +531,6 @@ fn worker_loop(rx: Receiver<(tiny_http::Request, Instant)>, handler: &dyn Handle
         }
         ex.record.latency = started.elapsed();
         handler.finished(&ex.record);
-        stats.busy_workers.fetch_sub(1, Ordering::Relaxed);
+        stats.busy_workers.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -47,5 +47,5 @@ fn a_panicking_handler_becomes_a_500_and_the_worker_lives_on() {
         assert_eq!(send("GET", &format!("{url}/fine"), &[], b"").status, 200);
     }
     assert_eq!(server.stats.panics.load(std::sync::atomic::Ordering::SeqCst), 3);
-    assert!(server.shutdown(Duration::from_secs(5), 1), "an idle server shuts down at once");
+    assert!(server.shutdown(Duration::from_secs(5)), "an idle server shuts down at once");
 }

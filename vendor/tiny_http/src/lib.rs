@@ -244,6 +244,18 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_filter(listener, ssl_config, None)
+    }
+
+    /// gemini-key-manager patch: like `from_listener`, with a filter that sees every request on
+    /// the connection thread that parsed it, before it is queued for `recv()`. The filter may
+    /// answer the request itself (returning `None`) — a health check, or a 503 when every worker
+    /// is busy — so such answers never wait in the queue and cost no thread hop.
+    pub fn from_listener_with_filter<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        filter: Option<RequestFilter>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -320,6 +332,7 @@ impl Server {
                 match new_client {
                     Ok(client) => {
                         let messages = inside_messages.clone();
+                        let filter = filter.clone();
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
                             if let Some(client) = client.take() {
@@ -332,6 +345,13 @@ impl Server {
                                     }
                                 } else {
                                     for rq in client {
+                                        let rq = match &filter {
+                                            Some(f) => match f(rq) {
+                                                Some(rq) => rq,
+                                                None => continue,
+                                            },
+                                            None => rq,
+                                        };
                                         messages.push(rq.into());
                                     }
                                 }
@@ -463,6 +483,9 @@ impl Drop for Server {
         }
     }
 }
+
+/// See [`Server::from_listener_with_filter`].
+pub type RequestFilter = Arc<dyn Fn(Request) -> Option<Request> + Send + Sync + 'static>;
 
 /// Accept errors that concern a single connection or a passing resource shortage.
 fn is_transient_accept_error(e: &IoError) -> bool {
