@@ -263,12 +263,11 @@ pub struct ServerOptions {
     pub client_timeout: Duration,
 }
 
-/// Shared run state: stop requested, fatal error, workers that have exited.
+/// Shared run state: stop requested, fatal error.
 #[derive(Default)]
 struct RunState {
     stop: bool,
     fatal: Option<String>,
-    exited: usize,
 }
 
 type Shared = Arc<(Mutex<RunState>, Condvar)>;
@@ -289,13 +288,58 @@ impl Stopper {
     }
 }
 
+/// The worker slots: at most `workers` requests are served at once, at most `queue_size` wait
+/// for a slot; past that a request is refused at once.
+struct Slots {
+    workers: usize,
+    queue_size: usize,
+    /// (busy, waiting)
+    counts: Mutex<(usize, usize)>,
+    freed: Condvar,
+}
+
+/// A taken slot; dropping it frees it.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn take<'a>(&'a self, stats: &'a ServerStats) -> Option<Slot<'a>> {
+        let mut c = self.counts.lock();
+        if c.0 >= self.workers {
+            if c.1 >= self.queue_size {
+                return None;
+            }
+            c.1 += 1;
+            stats.queued.fetch_add(1, Ordering::SeqCst);
+            while c.0 >= self.workers {
+                self.freed.wait(&mut c);
+            }
+            c.1 -= 1;
+            stats.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        c.0 += 1;
+        Some(Slot(self))
+    }
+
+    fn busy(&self) -> usize {
+        self.counts.lock().0
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut c = self.0.counts.lock();
+        c.0 -= 1;
+        self.0.freed.notify_all();
+    }
+}
+
 /// A running server. Dropping it does not stop it; call `shutdown`.
 pub struct Server {
     addr: SocketAddr,
     tiny: Arc<tiny_http::Server>,
     stopping: Arc<AtomicBool>,
     state: Shared,
-    workers: usize,
+    slots: Arc<Slots>,
     pub stats: Arc<ServerStats>,
 }
 
@@ -342,7 +386,8 @@ fn bind(host: &str, port: u16, client_timeout: Duration) -> Result<std::net::Tcp
 }
 
 impl Server {
-    /// Bind and start `workers` worker threads, which take requests straight from tiny_http.
+    /// Bind and serve: each request is served on the thread of its connection once it holds
+    /// one of the `workers` slots (see ARCHITECTURE.md for why not a separate pool).
     pub fn start(
         opts: &ServerOptions,
         handler: Arc<dyn Handler>,
@@ -355,34 +400,42 @@ impl Server {
         let listener = bind(&host, port, client_timeout)?;
         let addr = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
         let stopping = Arc::new(AtomicBool::new(false));
+        let slots =
+            Arc::new(Slots { workers, queue_size, counts: Mutex::new((0, 0)), freed: Condvar::new() });
         let filter: tiny_http::RequestFilter = {
-            let (handler, stats, stopping) = (handler.clone(), stats.clone(), stopping.clone());
-            Arc::new(move |request| admit(request, handler.as_ref(), &stats, &stopping, workers, queue_size))
+            let (handler, stats, stopping, slots) =
+                (handler.clone(), stats.clone(), stopping.clone(), slots.clone());
+            Arc::new(move |request| {
+                admit(request, handler.as_ref(), &stats, &stopping, &slots);
+                None
+            })
         };
         let tiny = Arc::new(
             tiny_http::Server::from_listener_with_filter(listener, None, Some(filter))
                 .map_err(|e| format!("cannot start server: {e}"))?,
         );
         let state: Shared = Arc::default();
-        for i in 0..workers {
-            let (tiny, handler, stats, state) = (tiny.clone(), handler.clone(), stats.clone(), state.clone());
-            let stopping = stopping.clone();
+        // Every request is taken by the filter; what reaches `recv` is an accept failure (tiny_http
+        // queues those), which is fatal: better to exit and be restarted than to run deaf.
+        {
+            let (tiny, state, stopping) = (tiny.clone(), state.clone(), stopping.clone());
             std::thread::Builder::new()
-                .name(format!("worker-{i}"))
+                .name("accept-watch".into())
                 .spawn(move || {
-                    let fatal = worker_loop(&tiny, handler.as_ref(), &stats, &stopping);
+                    let failure = match tiny.recv() {
+                        Err(_) if stopping.load(Ordering::SeqCst) => return,
+                        Err(e) => format!("accepting connections failed: {e}"),
+                        Ok(_) => "a request bypassed the admission filter".to_string(),
+                    };
                     let (st, cv) = &*state;
                     let mut st = st.lock();
-                    st.exited += 1;
-                    if let Some(e) = fatal {
-                        st.fatal.get_or_insert(e);
-                        st.stop = true;
-                    }
+                    st.fatal.get_or_insert(failure);
+                    st.stop = true;
                     cv.notify_all();
                 })
-                .map_err(|e| format!("cannot spawn worker thread: {e}"))?;
+                .map_err(|e| format!("cannot spawn the accept watcher: {e}"))?;
         }
-        Ok(Server { addr, tiny, stopping, state, workers, stats })
+        Ok(Server { addr, tiny, stopping, state, slots, stats })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -412,38 +465,37 @@ impl Server {
         Stopper { stopping: self.stopping.clone(), state: self.state.clone() }
     }
 
-    /// Stop taking requests, let those in flight and queued finish for up to `grace`; true if
-    /// all finished.
+    /// Stop taking requests, let those in flight finish for up to `grace`; true if all did.
     pub fn shutdown(self, grace: Duration) -> bool {
         self.stop_accepting();
-        // One "unblock" per worker, queued behind the requests already waiting: each worker
-        // serves what was queued before, then takes one and exits.
-        for _ in 0..self.workers {
-            self.tiny.unblock();
-        }
+        self.tiny.unblock();
         let deadline = Instant::now() + grace;
-        let (st, cv) = &*self.state;
-        let mut st = st.lock();
-        while st.exited < self.workers {
-            if cv.wait_until(&mut st, deadline).timed_out() {
+        let mut c = self.slots.counts.lock();
+        while c.0 + c.1 > 0 {
+            if self.slots.freed.wait_until(&mut c, deadline).timed_out() {
                 break;
             }
         }
-        st.exited >= self.workers
+        c.0 + c.1 == 0
+    }
+
+    /// Requests being served right now.
+    pub fn busy(&self) -> usize {
+        self.slots.busy()
     }
 }
 
-/// Runs on the connection thread that parsed the request, before it is queued: `/healthz` is
-/// answered here (so it is answered even when every worker is busy), and so is the 503 when all
-/// workers are busy and the queue is full, or the server is stopping.
+/// Runs on the connection thread that parsed the request. `/healthz` is answered at once (so
+/// it is answered even when every slot is busy); otherwise the request takes a worker slot,
+/// waiting in the bounded queue if need be, and is served right here; with every slot busy and
+/// the queue full, or while stopping, it is refused with 503 at once.
 fn admit(
     request: tiny_http::Request,
     handler: &dyn Handler,
     stats: &ServerStats,
     stopping: &AtomicBool,
-    workers: usize,
-    queue_size: usize,
-) -> Option<tiny_http::Request> {
+    slots: &Slots,
+) {
     let started = Instant::now();
     let url = request.url();
     if url == "/healthz" || url.starts_with("/healthz?") {
@@ -452,11 +504,10 @@ fn admit(
         ex.respond(handler.healthz());
         ex.record.latency = started.elapsed();
         handler.finished(&ex.record);
-        return None;
+        return;
     }
-    let saturated = stats.busy_workers.load(Ordering::SeqCst) >= workers
-        && stats.queued.load(Ordering::SeqCst) >= queue_size;
-    if saturated || stopping.load(Ordering::SeqCst) {
+    let slot = if stopping.load(Ordering::SeqCst) { None } else { slots.take(stats) };
+    let Some(_slot) = slot else {
         stats.shed.fetch_add(1, Ordering::Relaxed);
         let mut ex = Exchange::new(request, started);
         ex.record.route = "shed";
@@ -467,30 +518,9 @@ fn admit(
         ex.respond(reply);
         ex.record.latency = started.elapsed();
         handler.finished(&ex.record);
-        return None;
-    }
-    stats.queued.fetch_add(1, Ordering::SeqCst);
-    Some(request)
-}
-
-/// Serve requests until unblocked; `Some(error)` when accepting failed for good.
-fn worker_loop(
-    tiny: &tiny_http::Server,
-    handler: &dyn Handler,
-    stats: &ServerStats,
-    stopping: &AtomicBool,
-) -> Option<String> {
-    loop {
-        let request = match tiny.recv() {
-            Ok(r) => r,
-            Err(_) if stopping.load(Ordering::SeqCst) => return None,
-            Err(e) if e.to_string() == "thread unblocked" => return None,
-            Err(e) => return Some(format!("accepting connections failed: {e}")),
-        };
-        let started = Instant::now();
-        stats.queued.fetch_sub(1, Ordering::SeqCst);
-        serve_one(request, started, handler, stats);
-    }
+        return;
+    };
+    serve_one(request, started, handler, stats);
 }
 
 fn serve_one(request: tiny_http::Request, started: Instant, handler: &dyn Handler, stats: &ServerStats) {
