@@ -17,6 +17,8 @@ use parking_lot::RwLock;
 
 pub const LOG_FILE_NAME: &str = "gemini-key-manager.log";
 const QUEUE: usize = 16 * 1024;
+/// How long the writer gathers lines before writing them out.
+const BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Secrets that must never appear in a line: the real keys and the client tokens.
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
@@ -85,7 +87,7 @@ pub struct RotatingFile {
     path: PathBuf,
     max_bytes: u64,
     keep: usize,
-    file: Option<File>,
+    file: Option<std::io::BufWriter<File>>,
     size: u64,
 }
 
@@ -93,7 +95,8 @@ impl RotatingFile {
     pub fn open(path: &Path, max_bytes: u64, keep: usize) -> std::io::Result<RotatingFile> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(RotatingFile { path: path.to_path_buf(), max_bytes, keep, file: Some(file), size })
+        let file = Some(std::io::BufWriter::with_capacity(64 * 1024, file));
+        Ok(RotatingFile { path: path.to_path_buf(), max_bytes, keep, file, size })
     }
 
     fn rotated(&self, n: usize) -> PathBuf {
@@ -103,7 +106,9 @@ impl RotatingFile {
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.file = None;
+        if let Some(mut f) = self.file.take() {
+            f.flush()?;
+        }
         if self.keep == 0 {
             let _ = std::fs::remove_file(&self.path);
         } else {
@@ -113,9 +118,16 @@ impl RotatingFile {
             }
             std::fs::rename(&self.path, self.rotated(1))?;
         }
-        self.file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.file = Some(std::io::BufWriter::with_capacity(64 * 1024, file));
         self.size = 0;
         Ok(())
+    }
+
+    pub fn flush(&mut self) {
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.flush();
+        }
     }
 
     pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
@@ -158,26 +170,42 @@ pub fn init(level: log::LevelFilter, file: Option<(&Path, u64, usize)>, console:
         .name("log-writer".into())
         .spawn(move || {
             let mut file_failed = false;
-            for msg in rx {
-                match msg {
-                    Msg::Line(line) => {
-                        if console {
-                            let _ = writeln!(std::io::stderr().lock(), "{line}");
-                        }
-                        if let Some(f) = rotating.as_mut() {
-                            if let Err(e) = f.write_line(&line) {
-                                if !file_failed {
-                                    let _ = writeln!(std::io::stderr(), "log file write failed: {e}");
+            let mut stderr_buf = String::new();
+            // Wake at most every BATCH, not once per line: a busy proxy logs a line per request,
+            // and a wake-up per line would cost a context switch per request.
+            while let Ok(first) = rx.recv() {
+                std::thread::sleep(BATCH);
+                let mut acks = Vec::new();
+                for msg in std::iter::once(first).chain(rx.try_iter()) {
+                    match msg {
+                        Msg::Line(line) => {
+                            if console {
+                                stderr_buf.push_str(&line);
+                                stderr_buf.push('\n');
+                            }
+                            if let Some(f) = rotating.as_mut() {
+                                match f.write_line(&line) {
+                                    Err(e) if !file_failed => {
+                                        file_failed = true;
+                                        stderr_buf.push_str(&format!("log file write failed: {e}\n"));
+                                    }
+                                    Err(_) => {}
+                                    Ok(()) => file_failed = false,
                                 }
-                                file_failed = true;
-                            } else {
-                                file_failed = false;
                             }
                         }
+                        Msg::Flush(ack) => acks.push(ack),
                     }
-                    Msg::Flush(ack) => {
-                        let _ = ack.send(());
-                    }
+                }
+                if !stderr_buf.is_empty() {
+                    let _ = std::io::stderr().lock().write_all(stderr_buf.as_bytes());
+                    stderr_buf.clear();
+                }
+                if let Some(f) = rotating.as_mut() {
+                    f.flush();
+                }
+                for ack in acks {
+                    let _ = ack.send(());
                 }
             }
         })
@@ -240,6 +268,7 @@ mod tests {
         for i in 0..20 {
             f.write_line(&format!("line {i:02} {}", "x".repeat(30))).unwrap();
         }
+        f.flush();
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         assert!(size(&path) <= 100 && size(&path) > 0);
         assert!(size(&dir.join(format!("{LOG_FILE_NAME}.1"))) > 0);
