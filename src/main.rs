@@ -65,7 +65,7 @@ fn serve(cfg: Config) -> ExitCode {
             return bad_usage(&e);
         }
     };
-    // Signals arrive on their own thread; the main thread waits on the acceptor.
+    // Signals arrive on their own thread; the main thread waits for a stop or a fatal error.
     let signal_handle = signals.handle();
     let stopper = handle.stopper();
     let app = handle.app.clone();

@@ -1,10 +1,11 @@
-//! The HTTP server: listening socket, tiny_http, the acceptor, the fixed worker pool, load
-//! shedding, panics, and shutdown.
+//! The HTTP server: listening socket, tiny_http, admission (worker slots, the bounded wait
+//! queue, load shedding), panics, and shutdown.
 //!
 //! This is the only module that touches `tiny_http::Request`; handlers see an `Exchange`, which
 //! reads the body with a limit and answers either a whole `Reply` or a chunked stream flushed
-//! piece by piece. The acceptor never blocks on a worker: when the hand-off queue is full it
-//! answers 503 itself, and it answers `/healthz` itself so health checks pass under load.
+//! piece by piece. A request is served on the thread of its connection once it holds one of the
+//! `--workers` slots; admission never blocks past the bounded queue: with every slot busy and
+//! the queue full it answers 503 itself, and `/healthz` is answered before any slot is taken.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub trait Handler: Send + Sync + 'static {
     /// Serve one request; errors are turned into responses by the caller.
     fn handle(&self, ex: &mut Exchange) -> Result<(), ProxyError>;
-    /// `GET /healthz`, answered on the acceptor thread.
+    /// `GET /healthz`, answered before any worker slot is taken.
     fn healthz(&self) -> Reply;
     /// Called once per finished request with its log record.
     fn finished(&self, record: &RequestRecord);
