@@ -81,33 +81,41 @@ fn resource_at(s: &str) -> Option<String> {
     None
 }
 
-/// Every resource named inside `s` (a path, a URI or a bare name).
-fn resources_in(s: &str, out: &mut Vec<String>) {
-    let mut i = 0;
-    while i < s.len() {
-        let rest = &s[i..];
-        let next = [rest.find("files/"), rest.find("cachedContents/")].into_iter().flatten().min();
-        let Some(pos) = next else { break };
-        let at = i + pos;
-        let boundary = at == 0 || s.as_bytes()[at - 1] == b'/' || s.as_bytes()[at - 1] == b'"';
-        if boundary
-            && let Some(r) = resource_at(&s[at..])
-            && !out.contains(&r)
-        {
-            out.push(r);
+/// Most references collected from one request (a request names a handful at most).
+const MAX_REFERENCES: usize = 256;
+
+/// Every resource named inside `s` (a path, a URI or a bare name). Linear in `s`: each prefix
+/// is searched once over the string (a search restarted at every position was quadratic).
+fn resources_in(s: &str, out: &mut Vec<String>, seen: &mut std::collections::HashSet<String>) {
+    for prefix in ["files/", "cachedContents/"] {
+        for (at, _) in s.match_indices(prefix) {
+            if out.len() >= MAX_REFERENCES {
+                return;
+            }
+            let boundary = at == 0 || matches!(s.as_bytes()[at - 1], b'/' | b'"');
+            if boundary
+                && let Some(r) = resource_at(&s[at..])
+                && seen.insert(r.clone())
+            {
+                out.push(r);
+            }
         }
-        i = at + 1;
     }
 }
 
-fn walk(v: &serde_json::Value, depth: usize, out: &mut Vec<String>) {
+fn walk(
+    v: &serde_json::Value,
+    depth: usize,
+    out: &mut Vec<String>,
+    seen: &mut std::collections::HashSet<String>,
+) {
     if depth > MAX_DEPTH {
         return;
     }
     match v {
-        serde_json::Value::String(s) => resources_in(s, out),
-        serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, depth + 1, out)),
-        serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, depth + 1, out)),
+        serde_json::Value::String(s) => resources_in(s, out, seen),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, depth + 1, out, seen)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, depth + 1, out, seen)),
         _ => {}
     }
 }
@@ -115,16 +123,17 @@ fn walk(v: &serde_json::Value, depth: usize, out: &mut Vec<String>) {
 /// Names a request refers to: in its path, its `upload_id`, and its JSON body.
 pub fn referenced(path: &str, upload_id: Option<&str>, body: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     if let Some(id) = upload_id {
         out.push(upload_name(id));
     }
-    resources_in(path, &mut out);
+    resources_in(path, &mut out, &mut seen);
     let mentions = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
     if !body.is_empty()
         && (mentions(b"files/") || mentions(b"cachedContents/"))
         && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
     {
-        walk(&v, 0, &mut out);
+        walk(&v, 0, &mut out, &mut seen);
     }
     out
 }

@@ -18,7 +18,8 @@ pub struct Parsed {
 pub fn parse(text: &str) -> Parsed {
     let mut out = Parsed::default();
     for (n, line) in text.lines().enumerate() {
-        let line = line.trim().trim_start_matches('\u{feff}');
+        // The byte-order mark first, then blanks: "\u{feff} # note" is a comment.
+        let line = line.trim_start_matches('\u{feff}').trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }

@@ -49,6 +49,11 @@ fn serve(cfg: Config) -> ExitCode {
     if let Err(e) = logging::init(cfg.log_level, file, true) {
         return bad_usage(&e);
     }
+    // Panics go to the log (redacted, one line) rather than raw to stderr.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        log::error!("panic in thread {thread}: {info}");
+    }));
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,

@@ -77,13 +77,13 @@ impl Framer {
     fn feed_sse(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) {
         for &b in data {
             if self.skipping {
-                // Inside an oversized event: wait for its blank line.
+                // Inside an oversized event: keep only the last bytes, to see its blank line.
                 self.buf.push(b);
-                if self.buf.ends_with(b"\n\n") || self.buf.ends_with(b"\r\n\r\n") {
+                if self.buf.ends_with(b"\n\n") || self.buf.ends_with(b"\n\r\n") {
                     self.skipping = false;
                     self.buf.clear();
-                } else if self.buf.len() > 4 {
-                    let keep = self.buf.len() - 4;
+                } else if self.buf.len() > 3 {
+                    let keep = self.buf.len() - 3;
                     self.buf.drain(..keep);
                 }
                 continue;
@@ -95,9 +95,12 @@ impl Framer {
                 }
                 self.buf.clear();
             } else if self.buf.len() > self.max_event {
+                // Regression (fuzzing): the blank line that ends this event may already have
+                // begun; keep the last bytes so that the next event is not swallowed too.
                 self.oversized += 1;
                 self.skipping = true;
-                self.buf.clear();
+                let keep = self.buf.len().saturating_sub(3);
+                self.buf.drain(..keep);
             }
         }
     }
@@ -116,6 +119,13 @@ impl Framer {
             }
             if !self.skipping {
                 self.buf.push(b);
+                // Checked before a closing bracket can emit the element (an element one byte
+                // past the limit got through).
+                if self.buf.len() > self.max_event {
+                    self.oversized += 1;
+                    self.skipping = true;
+                    self.buf = Vec::new();
+                }
             }
             if self.in_string {
                 if self.escape {
@@ -137,11 +147,6 @@ impl Framer {
                     }
                     _ => {}
                 }
-            }
-            if !self.skipping && self.buf.len() > self.max_event {
-                self.oversized += 1;
-                self.skipping = true;
-                self.buf = Vec::new();
             }
         }
     }

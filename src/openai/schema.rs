@@ -22,16 +22,51 @@ pub const MAX_SCHEMA_DEPTH: usize = 64;
 /// Most schema nodes one cleaned schema may contain after `$ref` inlining.
 pub const MAX_SCHEMA_NODES: usize = 10_000;
 
+/// The cleaned schema may hold at most this many times the bytes of the input (copied strings
+/// and values counted), and at least `MIN_OUTPUT_BUDGET`: a `$ref` fan-out over a large `default`
+/// could otherwise turn kilobytes into gigabytes well within the node limit.
+pub const MAX_EXPANSION: usize = 64;
+const MIN_OUTPUT_BUDGET: usize = 64 * 1024;
+
 /// Cleans `schema` for Gemini. `param` names the field in errors (e.g. `tools[0].function.parameters`).
 pub fn clean_schema(schema: &Value, param: &str) -> Result<Value, TranslateError> {
-    let mut cleaner = Cleaner { root: schema, param, nodes: 0 };
+    let budget = value_size(schema).saturating_mul(MAX_EXPANSION).max(MIN_OUTPUT_BUDGET);
+    let mut cleaner = Cleaner { root: schema, param, nodes: 0, bytes: 0, budget };
     cleaner.clean(schema, 0).map(Value::Object)
+}
+
+/// Approximate serialized size of a value, without recursion.
+fn value_size(v: &Value) -> usize {
+    let mut total = 0usize;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        total = total.saturating_add(match v {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => {
+                stack.extend(a.iter());
+                2 + a.len()
+            }
+            Value::Object(o) => {
+                for (k, x) in o {
+                    total = total.saturating_add(k.len() + 4);
+                    stack.push(x);
+                }
+                2
+            }
+        });
+    }
+    total
 }
 
 struct Cleaner<'a> {
     root: &'a Value,
     param: &'a str,
     nodes: usize,
+    /// Bytes copied into the output so far, and the most allowed.
+    bytes: usize,
+    budget: usize,
 }
 
 /// Gemini-supported `format` values per (upper-cased) type.
@@ -55,6 +90,18 @@ impl<'a> Cleaner<'a> {
             format!("Invalid JSON schema in '{}': {what}", self.param),
             Some(self.param),
         )
+    }
+
+    /// Count `n` bytes copied into the output; refuse the schema past the budget.
+    fn charge(&mut self, n: usize) -> Result<(), TranslateError> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.budget {
+            return Err(self.err(&format!(
+                "expands to more than {} bytes after $ref inlining ({MAX_EXPANSION} times its own size)",
+                self.budget
+            )));
+        }
+        Ok(())
     }
 
     fn clean(&mut self, node: &Value, depth: usize) -> Result<Map<String, Value>, TranslateError> {
@@ -176,6 +223,7 @@ impl<'a> Cleaner<'a> {
             };
             let mut cleaned = Map::new();
             for (name, sub) in props {
+                self.charge(name.len() + 4)?;
                 cleaned.insert(name.clone(), Value::Object(self.clean(sub, depth + 1)?));
             }
             merge_properties(&mut out, cleaned);
@@ -207,6 +255,7 @@ impl<'a> Cleaner<'a> {
 
         if let Some(Value::Array(required)) = obj.get("required") {
             let names: Vec<Value> = required.iter().filter(|r| r.is_string()).cloned().collect();
+            self.charge(names.iter().map(value_size).sum())?;
             merge_required(&mut out, names);
         }
 
@@ -229,12 +278,14 @@ impl<'a> Cleaner<'a> {
             }
         }
         if let Some(values) = enum_values {
+            self.charge(values.iter().map(value_size).sum())?;
             out.entry("type").or_insert_with(|| Value::String("STRING".into()));
             out.insert("enum".into(), Value::Array(values));
         }
 
         for key in ["description", "title", "pattern"] {
             if let Some(v @ Value::String(_)) = obj.get(key) {
+                self.charge(value_size(v))?;
                 out.insert(key.into(), v.clone());
             }
         }
@@ -249,19 +300,23 @@ impl<'a> Cleaner<'a> {
             }
         }
         if let Some(v) = obj.get("default") {
+            self.charge(value_size(v))?;
             out.insert("default".into(), v.clone());
         }
         match (obj.get("example"), obj.get("examples")) {
             (Some(v), _) => {
+                self.charge(value_size(v))?;
                 out.insert("example".into(), v.clone());
             }
             (None, Some(Value::Array(list))) if !list.is_empty() => {
+                self.charge(value_size(&list[0]))?;
                 out.insert("example".into(), list[0].clone());
             }
             _ => {}
         }
         let ordering = obj.get("propertyOrdering").and_then(Value::as_array);
         if let Some(order) = ordering.filter(|o| o.iter().all(Value::is_string)) {
+            self.charge(value_size(&Value::Array(Vec::new())) + order.iter().map(value_size).sum::<usize>())?;
             out.insert("propertyOrdering".into(), Value::Array(order.clone()));
         }
         if let Some(Value::String(format)) = obj.get("format") {
@@ -304,8 +359,10 @@ fn merge_properties(out: &mut Map<String, Value>, props: Map<String, Value>) {
 fn merge_required(out: &mut Map<String, Value>, names: Vec<Value>) {
     match out.get_mut("required") {
         Some(Value::Array(existing)) => {
+            // A set, not `existing.contains`: thousands of names must not cost millions of compares.
+            let mut seen: std::collections::HashSet<Value> = existing.iter().cloned().collect();
             for n in names {
-                if !existing.contains(&n) {
+                if seen.insert(n.clone()) {
                     existing.push(n);
                 }
             }

@@ -165,7 +165,9 @@ impl ClientConnection {
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            // gemini-key-manager patch: a client that resets the connection before its peer
+            // address was read made this `unwrap` panic the connection thread.
+            self.remote_addr.as_ref().ok().and_then(|a| *a),
             data_source,
             writer,
         )

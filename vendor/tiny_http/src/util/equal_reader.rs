@@ -68,7 +68,7 @@ where
         // iteration, so a hostile `Content-Length: 10^18` aborted the process, and it drained
         // bodies of any size. Drain with a fixed buffer and at most DRAIN_LIMIT bytes; past
         // that the connection is left unusable and the next read on it fails, closing it.
-        const DRAIN_LIMIT: usize = 1 << 20;
+        const DRAIN_LIMIT: usize = 4 << 20;
         let mut remaining_to_read = self.size.min(DRAIN_LIMIT);
         let mut buf = [0u8; 8192];
 
