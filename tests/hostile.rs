@@ -162,9 +162,20 @@ fn ten_thousand_abrupt_disconnects_leave_no_worker_stuck_and_panic_no_thread() {
         t.join().unwrap();
     }
     wait_idle(&proxy, Duration::from_secs(20));
-    let a = post_json(&format!("{}{GEN}", proxy.url), &generate_body());
-    assert_eq!(a.status, 200, "still serving");
+    // Connections of the storm that the kernel had queued may still be arriving; while they do,
+    // the proxy may rightly shed (503). It must come back to 200 on its own.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = post_json(&format!("{}{GEN}", proxy.url), &generate_body());
+        if a.status == 200 {
+            break;
+        }
+        assert_eq!(a.status, 503, "{}", a.text());
+        assert!(Instant::now() < deadline, "still shedding after the storm");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_idle(&proxy, Duration::from_secs(5));
     let m = send("GET", &format!("{}/metrics", proxy.url), &[("x-goog-api-key", TOKEN)], b"").text();
-    assert!(m.contains("gkm_workers_busy 1"), "only the /metrics request itself is busy");
+    assert!(m.contains("gkm_workers_busy 1\n"), "only the /metrics request itself is busy");
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a thread panicked");
 }
