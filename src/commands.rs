@@ -106,15 +106,7 @@ pub fn usage_report(
             }
             total_req += req;
             total_tok += tok;
-            let state = if k.disabled.is_some() {
-                "disabled"
-            } else if parked {
-                "parked"
-            } else if cooling {
-                "cooling"
-            } else {
-                "usable"
-            };
+            let state = crate::pool::state_name(k.disabled.is_some(), parked, cooling);
             json!({"id": id, "masked": k.masked, "project": k.project, "state": state,
                    "disabled_reason": k.disabled, "requests": req, "tokens": tok, "models": models})
         })
@@ -127,18 +119,6 @@ pub fn usage_report(
         "keys": keys,
         "totals": {"requests": total_req, "tokens": total_tok},
     })
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The human-readable table of a `usage_report`.
@@ -182,8 +162,8 @@ pub fn usage_table(r: &serde_json::Value) -> String {
                     out.push_str(&format!(
                         "{head} {:<24} {:>9} {:>12}{note}\n",
                         name,
-                        thousands(m["requests"].as_u64().unwrap_or(0)),
-                        thousands(m["tokens"].as_u64().unwrap_or(0))
+                        crate::dashboard::thousands(m["requests"].as_u64().unwrap_or(0)),
+                        crate::dashboard::thousands(m["tokens"].as_u64().unwrap_or(0))
                     ));
                 }
             }
@@ -199,8 +179,8 @@ pub fn usage_table(r: &serde_json::Value) -> String {
         "",
         "",
         "",
-        thousands(r["totals"]["requests"].as_u64().unwrap_or(0)),
-        thousands(r["totals"]["tokens"].as_u64().unwrap_or(0))
+        crate::dashboard::thousands(r["totals"]["requests"].as_u64().unwrap_or(0)),
+        crate::dashboard::thousands(r["totals"]["tokens"].as_u64().unwrap_or(0))
     ));
     out
 }

@@ -963,11 +963,14 @@ mod tests {
         assert!(html.contains("parked until Nov 23 00:00 for all models"));
     }
 
-    /// Writes the realistic example next to Cargo.toml for a look in a browser.
+    /// Writes the realistic example to the temporary directory for a look in a browser
+    /// (`gkm-dashboard-example.html`); checks it is one complete document.
     #[test]
     fn write_example_html() {
         let html = render(&realistic_status(), &realistic_history(), now());
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("example.html");
-        std::fs::write(path, html).expect("write example.html");
+        assert!(html.starts_with("<!DOCTYPE html>") || html.starts_with("<!doctype html>"));
+        assert!(html.trim_end().ends_with("</html>"));
+        let path = std::env::temp_dir().join("gkm-dashboard-example.html");
+        std::fs::write(path, html).expect("write the example page");
     }
 }

@@ -146,6 +146,20 @@ impl fmt::Debug for Pick {
     }
 }
 
+/// A key's state as `/status` names it: disabled wins over parked (for some model), parked over
+/// cooling, and a key with none of these is usable.
+pub fn state_name(disabled: bool, parked: bool, cooling: bool) -> &'static str {
+    if disabled {
+        "disabled"
+    } else if parked {
+        "parked"
+    } else if cooling {
+        "cooling"
+    } else {
+        "usable"
+    }
+}
+
 /// What [`KeyState::record`] did, for the caller's log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
@@ -724,15 +738,7 @@ impl KeyState {
                     }),
                 );
             }
-            let state = if key.disabled.is_some() {
-                "disabled"
-            } else if parked {
-                "parked"
-            } else if cooling {
-                "cooling"
-            } else {
-                "usable"
-            };
+            let state = state_name(key.disabled.is_some(), parked, cooling);
             let totals = key.totals();
             total.requests = total.requests.saturating_add(totals.requests);
             total.tokens = total.tokens.saturating_add(totals.tokens);
