@@ -187,15 +187,7 @@ fn a_usage_file_that_cannot_be_written_does_not_stop_serving_and_is_saved_again_
     assert!(err.contains("cannot write usage file"), "{err}");
     std::fs::rename(dir.join("books.away"), &books).unwrap();
     handle.flush().unwrap();
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(books.join("usage.json")).unwrap()).unwrap();
-    let total: u64 = v["keys"]
-        .as_object()
-        .unwrap()
-        .values()
-        .flat_map(|k| k["models"].as_object().unwrap().values())
-        .map(|m| m["requests"].as_u64().unwrap())
-        .sum();
+    let total = requests_on_disk(&books);
     assert_eq!(total, 5, "nothing was lost while the disk was away");
     let _ = handle.shutdown();
 }
