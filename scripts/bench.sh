@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Loopback benchmark of gemini-key-manager against nginx.
 #
-#   scripts/bench.sh                 # BENCH_SECONDS=10 per wrk pass, about 1.5 minutes after the build
+#   scripts/bench.sh                 # BENCH_SECONDS=10 per wrk pass, about 3.5 minutes after the build
 #   BENCH_SECONDS=5 scripts/bench.sh
 #
 # What it does (everything on 127.0.0.1, every process it starts is stopped on exit):
@@ -12,17 +12,32 @@
 #   3. drives each with wrk: a saturating pass (-t2 -c32) and a light pass (-t1 -c4), --latency;
 #   4. measures time to first event of a spaced-out SSE stream (mock_upstream, 200 ms between events),
 #      direct vs through a second instance of our proxy (scripts/bench/ttfe.py);
-#   5. prints one table, the ratios against their goals, our proxy's RSS and the binary's size.
+#      and, interleaved with those, through the same proxy's OpenAI route (/v1/chat/completions, streamed);
+#   5. 256 concurrent SSE streams (mock_upstream, 8 events 500 ms apart), direct vs through a third instance
+#      of our proxy started with --workers 300 --queue-size 64: time to first event, completeness, the
+#      proxy's RSS idle and with all streams open (scripts/bench/streams.py);
+#   6. throughput with --workers 1, 8 and 64 (--queue-size 256, fresh instances one at a time): one
+#      saturating pass each against the nginx upstream;
+#   7. the OpenAI route (POST /v1/chat/completions, not streamed) through the first proxy, saturating and
+#      light passes, each run right after the same pass on the native route for the ratio;
+#   8. prints one table, the ratios against their goals, our proxy's RSS and the binary's size, then one
+#      section each for 5, 6 and 7.
 #
-# Environment: BENCH_SECONDS (per pass, default 10), BENCH_TTFE_N (default 30), BENCH_KEEP_TMP=1 keeps the
-# temporary directory (configs, wrk outputs, logs). Exit status 1 if any request failed (non-2xx, socket
-# errors, wrong body, stream errors).
+# Environment: BENCH_SECONDS (per wrk pass, default 10), BENCH_TTFE_N (default 30), BENCH_STREAMS (concurrent
+# streams, default 256, at most 300), BENCH_KEEP_TMP=1 keeps the temporary directory (configs, wrk outputs,
+# logs). Exit status 1 if any request failed (non-2xx, socket errors, wrong body, stream errors, a stream
+# short of events).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HERE=$ROOT/scripts/bench
 PASS_SECONDS=${BENCH_SECONDS:-10}
 TTFE_N=${BENCH_TTFE_N:-30}
+STREAMS_N=${BENCH_STREAMS:-256}
+STREAM_EVENTS=8 STREAM_DELAY_MS=500
+STREAM_WORKERS=300 STREAM_QUEUE=64
+WORKER_COUNTS=(1 8 64) WORKERS_QUEUE=256
+OPENAI_PATH=/v1/chat/completions
 TOKEN=bench-token
 KEYS=(AIzaSyBENCH0000000000000000000000000000A AIzaSyBENCH0000000000000000000000000000B
     AIzaSyBENCH0000000000000000000000000000C)
@@ -36,6 +51,8 @@ die() {
 
 [[ $PASS_SECONDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer, got '$PASS_SECONDS'"
 [[ $TTFE_N =~ ^[1-9][0-9]*$ ]] || die "BENCH_TTFE_N must be a positive integer, got '$TTFE_N'"
+[[ $STREAMS_N =~ ^[1-9][0-9]*$ ]] && ((STREAMS_N <= STREAM_WORKERS)) ||
+    die "BENCH_STREAMS must be an integer from 1 to $STREAM_WORKERS, got '$STREAMS_N'"
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. Tools and build.
@@ -106,6 +123,25 @@ trap 'exit 143' TERM
 
 tool() { python3 "$HERE/tool.py" "$@"; }
 
+# stop_pid PID: TERM, up to 5 s to exit, then KILL; the clean-up forgets it.
+stop_pid() {
+    local pid=$1 p i rest=()
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do
+        [[ $p == "$pid" ]] || rest+=("$p")
+    done
+    PIDS=("${rest[@]}")
+}
+
+# status_kb PID FIELD: a kB or count field of /proc/PID/status (VmRSS, VmHWM, Threads), or '?'.
+status_kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || echo '?'; }
+
 # wait_ready NAME PID LOG URL [CURL ARGS...]: polls URL (10 s at most) while PID lives.
 wait_ready() {
     local name=$1 pid=$2 logfile=$3 url=$4 i
@@ -124,8 +160,9 @@ wait_ready() {
     die "$name did not answer $url within 10 s"
 }
 
-mapfile -t PORTS < <(tool free-ports 4)
-UP_PORT=${PORTS[0]} NGX_PORT=${PORTS[1]} GKM_PORT=${PORTS[2]} GKM2_PORT=${PORTS[3]}
+mapfile -t PORTS < <(tool free-ports $((5 + ${#WORKER_COUNTS[@]})))
+UP_PORT=${PORTS[0]} NGX_PORT=${PORTS[1]} GKM_PORT=${PORTS[2]} GKM2_PORT=${PORTS[3]} GKM3_PORT=${PORTS[4]}
+WORKER_PORTS=("${PORTS[@]:5}")
 
 # nginx's temporary directories, for the modules this nginx has, inside $WORK.
 mkdir -p "$WORK/nginx-tmp"
@@ -164,11 +201,13 @@ wait_ready "nginx proxy" "${PIDS[-1]}" "$WORK/nginx-proxy.error.log" \
 
 printf '%s\n' "${KEYS[@]}" >"$WORK/keys.txt"
 
-start_gkm() { # NAME PORT UPSTREAM_URL
+GKM_NAMES=()
+start_gkm() { # NAME PORT UPSTREAM_URL [MORE FLAGS...]
     "$GKM" --host 127.0.0.1 --port "$2" --upstream "$3" --key-file "$WORK/keys.txt" \
-        --usage-file "$WORK/$1.usage.json" --token "$TOKEN" --log-dir '' --log-level warn \
+        --usage-file "$WORK/$1.usage.json" --token "$TOKEN" --log-dir '' --log-level warn "${@:4}" \
         >"$WORK/$1.stdout" 2>"$WORK/$1.stderr" &
     PIDS+=("$!")
+    GKM_NAMES+=("$1")
     wait_ready "$1" "${PIDS[-1]}" "$WORK/$1.stderr" "http://127.0.0.1:$2/healthz"
 }
 
@@ -183,11 +222,15 @@ declare -A URL=(
 )
 # The processes whose CPU time is charged to each target.
 declare -A TARGET_PID=([direct]=$UP_PID [nginx-proxy]=$NGX_PID [gkm-proxy]=$GKM_PID)
+# The wrk script of each target (generate.lua unless named here).
+declare -A WRK_SCRIPT=()
 TARGETS=(direct nginx-proxy gkm-proxy)
 FAILURES=()
 
-# One request through each: 200 and the upstream's body byte for byte.
-for target in "${TARGETS[@]}"; do
+# check_native TARGET: one generateContent request through URL[TARGET]: 200 and the upstream's body byte
+# for byte.
+check_native() {
+    local target=$1 status
     status=$(curl -sS --max-time 5 -o "$WORK/check-$target.json" -w '%{http_code}' -X POST \
         -H 'Content-Type: application/json' -H "x-goog-api-key: $TOKEN" \
         -d '{"contents":[{"parts":[{"text":"hi"}]}]}' "${URL[$target]}") || status=curl-error
@@ -196,18 +239,23 @@ for target in "${TARGETS[@]}"; do
     elif ! cmp -s "$WORK/expected.json" "$WORK/check-$target.json"; then
         FAILURES+=("$target: sanity request body differs from the upstream's")
     fi
+}
+for target in "${TARGETS[@]}"; do
+    check_native "$target"
 done
 
 # ---------------------------------------------------------------------------------------------------------
 # 3. wrk passes.
 
 : >"$WORK/results"
+RESULTS=$WORK/results # where run_wrk ... record appends its row
 GKM_WRK_REQUESTS=0
 
 run_wrk() { # PASS TARGET THREADS CONNECTIONS SECONDS [record]
     local pass=$1 target=$2 out="$WORK/wrk-$1-$2.txt" parsed cpu0 cpu1 cpu_us
     cpu0=$(tool cpu "${TARGET_PID[$target]}")
-    wrk "-t$3" "-c$4" "-d$5s" --latency -s "$HERE/generate.lua" "${URL[$target]}" >"$out" 2>&1 ||
+    wrk "-t$3" "-c$4" "-d$5s" --latency -s "$HERE/${WRK_SCRIPT[$target]:-generate.lua}" "${URL[$target]}" \
+        >"$out" 2>&1 ||
         die "wrk failed against $target: $(cat "$out")"
     cpu1=$(tool cpu "${TARGET_PID[$target]}")
     parsed=$(tool wrk "$out")
@@ -223,7 +271,7 @@ run_wrk() { # PASS TARGET THREADS CONNECTIONS SECONDS [record]
     fi
     cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$total" 'BEGIN { printf "%.1f", n ? (b - a) * 1e6 / n : 0 }')
     if [[ ${6:-} == record ]]; then
-        echo "$pass $target $4 $parsed $cpu_us" >>"$WORK/results"
+        echo "$pass $target $4 $parsed $cpu_us" >>"$RESULTS"
         log "$pass $target: $parsed $cpu_us (req/s p50 p99 non2xx sockerr requests cpu-us/req)"
     fi
 }
@@ -248,34 +296,127 @@ GKM_COUNTED=$(curl -fsS --max-time 5 -H "x-goog-api-key: $TOKEN" "http://127.0.0
 # ---------------------------------------------------------------------------------------------------------
 # 4. Time to first event of a spaced-out stream.
 
-log "time to first event: mock upstream (200 ms between 3 events), direct vs through gemini-key-manager"
-: >"$WORK/mock.out" # exists before the background job opens it: the poll below reads it at once
-"$MOCK" --port 0 --keys "$(
-    IFS=,
-    echo "${KEYS[*]}"
-)" --delay-ms 200 --events 3 >>"$WORK/mock.out" 2>"$WORK/mock.err" &
-PIDS+=("$!")
-MOCK_PID=${PIDS[-1]}
-MOCK_PORT=
-for ((i = 0; i < 100; i++)); do
-    MOCK_PORT=$(sed -n 's#^mock upstream listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*#\1#p' "$WORK/mock.out")
-    [[ -z $MOCK_PORT ]] || break
-    kill -0 "$MOCK_PID" 2>/dev/null || die "mock_upstream exited: $(cat "$WORK/mock.err")"
-    sleep 0.1
-done
-[[ -n $MOCK_PORT ]] || die "mock_upstream did not print its address within 10 s"
-start_gkm gkm-stream "$GKM2_PORT" "http://127.0.0.1:$MOCK_PORT"
+# start_mock NAME DELAY_MS EVENTS: starts mock_upstream on a free port; sets MOCK_PID and MOCK_PORT.
+start_mock() {
+    local i
+    : >"$WORK/$1.out" # exists before the background job opens it: the poll below reads it at once
+    "$MOCK" --port 0 --keys "$(
+        IFS=,
+        echo "${KEYS[*]}"
+    )" --delay-ms "$2" --events "$3" >>"$WORK/$1.out" 2>"$WORK/$1.err" &
+    PIDS+=("$!")
+    MOCK_PID=${PIDS[-1]}
+    MOCK_PORT=
+    for ((i = 0; i < 100; i++)); do
+        MOCK_PORT=$(sed -n 's#^mock upstream listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*#\1#p' "$WORK/$1.out")
+        [[ -z $MOCK_PORT ]] || break
+        kill -0 "$MOCK_PID" 2>/dev/null || die "mock_upstream exited: $(cat "$WORK/$1.err")"
+        sleep 0.1
+    done
+    [[ -n $MOCK_PORT ]] || die "mock_upstream did not print its address within 10 s"
+}
 
-if ! timeout 120 python3 "$HERE/ttfe.py" -n "$TTFE_N" --direct-port "$MOCK_PORT" --direct-key "${KEYS[0]}" \
-    --proxy-port "$GKM2_PORT" --proxy-token "$TOKEN" >"$WORK/ttfe.json" 2>"$WORK/ttfe.err"; then
+log "time to first event: mock upstream (200 ms between 3 events), direct vs through gemini-key-manager" \
+    "(native and OpenAI routes, interleaved)"
+start_mock mock 200 3
+start_gkm gkm-stream "$GKM2_PORT" "http://127.0.0.1:$MOCK_PORT"
+GKM2_PID=${PIDS[-1]}
+
+if ! timeout 180 python3 "$HERE/ttfe.py" -n "$TTFE_N" --direct-port "$MOCK_PORT" --direct-key "${KEYS[0]}" \
+    --proxy-port "$GKM2_PORT" --proxy-token "$TOKEN" --openai-port "$GKM2_PORT" \
+    >"$WORK/ttfe.json" 2>"$WORK/ttfe.err"; then
     FAILURES+=("time to first event: $(cat "$WORK/ttfe.err")")
 fi
+stop_pid "$GKM2_PID"
+stop_pid "$MOCK_PID"
 
 # ---------------------------------------------------------------------------------------------------------
-# 5. Report.
+# 5. Many concurrent streams: STREAMS_N SSE streams at once, direct to a mock vs through a proxy instance
+#    with room for all of them.
+
+log "$STREAMS_N concurrent streams: mock upstream ($STREAM_DELAY_MS ms between $STREAM_EVENTS events)," \
+    "direct vs through gemini-key-manager --workers $STREAM_WORKERS --queue-size $STREAM_QUEUE"
+start_mock mock-streams "$STREAM_DELAY_MS" "$STREAM_EVENTS"
+MOCK3_PID=$MOCK_PID MOCK3_PORT=$MOCK_PORT
+start_gkm gkm-streams "$GKM3_PORT" "http://127.0.0.1:$MOCK3_PORT" \
+    --workers "$STREAM_WORKERS" --queue-size "$STREAM_QUEUE"
+GKM3_PID=${PIDS[-1]}
+GKM3_IDLE_RSS=$(status_kb "$GKM3_PID" VmRSS)
+GKM3_IDLE_THREADS=$(status_kb "$GKM3_PID" Threads)
+
+# run_streams NAME PORT TOKEN [PID]: one streams.py run; its JSON in $WORK/streams-NAME.json.
+run_streams() {
+    local name=$1 port=$2 token=$3 pid=${4:-0}
+    if ! timeout 120 python3 "$HERE/streams.py" -n "$STREAMS_N" --events "$STREAM_EVENTS" --port "$port" \
+        --token "$token" --pid "$pid" >"$WORK/streams-$name.json" 2>"$WORK/streams-$name.err"; then
+        FAILURES+=("$STREAMS_N streams, $name: $(head -c 600 "$WORK/streams-$name.err")")
+        log "!!! $STREAMS_N streams, $name: $(head -c 600 "$WORK/streams-$name.err")"
+    fi
+    log "$STREAMS_N streams, $name: $(cat "$WORK/streams-$name.json" 2>/dev/null)"
+}
+run_streams direct "$MOCK3_PORT" "${KEYS[0]}"
+run_streams gkm-proxy "$GKM3_PORT" "$TOKEN" "$GKM3_PID"
+GKM3_AFTER_RSS=$(status_kb "$GKM3_PID" VmRSS)
+GKM3_AFTER_THREADS=$(status_kb "$GKM3_PID" Threads)
+stop_pid "$GKM3_PID"
+stop_pid "$MOCK3_PID"
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. Throughput by number of workers: fresh instances one at a time, saturating pass against the nginx
+#    upstream, a queue long enough that wrk's 32 connections never meet a 503.
+
+: >"$WORK/results-workers"
+RESULTS=$WORK/results-workers
+for i in "${!WORKER_COUNTS[@]}"; do
+    workers=${WORKER_COUNTS[$i]} target=gkm-w${WORKER_COUNTS[$i]}
+    log "saturating pass (-t2 -c32 -d${PASS_SECONDS}s) against gemini-key-manager --workers $workers" \
+        "--queue-size $WORKERS_QUEUE, after a 1 s warm-up"
+    start_gkm "$target" "${WORKER_PORTS[$i]}" "http://127.0.0.1:$UP_PORT" \
+        --workers "$workers" --queue-size "$WORKERS_QUEUE"
+    TARGET_PID[$target]=${PIDS[-1]}
+    URL[$target]="http://127.0.0.1:${WORKER_PORTS[$i]}$MODEL_PATH"
+    check_native "$target"
+    run_wrk warmup "$target" 2 32 1
+    run_wrk saturating "$target" 2 32 "$PASS_SECONDS" record
+    stop_pid "${TARGET_PID[$target]}"
+done
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. The OpenAI route through the first proxy instance (64 workers, default queue), each pass right after
+#    the same pass on the native route so that both see the same machine.
+
+URL[gkm-openai]="http://127.0.0.1:$GKM_PORT$OPENAI_PATH"
+URL[gkm-native]=${URL[gkm-proxy]}
+TARGET_PID[gkm-openai]=$GKM_PID TARGET_PID[gkm-native]=$GKM_PID
+WRK_SCRIPT[gkm-openai]=generate-openai.lua
+
+# One chat completion: 200 and the upstream's text in OpenAI's shape.
+status=$(curl -sS --max-time 5 -o "$WORK/check-gkm-openai.json" -w '%{http_code}' -X POST \
+    -H 'Content-Type: application/json' -H "Authorization: Bearer $TOKEN" \
+    -d '{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"hi"}]}' "${URL[gkm-openai]}") ||
+    status=curl-error
+if [[ $status != 200 ]]; then
+    FAILURES+=("gkm-openai: sanity request answered $status: $(head -c 300 "$WORK/check-gkm-openai.json")")
+elif ! problem=$(tool check-openai "$WORK/check-gkm-openai.json" "$WORK/expected.json" 2>&1); then
+    FAILURES+=("gkm-openai: sanity request: $problem")
+fi
+
+: >"$WORK/results-openai"
+RESULTS=$WORK/results-openai
+log "saturating passes (-t2 -c32 -d${PASS_SECONDS}s), native then OpenAI route, after a 1 s warm-up each"
+run_wrk warmup gkm-native 2 32 1
+run_wrk saturating gkm-native 2 32 "$PASS_SECONDS" record
+run_wrk warmup gkm-openai 2 32 1
+run_wrk saturating gkm-openai 2 32 "$PASS_SECONDS" record
+log "light passes (-t1 -c4 -d${PASS_SECONDS}s), native then OpenAI route"
+run_wrk light gkm-native 1 4 "$PASS_SECONDS" record
+run_wrk light gkm-openai 1 4 "$PASS_SECONDS" record
+
+# ---------------------------------------------------------------------------------------------------------
+# 8. Report.
 
 # Anything our proxies said at warn level or above, and nginx's own complaints.
-for name in gkm gkm-stream; do
+for name in "${GKM_NAMES[@]}"; do
     if [[ -s $WORK/$name.stderr ]]; then
         log "$name stderr ($(wc -l <"$WORK/$name.stderr") lines), first 20:"
         head -n 20 "$WORK/$name.stderr" >&2
@@ -300,6 +441,22 @@ echo "gkm-proxy after the run: VmRSS $GKM_RSS kB, peak VmHWM $GKM_HWM kB, $GKM_T
     "binary $GKM: $BIN_SIZE bytes ($((BIN_SIZE / 1024)) KiB)"
 echo "gkm-proxy counted $GKM_COUNTED upstream successes; wrk completed $GKM_WRK_REQUESTS requests" \
     "through it (+1 sanity request; requests cut off at the end of a pass are counted by the proxy only)"
+
+echo
+echo "$STREAMS_N concurrent SSE streams: mock_upstream --delay-ms $STREAM_DELAY_MS --events $STREAM_EVENTS;" \
+    "gkm-proxy: --workers $STREAM_WORKERS --queue-size $STREAM_QUEUE (a fresh instance)"
+tool report-streams "$WORK/streams-direct.json" "$WORK/streams-gkm-proxy.json" \
+    "$GKM3_IDLE_RSS" "$GKM3_IDLE_THREADS" "$GKM3_AFTER_RSS" "$GKM3_AFTER_THREADS"
+
+echo
+echo "throughput by worker count: saturating pass (-t2 -c32 -d${PASS_SECONDS}s) through gkm-proxy" \
+    "--workers N --queue-size $WORKERS_QUEUE (a fresh instance each) to the nginx upstream"
+tool report-workers "$WORK/results-workers"
+
+echo
+echo "OpenAI route: POST $OPENAI_PATH (Authorization: Bearer, not streamed) vs the native $MODEL_PATH," \
+    "through the first gkm-proxy instance, each pass right after the same pass on the native route"
+tool report-openai "$WORK/results-openai" "$WORK/ttfe.json"
 
 if ((${#FAILURES[@]})); then
     echo

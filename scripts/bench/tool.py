@@ -6,6 +6,11 @@
   tool.py wrk FILE                          parse wrk --latency output: "rps p50_ms p99_ms non2xx socket_errors requests"
   tool.py cpu PID                           CPU seconds used so far by PID (all threads) and its children
   tool.py report RESULTS TTFE_JSON          print the final table and ratios from the collected results
+  tool.py check-openai ANSWER EXPECTED      is ANSWER the OpenAI chat completion of the Gemini answer EXPECTED
+  tool.py report-streams DIRECT_JSON PROXIED_JSON IDLE_RSS IDLE_THREADS AFTER_RSS AFTER_THREADS
+                                            the concurrent-streams section (streams.py outputs)
+  tool.py report-workers RESULTS            the throughput-by-worker-count section
+  tool.py report-openai RESULTS TTFE_JSON   the OpenAI-route section: table, translation cost, streamed TTFE
 """
 
 import json
@@ -89,7 +94,8 @@ def cpu_seconds(pid):
     print(f"{total / os.sysconf('SC_CLK_TCK'):.2f}")
 
 
-def report(results_path, ttfe_path):
+def read_results(results_path):
+    """{(pass, target): row} and the order of the rows, from run_wrk's "record" lines."""
     rows = {}
     order = []
     with open(results_path, encoding="utf-8") as f:
@@ -102,12 +108,21 @@ def report(results_path, ttfe_path):
                 total=int(total), cpu=float(cpu), cycle=int(conns) * 1000.0 / float(rps) if float(rps) else 0.0,
             )
             order.append((pass_, target))
+    return rows, order
+
+
+def print_rows(rows, order):
     print(f"{'pass':<12} {'target':<13} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'cycle ms':>9} "
           f"{'cpu us/req':>10} {'non-2xx':>8} {'sock-err':>8}")
     for key in order:
         r = rows[key]
         print(f"{key[0]:<12} {key[1]:<13} {r['rps']:>10.0f} {r['p50']:>9.3f} {r['p99']:>9.3f} {r['cycle']:>9.3f} "
               f"{r['cpu']:>10.1f} {r['non2xx']:>8} {r['sockerr']:>8}")
+
+
+def report(results_path, ttfe_path):
+    rows, order = read_results(results_path)
+    print_rows(rows, order)
     print("(p50/p99: wrk's per-request latency, timed from the moment wrk writes the request; cycle ms: "
           "connections / req/s,\n the mean time per request on each "
           "connection (Little's law), which also counts gaps between requests that wrk's timer misses;\n cpu us/req: CPU time of the target's own processes, all threads, "
@@ -151,6 +166,106 @@ def report(results_path, ttfe_path):
     print("ratios: " + ";\n        ".join(parts))
 
 
+def check_openai(answer_path, expected_path):
+    """Exit 1 with a reason unless the answer is a chat completion carrying the Gemini answer's text."""
+    with open(expected_path, encoding="utf-8") as f:
+        expected = json.load(f)
+    want = "".join(p.get("text", "") for p in expected["candidates"][0]["content"]["parts"])
+    try:
+        with open(answer_path, encoding="utf-8") as f:
+            got = json.load(f)
+        text = got["choices"][0]["message"]["content"]
+        kind = got.get("object")
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        sys.exit(f"not an OpenAI chat completion ({e!r})")
+    if kind != "chat.completion":
+        sys.exit(f"object is {kind!r}, not 'chat.completion'")
+    if text != want:
+        sys.exit(f"content {text[:80]!r} is not the upstream's text {want[:80]!r}")
+
+
+def load_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        return {"_error": str(e)}
+
+
+def ms(value, digits=1):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def report_streams(direct_path, proxied_path, idle_rss, idle_threads, after_rss, after_threads):
+    runs = {"direct": load_json(direct_path), "gkm-proxy": load_json(proxied_path)}
+    print(f"{'target':<13} {'complete':>9} {'TTFE p50 ms':>11} {'p90 ms':>8} {'max ms':>8} {'min ms':>8} "
+          f"{'last p50 ms':>11} {'last max ms':>11}")
+    for name, r in runs.items():
+        if "_error" in r:
+            print(f"{name:<13} no result ({r['_error']})")
+            continue
+        print(f"{name:<13} {r['ok']:>4}/{r['n']:<4} {ms(r['ttfe_median_ms']):>11} {ms(r['ttfe_p90_ms']):>8} "
+              f"{ms(r['ttfe_max_ms']):>8} {ms(r['ttfe_min_ms']):>8} {ms(r['last_median_ms'], 0):>11} "
+              f"{ms(r['last_max_ms'], 0):>11}")
+    print("(the streams' connections are opened first, untimed; then every request is written back to back and "
+          "each stream's clock\n starts just before its own request; complete = status 200, the full chunked "
+          "body and every event; last = its end)")
+    d, p = runs["direct"], runs["gkm-proxy"]
+    if "_error" not in d and "_error" not in p and None not in (d["ttfe_median_ms"], p["ttfe_median_ms"]):
+        print(f"added by the proxy: TTFE p50 {p['ttfe_median_ms'] - d['ttfe_median_ms']:+.1f} ms, "
+              f"p90 {p['ttfe_p90_ms'] - d['ttfe_p90_ms']:+.1f} ms, max {p['ttfe_max_ms'] - d['ttfe_max_ms']:+.1f} ms; "
+              f"every stream complete: {'yes' if p['ok'] == p['n'] and d['ok'] == d['n'] else 'NO'}")
+    if "_error" not in p:
+        def kb(v):
+            return "?" if v in (None, "?") else f"{int(v) / 1024:.1f} MiB"
+        print(f"gkm-proxy memory: VmRSS idle after start {kb(idle_rss)} ({idle_threads} threads); "
+              f"{p['n']} connections open, no request yet {kb(p['rss_connected_kb'])} "
+              f"({p['threads_connected']} threads);\n  all {p['n']} streams open "
+              f"{kb(p['rss_all_open_kb']) if p['all_open'] else 'not reached'} "
+              f"({p['threads_all_open']} threads), peak while all open {kb(p['rss_peak_open_kb'])}; "
+              f"after the streams {kb(after_rss)} ({after_threads} threads), VmHWM {kb(p['hwm_after_kb'])}")
+
+
+def report_workers(results_path):
+    rows, order = read_results(results_path)
+    print_rows(rows, order)
+    best = max((rows[k]["rps"] for k in order), default=0)
+    if best:
+        print("relative throughput: " + ", ".join(
+            f"{k[1]} {rows[k]['rps'] / best:.2f}" for k in order) + " (of the best)")
+
+
+def report_openai(results_path, ttfe_path):
+    rows, order = read_results(results_path)
+    print_rows(rows, order)
+    parts = []
+
+    def get(pass_, target):
+        return rows.get((pass_, target))
+
+    sn, so = get("saturating", "gkm-native"), get("saturating", "gkm-openai")
+    if sn and so and sn["rps"]:
+        parts.append(f"openai/native saturating throughput = {so['rps'] / sn['rps']:.2f}; "
+                     f"added p50 {so['p50'] - sn['p50']:+.3f} ms, p99 {so['p99'] - sn['p99']:+.2f} ms; "
+                     f"added cpu {so['cpu'] - sn['cpu']:+.1f} us/req")
+    ln, lo = get("light", "gkm-native"), get("light", "gkm-openai")
+    if ln and lo and ln["rps"]:
+        parts.append(f"light load: openai/native throughput = {lo['rps'] / ln['rps']:.2f}; "
+                     f"added p50 {lo['p50'] - ln['p50']:+.3f} ms, p99 {lo['p99'] - ln['p99']:+.2f} ms, "
+                     f"mean cycle {lo['cycle'] - ln['cycle']:+.3f} ms; added cpu {lo['cpu'] - ln['cpu']:+.1f} us/req")
+    t = load_json(ttfe_path)
+    if "openai" in t:
+        o, p = t["openai"], t["proxied"]
+        parts.append(
+            f"streamed TTFE (n={t['n']}, mock 200 ms between 3 events, interleaved with the native TTFE above): "
+            f"openai median {o['median_ms']:.2f} ms p90 {o['p90_ms']:.2f} ms, native proxied median "
+            f"{p['median_ms']:.2f} ms p90 {p['p90_ms']:.2f} ms, diff {o['median_ms'] - p['median_ms']:+.2f} ms; "
+            f"last event median openai {o['last_median_ms']:.0f} ms, native {p['last_median_ms']:.0f} ms")
+    else:
+        parts.append(f"streamed TTFE: no result ({t.get('_error', 'no openai entry')})")
+    print("translation cost: " + ";\n        ".join(parts))
+
+
 def main(argv):
     if len(argv) >= 2 and argv[0] == "free-ports":
         free_ports(int(argv[1]))
@@ -162,6 +277,14 @@ def main(argv):
         cpu_seconds(int(argv[1]))
     elif len(argv) == 3 and argv[0] == "report":
         report(argv[1], argv[2])
+    elif len(argv) == 3 and argv[0] == "check-openai":
+        check_openai(argv[1], argv[2])
+    elif len(argv) == 7 and argv[0] == "report-streams":
+        report_streams(*argv[1:])
+    elif len(argv) == 2 and argv[0] == "report-workers":
+        report_workers(argv[1])
+    elif len(argv) == 3 and argv[0] == "report-openai":
+        report_openai(argv[1], argv[2])
     else:
         sys.exit(__doc__)
 

@@ -7,9 +7,13 @@ first complete `data:` line has been decoded from the chunked body; the rest of 
 its end (so the connection can be reused), and the time of the last event is kept too: a proxy that
 buffered the stream would show a first event as late as the last.
 
+With --openai-port, a third target is interleaved with the other two: the proxy's OpenAI route
+(`POST /v1/chat/completions`, `"stream": true`, `Authorization: Bearer`), whose first `data:` line is the
+first translated chunk (the proxy writes nothing before the first upstream event has been translated).
+
 Prints one JSON object:
 {"direct": {"median_ms":..., "p90_ms":..., "last_median_ms":..., "events":..., "reconnects":...},
- "proxied": {...}, "n": N}
+ "proxied": {...}, "openai": {...} (with --openai-port), "n": N}
 """
 
 import argparse
@@ -21,6 +25,11 @@ import time
 
 PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
 BODY = b'{"contents":[{"role":"user","parts":[{"text":"Count to three, slowly."}]}]}'
+OPENAI_PATH = "/v1/chat/completions"
+OPENAI_BODY = (
+    b'{"model":"gemini-2.5-flash","stream":true,'
+    b'"messages":[{"role":"user","content":"Count to three, slowly."}]}'
+)
 
 
 class StreamError(Exception):
@@ -28,8 +37,9 @@ class StreamError(Exception):
 
 
 class Target:
-    def __init__(self, name, host, port, key, timeout):
+    def __init__(self, name, host, port, key, timeout, openai=False):
         self.name, self.host, self.port, self.key, self.timeout = name, host, port, key, timeout
+        self.openai = openai
         self.sock = None
         self.buf = b""
         self.reconnects = -1  # the first connect is not a reconnect
@@ -71,11 +81,14 @@ class Target:
         """One streamed request; returns (ms to first data line, ms to end, data lines seen)."""
         if self.sock is None:
             self.connect()
+        path, body, auth = PATH, BODY, f"x-goog-api-key: {self.key}"
+        if self.openai:
+            path, body, auth = OPENAI_PATH, OPENAI_BODY, f"Authorization: Bearer {self.key}"
         req = (
-            f"POST {PATH} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nx-goog-api-key: {self.key}\r\n"
-            f"Content-Length: {len(BODY)}\r\n\r\n"
-        ).encode() + BODY
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\n{auth}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
         t0 = time.perf_counter()
         try:
             self.sock.sendall(req)
@@ -149,6 +162,8 @@ def main():
     ap.add_argument("--direct-key", required=True)
     ap.add_argument("--proxy-port", type=int, required=True)
     ap.add_argument("--proxy-token", required=True)
+    ap.add_argument("--openai-port", type=int, help="also time the OpenAI route of the proxy on this port")
+    ap.add_argument("--openai-token", help="bearer token for --openai-port (default: --proxy-token)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("-n", type=int, default=30)
     ap.add_argument("--timeout", type=float, default=10.0)
@@ -158,6 +173,9 @@ def main():
         "direct": Target("direct", args.host, args.direct_port, args.direct_key, args.timeout),
         "proxied": Target("proxied", args.host, args.proxy_port, args.proxy_token, args.timeout),
     }
+    if args.openai_port:
+        token = args.openai_token or args.proxy_token
+        targets["openai"] = Target("openai", args.host, args.openai_port, token, args.timeout, openai=True)
     samples = {name: [] for name in targets}
     for name, target in targets.items():  # warm-up, not counted
         target.request()

@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""Many concurrent SSE streams at once: time to first event, completeness, and the server's memory.
+
+Stdlib only, one thread driving every socket through a selector (no GIL noise between streams):
+
+  1. opens N keep-alive connections to the target, one after the other (not timed);
+  2. samples the server's VmRSS (--pid) while it holds those idle connections;
+  3. writes the N requests back to back (`POST …:streamGenerateContent?alt=sse`), each stream's clock
+     starting just before its own request is written;
+  4. reads every stream to its end: status 200, chunked (or length- or close-delimited) body, `data:`
+     lines counted; the first one stamps the stream's time to first event;
+  5. samples the server's VmRSS and thread count the moment every stream has had its first event (all N
+     open at once), and every 100 ms after that until the first stream ends (the peak is kept).
+
+Prints one JSON object:
+{"n": N, "ok": streams complete with --events data lines, "ttfe_median_ms", "ttfe_p90_ms", "ttfe_max_ms",
+ "ttfe_min_ms", "last_median_ms", "last_max_ms", "all_open": bool, "rss_connected_kb", "rss_all_open_kb",
+ "rss_peak_open_kb", "threads_all_open", "hwm_after_kb", "errors": [first few error strings]}
+Exit status 1 when a stream failed or came back short.
+"""
+
+import argparse
+import json
+import selectors
+import socket
+import statistics
+import sys
+import time
+
+PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+BODY = b'{"contents":[{"role":"user","parts":[{"text":"Count to eight, slowly."}]}]}'
+
+
+def proc_status(pid):
+    """{field: int} of the kB / count lines of /proc/PID/status that we report; {} without a pid."""
+    if not pid:
+        return {}
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "VmHWM", "Threads"):
+                    out[name] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+class Stream:
+    def __init__(self, index, sock):
+        self.index, self.sock = index, sock
+        self.buf = b""
+        self.state = "head"  # head, size, data, crlf, trailer, length, close, done, failed
+        self.left = 0  # bytes left in the current chunk (data) or body (length)
+        self.lines = b""  # body text not yet split into lines
+        self.t0 = self.first = self.last = None
+        self.events = 0
+        self.error = None
+
+    # ---- body text -> data: lines
+    def _text(self, data, now):
+        self.lines += data
+        while b"\n" in self.lines:
+            line, _, self.lines = self.lines.partition(b"\n")
+            if line.startswith(b"data:"):
+                self.events += 1
+                if self.first is None:
+                    self.first = now
+
+    def _fail(self, message):
+        self.state, self.error = "failed", f"stream {self.index}: {message}"
+
+    def _finish(self, now):
+        self.state, self.last = "done", now
+
+    # ---- bytes -> HTTP response, as far as they go
+    def feed(self, data, now):
+        self.buf += data
+        while self.state not in ("done", "failed"):
+            if self.state == "head":
+                if b"\r\n\r\n" not in self.buf:
+                    return
+                head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                status = lines[0].split(" ", 2)
+                if len(status) < 2 or status[1] != "200":
+                    self._fail(f"status line {lines[0]!r}")
+                    return
+                headers = {}
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    self.state = "size"
+                elif "content-length" in headers:
+                    self.state, self.left = "length", int(headers["content-length"])
+                else:
+                    self.state = "close"
+            elif self.state == "size":
+                if b"\r\n" not in self.buf:
+                    return
+                line, _, self.buf = self.buf.partition(b"\r\n")
+                try:
+                    self.left = int(line.split(b";")[0], 16)
+                except ValueError:
+                    self._fail(f"bad chunk size line {line[:40]!r}")
+                    return
+                self.state = "data" if self.left else "trailer"
+            elif self.state == "data":
+                if not self.buf:
+                    return
+                part, self.buf = self.buf[: self.left], self.buf[self.left :]
+                self.left -= len(part)
+                self._text(part, now)
+                if self.left == 0:
+                    self.state = "crlf"
+            elif self.state == "crlf":
+                if len(self.buf) < 2:
+                    return
+                if self.buf[:2] != b"\r\n":
+                    self._fail("chunk not followed by CRLF")
+                    return
+                self.buf, self.state = self.buf[2:], "size"
+            elif self.state == "trailer":
+                if b"\r\n" not in self.buf:
+                    return
+                line, _, self.buf = self.buf.partition(b"\r\n")
+                if not line:  # the blank line after the last chunk (and any trailers)
+                    self._finish(now)
+            elif self.state == "length":
+                part, self.buf = self.buf[: self.left], self.buf[self.left :]
+                self.left -= len(part)
+                self._text(part, now)
+                if self.left == 0:
+                    self._finish(now)
+                return
+            elif self.state == "close":
+                self._text(self.buf, now)
+                self.buf = b""
+                return
+
+    def eof(self, now):
+        if self.state == "close":
+            self._text(b"\n", now)
+            self._finish(now)
+        elif self.state not in ("done", "failed"):
+            self._fail(f"connection closed by the server in state {self.state}")
+
+
+def pct(values, p):
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))  # nearest rank
+    return ordered[int(rank) - 1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--token", required=True, help="sent as x-goog-api-key")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("-n", type=int, default=256)
+    ap.add_argument("--events", type=int, required=True, help="data: lines every stream must carry")
+    ap.add_argument("--pid", type=int, default=0, help="server process whose VmRSS to sample")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole run")
+    args = ap.parse_args()
+
+    request = (
+        f"POST {PATH} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
+        f"Content-Type: application/json\r\nx-goog-api-key: {args.token}\r\n"
+        f"Content-Length: {len(BODY)}\r\n\r\n"
+    ).encode() + BODY
+
+    streams = []
+    for i in range(args.n):
+        sock = socket.create_connection((args.host, args.port), timeout=10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        streams.append(Stream(i, sock))
+    time.sleep(0.2)  # let the server take every connection in
+    connected = proc_status(args.pid)
+
+    sel = selectors.DefaultSelector()
+    for s in streams:
+        s.t0 = time.perf_counter()
+        s.sock.sendall(request)  # a few hundred bytes: never blocks on an empty socket buffer
+        s.sock.setblocking(False)
+        sel.register(s.sock, selectors.EVENT_READ, s)
+
+    deadline = time.perf_counter() + args.timeout
+    open_count, with_first, any_done = args.n, 0, False
+    all_open, rss_all_open, rss_peak, next_sample = None, None, 0, None
+    while open_count:
+        now = time.perf_counter()
+        if now > deadline:
+            for s in streams:
+                if s.state not in ("done", "failed"):
+                    s._fail(f"not finished after {args.timeout:.0f} s (state {s.state}, {s.events} events)")
+            break
+        if next_sample is not None and now >= next_sample and not any_done:
+            rss_peak = max(rss_peak, proc_status(args.pid).get("VmRSS", 0))
+            next_sample = now + 0.1
+        for key, _ in sel.select(timeout=0.05):
+            s = key.data
+            had_first = s.first is not None
+            try:
+                data = s.sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                s._fail(f"recv: {e}")
+                data = None
+            now = time.perf_counter()
+            if data:
+                s.feed(data, now)
+            elif data is not None:
+                s.eof(now)
+            if s.first is not None and not had_first:
+                with_first += 1
+            if s.state in ("done", "failed"):
+                any_done = any_done or s.state == "done"
+                sel.unregister(s.sock)
+                s.sock.close()
+                open_count -= 1
+        if all_open is None and with_first == args.n and not any_done:
+            all_open = proc_status(args.pid)
+            rss_all_open = all_open.get("VmRSS")
+            rss_peak = max(rss_peak, rss_all_open or 0)
+            next_sample = time.perf_counter() + 0.1
+    for s in streams:
+        try:
+            s.sock.close()
+        except OSError:
+            pass
+    after = proc_status(args.pid)
+
+    ok = [s for s in streams if s.state == "done" and s.events == args.events]
+    errors = [s.error for s in streams if s.error]
+    errors += [
+        f"stream {s.index}: {s.events} data lines, {args.events} expected"
+        for s in streams
+        if s.state == "done" and s.events != args.events
+    ]
+    firsts = [(s.first - s.t0) * 1000.0 for s in streams if s.first is not None]
+    lasts = [(s.last - s.t0) * 1000.0 for s in streams if s.last is not None]
+    out = {
+        "n": args.n,
+        "ok": len(ok),
+        "events": args.events,
+        "ttfe_median_ms": statistics.median(firsts) if firsts else None,
+        "ttfe_p90_ms": pct(firsts, 90) if firsts else None,
+        "ttfe_max_ms": max(firsts) if firsts else None,
+        "ttfe_min_ms": min(firsts) if firsts else None,
+        "last_median_ms": statistics.median(lasts) if lasts else None,
+        "last_max_ms": max(lasts) if lasts else None,
+        "all_open": all_open is not None,
+        "rss_connected_kb": connected.get("VmRSS"),
+        "rss_all_open_kb": rss_all_open,
+        "rss_peak_open_kb": rss_peak or None,
+        "threads_connected": connected.get("Threads"),
+        "threads_all_open": (all_open or {}).get("Threads"),
+        "hwm_after_kb": after.get("VmHWM"),
+        "errors_total": len(errors),
+        "errors": errors[:5],
+    }
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+    if len(ok) != args.n:
+        print(f"streams: {args.n - len(ok)} of {args.n} streams failed or came back short: "
+              + "; ".join(errors[:3]), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (OSError, ValueError) as e:
+        print(f"streams: {e}", file=sys.stderr)
+        sys.exit(1)
