@@ -14,8 +14,9 @@
 #      direct vs through a second instance of our proxy (scripts/bench/ttfe.py);
 #      and, interleaved with those, through the same proxy's OpenAI route (/v1/chat/completions, streamed);
 #   5. 256 concurrent SSE streams (mock_upstream, 8 events 500 ms apart), direct vs through a third instance
-#      of our proxy started with --workers 300 --queue-size 64: time to first event, completeness, the
-#      proxy's RSS idle and with all streams open (scripts/bench/streams.py);
+#      of our proxy started with --workers 300 --queue-size 64, twice (cold: fresh instance; warm: right
+#      after): time to first event, completeness, the proxy's RSS idle and with the streams open
+#      (scripts/bench/streams.py);
 #   6. throughput with --workers 1, 8 and 64 (--queue-size 256, fresh instances one at a time): one
 #      saturating pass each against the nginx upstream;
 #   7. the OpenAI route (POST /v1/chat/completions, not streamed) through the first proxy, saturating and
@@ -332,7 +333,8 @@ stop_pid "$MOCK_PID"
 
 # ---------------------------------------------------------------------------------------------------------
 # 5. Many concurrent streams: STREAMS_N SSE streams at once, direct to a mock vs through a proxy instance
-#    with room for all of them.
+#    with room for all of them, twice through it: cold (its first requests: connection threads, upstream
+#    connections and allocator heaps all new) and warm (the same again at once).
 
 log "$STREAMS_N concurrent streams: mock upstream ($STREAM_DELAY_MS ms between $STREAM_EVENTS events)," \
     "direct vs through gemini-key-manager --workers $STREAM_WORKERS --queue-size $STREAM_QUEUE"
@@ -355,7 +357,8 @@ run_streams() {
     log "$STREAMS_N streams, $name: $(cat "$WORK/streams-$name.json" 2>/dev/null)"
 }
 run_streams direct "$MOCK3_PORT" "${KEYS[0]}"
-run_streams gkm-proxy "$GKM3_PORT" "$TOKEN" "$GKM3_PID"
+run_streams gkm-proxy-cold "$GKM3_PORT" "$TOKEN" "$GKM3_PID"
+run_streams gkm-proxy-warm "$GKM3_PORT" "$TOKEN" "$GKM3_PID"
 GKM3_AFTER_RSS=$(status_kb "$GKM3_PID" VmRSS)
 GKM3_AFTER_THREADS=$(status_kb "$GKM3_PID" Threads)
 stop_pid "$GKM3_PID"
@@ -445,8 +448,9 @@ echo "gkm-proxy counted $GKM_COUNTED upstream successes; wrk completed $GKM_WRK_
 echo
 echo "$STREAMS_N concurrent SSE streams: mock_upstream --delay-ms $STREAM_DELAY_MS --events $STREAM_EVENTS;" \
     "gkm-proxy: --workers $STREAM_WORKERS --queue-size $STREAM_QUEUE (a fresh instance)"
-tool report-streams "$WORK/streams-direct.json" "$WORK/streams-gkm-proxy.json" \
-    "$GKM3_IDLE_RSS" "$GKM3_IDLE_THREADS" "$GKM3_AFTER_RSS" "$GKM3_AFTER_THREADS"
+tool report-streams "$GKM3_IDLE_RSS" "$GKM3_IDLE_THREADS" "$GKM3_AFTER_RSS" "$GKM3_AFTER_THREADS" \
+    direct="$WORK/streams-direct.json" gkm-proxy-cold="$WORK/streams-gkm-proxy-cold.json" \
+    gkm-proxy-warm="$WORK/streams-gkm-proxy-warm.json"
 
 echo
 echo "throughput by worker count: saturating pass (-t2 -c32 -d${PASS_SECONDS}s) through gkm-proxy" \

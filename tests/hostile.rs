@@ -179,3 +179,44 @@ fn ten_thousand_abrupt_disconnects_leave_no_worker_stuck_and_panic_no_thread() {
     assert!(m.contains("gkm_workers_busy 1\n"), "only the /metrics request itself is busy");
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a thread panicked");
 }
+
+/// Regression: tiny_http's task pool queued a burst of new connections behind too few idle
+/// threads; the extra connections were not even read until some other connection ended, so one
+/// of 100 concurrent streams got its first byte 32 s late.
+#[test]
+fn regression_a_burst_of_streams_is_answered_at_once_not_after_other_streams_end() {
+    let mock = MockUpstream::start(&KEYS);
+    mock.set_stream_delay(Duration::from_millis(500));
+    mock.set_stream_events(8); // each stream lasts 3.5 s
+    let proxy = Proxy::start_with(&mock.url(), &KEYS, |c| c.workers = 128);
+    let addr = proxy.handle.addr();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(60));
+    let clients: Vec<_> = (0..60)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let body = generate_body().to_string();
+                let req = format!(
+                    "POST /v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse HTTP/1.1\r\nHost: x\r\n\
+                     x-goog-api-key: {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                barrier.wait();
+                let started = Instant::now();
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(req.as_bytes()).unwrap();
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !String::from_utf8_lossy(&seen).contains("data:") {
+                    let n = s.read(&mut buf).unwrap();
+                    assert!(n > 0, "closed before the first event");
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                started.elapsed()
+            })
+        })
+        .collect();
+    let firsts: Vec<Duration> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let worst = firsts.iter().max().unwrap();
+    assert!(*worst < Duration::from_secs(1), "a stream waited {worst:?} for its first event");
+}

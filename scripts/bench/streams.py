@@ -5,17 +5,22 @@ Stdlib only, one thread driving every socket through a selector (no GIL noise be
 
   1. opens N keep-alive connections to the target, one after the other (not timed);
   2. samples the server's VmRSS (--pid) while it holds those idle connections;
-  3. writes the N requests back to back (`POST …:streamGenerateContent?alt=sse`), each stream's clock
-     starting just before its own request is written;
+  3. writes the N requests (`POST …:streamGenerateContent?alt=sse`) back to back, or with --ramp-ms spread
+     evenly over that many milliseconds; each stream's clock starts just before its own request is written;
   4. reads every stream to its end: status 200, chunked (or length- or close-delimited) body, `data:`
      lines counted; the first one stamps the stream's time to first event;
-  5. samples the server's VmRSS and thread count the moment every stream has had its first event (all N
-     open at once), and every 100 ms after that until the first stream ends (the peak is kept).
+  5. samples the server's VmRSS, AnonHugePages and thread count the moment the most streams are open at
+     once (first event received, end not yet: all N when every first event comes before the first end),
+     and its VmRSS every 100 ms until the last stream ends (the peak is kept).
+
+Also counts the kernel's TcpExt ListenOverflows during the run (system-wide): a listener whose accept
+queue overflowed dropped SYNs, and each drop costs the connecting side a 1 s (then 2 s…) retransmit.
 
 Prints one JSON object:
 {"n": N, "ok": streams complete with --events data lines, "ttfe_median_ms", "ttfe_p90_ms", "ttfe_max_ms",
- "ttfe_min_ms", "last_median_ms", "last_max_ms", "all_open": bool, "rss_connected_kb", "rss_all_open_kb",
- "rss_peak_open_kb", "threads_all_open", "hwm_after_kb", "errors": [first few error strings]}
+ "ttfe_min_ms", "last_median_ms", "last_max_ms", "max_open", "all_open": bool, "rss_connected_kb",
+ "rss_max_open_kb", "huge_max_open_kb", "threads_max_open", "rss_peak_kb", "hwm_after_kb",
+ "listen_overflows", "errors": [first few error strings], ...}
 Exit status 1 when a stream failed or came back short.
 """
 
@@ -31,8 +36,9 @@ PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
 BODY = b'{"contents":[{"role":"user","parts":[{"text":"Count to eight, slowly."}]}]}'
 
 
-def proc_status(pid):
-    """{field: int} of the kB / count lines of /proc/PID/status that we report; {} without a pid."""
+def proc_status(pid, huge=False):
+    """{field: int} of the kB / count lines of /proc/PID/status that we report (and AnonHugePages of
+    smaps_rollup with huge); {} without a pid."""
     if not pid:
         return {}
     out = {}
@@ -42,9 +48,27 @@ def proc_status(pid):
                 name, _, value = line.partition(":")
                 if name in ("VmRSS", "VmHWM", "Threads"):
                     out[name] = int(value.split()[0])
-    except OSError:
+        if huge:
+            with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("AnonHugePages:"):
+                        out["AnonHugePages"] = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
         pass
     return out
+
+
+def listen_overflows():
+    """TcpExt ListenOverflows from /proc/net/netstat (system-wide), or None."""
+    try:
+        with open("/proc/net/netstat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+        for head, values in zip(lines[::2], lines[1::2]):
+            if head.startswith("TcpExt:"):
+                return int(dict(zip(head.split(), values.split()))["ListenOverflows"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
 
 
 class Stream:
@@ -162,6 +186,7 @@ def main():
     ap.add_argument("-n", type=int, default=256)
     ap.add_argument("--events", type=int, required=True, help="data: lines every stream must carry")
     ap.add_argument("--pid", type=int, default=0, help="server process whose VmRSS to sample")
+    ap.add_argument("--ramp-ms", type=float, default=0.0, help="spread the requests over this long")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole run")
     args = ap.parse_args()
 
@@ -180,26 +205,37 @@ def main():
     connected = proc_status(args.pid)
 
     sel = selectors.DefaultSelector()
-    for s in streams:
-        s.t0 = time.perf_counter()
-        s.sock.sendall(request)  # a few hundred bytes: never blocks on an empty socket buffer
-        s.sock.setblocking(False)
-        sel.register(s.sock, selectors.EVENT_READ, s)
-
-    deadline = time.perf_counter() + args.timeout
-    open_count, with_first, any_done = args.n, 0, False
-    all_open, rss_all_open, rss_peak, next_sample = None, None, 0, None
-    while open_count:
+    overflows0 = listen_overflows()
+    begin = time.perf_counter()
+    deadline = begin + args.timeout
+    to_send = 0  # streams[to_send:] have not been written yet
+    done_count, streaming, max_open, at_max = 0, 0, 0, {}
+    rss_peak, next_sample = 0, begin
+    while done_count < args.n:
         now = time.perf_counter()
         if now > deadline:
             for s in streams:
                 if s.state not in ("done", "failed"):
                     s._fail(f"not finished after {args.timeout:.0f} s (state {s.state}, {s.events} events)")
             break
-        if next_sample is not None and now >= next_sample and not any_done:
+        # Requests due by now: all at once without a ramp.
+        while to_send < args.n and (
+            args.ramp_ms <= 0 or now >= begin + args.ramp_ms / 1000.0 * to_send / args.n
+        ):
+            s = streams[to_send]
+            s.t0 = time.perf_counter()
+            s.sock.sendall(request)  # a few hundred bytes: never blocks on an empty socket buffer
+            s.sock.setblocking(False)
+            sel.register(s.sock, selectors.EVENT_READ, s)
+            to_send += 1
+            now = time.perf_counter()
+        if now >= next_sample:
             rss_peak = max(rss_peak, proc_status(args.pid).get("VmRSS", 0))
             next_sample = now + 0.1
-        for key, _ in sel.select(timeout=0.05):
+        timeout = 0.05
+        if to_send < args.n and args.ramp_ms > 0:
+            timeout = max(0.0, min(timeout, begin + args.ramp_ms / 1000.0 * to_send / args.n - now))
+        for key, _ in sel.select(timeout=timeout):
             s = key.data
             had_first = s.first is not None
             try:
@@ -215,23 +251,26 @@ def main():
             elif data is not None:
                 s.eof(now)
             if s.first is not None and not had_first:
-                with_first += 1
+                streaming += 1
+                if streaming > max_open:
+                    max_open = streaming
+                    if max_open == args.n or not at_max or max_open % 16 == 0:
+                        at_max = proc_status(args.pid, huge=True) | {"open": max_open}
             if s.state in ("done", "failed"):
-                any_done = any_done or s.state == "done"
+                if s.first is not None:
+                    streaming -= 1
                 sel.unregister(s.sock)
                 s.sock.close()
-                open_count -= 1
-        if all_open is None and with_first == args.n and not any_done:
-            all_open = proc_status(args.pid)
-            rss_all_open = all_open.get("VmRSS")
-            rss_peak = max(rss_peak, rss_all_open or 0)
-            next_sample = time.perf_counter() + 0.1
+                done_count += 1
+        if at_max and at_max["open"] != max_open and streaming == max_open:
+            at_max = proc_status(args.pid, huge=True) | {"open": max_open}
     for s in streams:
         try:
             s.sock.close()
         except OSError:
             pass
-    after = proc_status(args.pid)
+    after = proc_status(args.pid, huge=True)
+    overflows1 = listen_overflows()
 
     ok = [s for s in streams if s.state == "done" and s.events == args.events]
     errors = [s.error for s in streams if s.error]
@@ -252,13 +291,19 @@ def main():
         "ttfe_min_ms": min(firsts) if firsts else None,
         "last_median_ms": statistics.median(lasts) if lasts else None,
         "last_max_ms": max(lasts) if lasts else None,
-        "all_open": all_open is not None,
+        "ramp_ms": args.ramp_ms,
+        "max_open": max_open,
+        "all_open": max_open == args.n,
         "rss_connected_kb": connected.get("VmRSS"),
-        "rss_all_open_kb": rss_all_open,
-        "rss_peak_open_kb": rss_peak or None,
         "threads_connected": connected.get("Threads"),
-        "threads_all_open": (all_open or {}).get("Threads"),
+        "rss_max_open_kb": at_max.get("VmRSS"),
+        "huge_max_open_kb": at_max.get("AnonHugePages"),
+        "threads_max_open": at_max.get("Threads"),
+        "rss_peak_kb": rss_peak or None,
+        "rss_after_kb": after.get("VmRSS"),
+        "huge_after_kb": after.get("AnonHugePages"),
         "hwm_after_kb": after.get("VmHWM"),
+        "listen_overflows": None if None in (overflows0, overflows1) else overflows1 - overflows0,
         "errors_total": len(errors),
         "errors": errors[:5],
     }

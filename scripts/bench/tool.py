@@ -7,8 +7,8 @@
   tool.py cpu PID                           CPU seconds used so far by PID (all threads) and its children
   tool.py report RESULTS TTFE_JSON          print the final table and ratios from the collected results
   tool.py check-openai ANSWER EXPECTED      is ANSWER the OpenAI chat completion of the Gemini answer EXPECTED
-  tool.py report-streams DIRECT_JSON PROXIED_JSON IDLE_RSS IDLE_THREADS AFTER_RSS AFTER_THREADS
-                                            the concurrent-streams section (streams.py outputs)
+  tool.py report-streams IDLE_RSS IDLE_THREADS AFTER_RSS AFTER_THREADS NAME=JSON NAME=JSON...
+                                            the concurrent-streams section (streams.py outputs, direct first)
   tool.py report-workers RESULTS            the throughput-by-worker-count section
   tool.py report-openai RESULTS TTFE_JSON   the OpenAI-route section: table, translation cost, streamed TTFE
 """
@@ -196,34 +196,61 @@ def ms(value, digits=1):
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def report_streams(direct_path, proxied_path, idle_rss, idle_threads, after_rss, after_threads):
-    runs = {"direct": load_json(direct_path), "gkm-proxy": load_json(proxied_path)}
-    print(f"{'target':<13} {'complete':>9} {'TTFE p50 ms':>11} {'p90 ms':>8} {'max ms':>8} {'min ms':>8} "
-          f"{'last p50 ms':>11} {'last max ms':>11}")
+def report_streams(idle_rss, idle_threads, after_rss, after_threads, runs_args):
+    """runs_args: NAME=JSON of streams.py runs, the first one direct, the others through the proxy."""
+    runs = {}
+    for arg in runs_args:
+        name, _, path = arg.partition("=")
+        runs[name] = load_json(path)
+
+    def kb(v):
+        return "?" if v in (None, "?") else f"{int(v) / 1024:.1f} MiB"
+
+    print(f"{'target':<17} {'complete':>9} {'TTFE p50 ms':>11} {'p90 ms':>8} {'max ms':>8} {'min ms':>8} "
+          f"{'end p50 ms':>10} {'end max ms':>10} {'max open':>8}")
     for name, r in runs.items():
         if "_error" in r:
-            print(f"{name:<13} no result ({r['_error']})")
+            print(f"{name:<17} no result ({r['_error']})")
             continue
-        print(f"{name:<13} {r['ok']:>4}/{r['n']:<4} {ms(r['ttfe_median_ms']):>11} {ms(r['ttfe_p90_ms']):>8} "
-              f"{ms(r['ttfe_max_ms']):>8} {ms(r['ttfe_min_ms']):>8} {ms(r['last_median_ms'], 0):>11} "
-              f"{ms(r['last_max_ms'], 0):>11}")
-    print("(the streams' connections are opened first, untimed; then every request is written back to back and "
-          "each stream's clock\n starts just before its own request; complete = status 200, the full chunked "
-          "body and every event; last = its end)")
-    d, p = runs["direct"], runs["gkm-proxy"]
-    if "_error" not in d and "_error" not in p and None not in (d["ttfe_median_ms"], p["ttfe_median_ms"]):
-        print(f"added by the proxy: TTFE p50 {p['ttfe_median_ms'] - d['ttfe_median_ms']:+.1f} ms, "
-              f"p90 {p['ttfe_p90_ms'] - d['ttfe_p90_ms']:+.1f} ms, max {p['ttfe_max_ms'] - d['ttfe_max_ms']:+.1f} ms; "
-              f"every stream complete: {'yes' if p['ok'] == p['n'] and d['ok'] == d['n'] else 'NO'}")
-    if "_error" not in p:
-        def kb(v):
-            return "?" if v in (None, "?") else f"{int(v) / 1024:.1f} MiB"
-        print(f"gkm-proxy memory: VmRSS idle after start {kb(idle_rss)} ({idle_threads} threads); "
-              f"{p['n']} connections open, no request yet {kb(p['rss_connected_kb'])} "
-              f"({p['threads_connected']} threads);\n  all {p['n']} streams open "
-              f"{kb(p['rss_all_open_kb']) if p['all_open'] else 'not reached'} "
-              f"({p['threads_all_open']} threads), peak while all open {kb(p['rss_peak_open_kb'])}; "
-              f"after the streams {kb(after_rss)} ({after_threads} threads), VmHWM {kb(p['hwm_after_kb'])}")
+        print(f"{name:<17} {r['ok']:>4}/{r['n']:<4} {ms(r['ttfe_median_ms']):>11} {ms(r['ttfe_p90_ms']):>8} "
+              f"{ms(r['ttfe_max_ms']):>8} {ms(r['ttfe_min_ms']):>8} {ms(r['last_median_ms'], 0):>10} "
+              f"{ms(r['last_max_ms'], 0):>10} {r['max_open']:>8}")
+    print("(each run opens its connections first, untimed, then writes every request back to back; a stream's clock "
+          "starts just before\n its own request; complete = status 200, the whole chunked body and every event; "
+          "end = the stream's last byte; max open =\n the most streams between their first event and their end "
+          "at one time; cold = a fresh proxy instance, warm = the same\n instance right after, its connection "
+          "threads and upstream connections still there)")
+    names = list(runs)
+    ok = [r for r in runs.values() if "_error" not in r]
+    complete = bool(ok) and len(ok) == len(runs) and all(r["ok"] == r["n"] for r in ok)
+    notes = [f"every stream complete: {'yes' if complete else 'NO'}"]
+    d = runs[names[0]]
+    for name in names[1:]:
+        p = runs[name]
+        if "_error" in d or "_error" in p or None in (d["ttfe_median_ms"], p["ttfe_median_ms"]):
+            continue
+        notes.append(f"{name} adds TTFE p50 {p['ttfe_median_ms'] - d['ttfe_median_ms']:+.1f} ms, "
+                     f"p90 {p['ttfe_p90_ms'] - d['ttfe_p90_ms']:+.1f} ms, max {p['ttfe_max_ms'] - d['ttfe_max_ms']:+.1f} ms")
+    for name, r in runs.items():
+        if r.get("listen_overflows"):
+            notes.append(f"{name}: {r['listen_overflows']} listen-queue overflows (SYNs dropped, 1 s retransmits) "
+                         f"during the run, system-wide")
+    print("; ".join(notes))
+    for name in names[1:]:
+        p = runs[name]
+        if "_error" in p:
+            continue
+        conns_threads = p.get("threads_connected")
+        line = (f"{name} memory: {p['n']} connections open, no request yet: VmRSS {kb(p['rss_connected_kb'])}, "
+                f"{conns_threads} threads; at most streams open ({p['max_open']}): {kb(p['rss_max_open_kb'])} "
+                f"({kb(p['huge_max_open_kb'])} of it AnonHugePages), {p['threads_max_open']} threads; "
+                f"peak {kb(p['rss_peak_kb'])}")
+        print(line)
+        if p["max_open"] < p["n"]:
+            print(f"  !! only {p['max_open']} of {p['n']} streams were open at once: the last first events came "
+                  f"after the first streams ended (TTFE max {ms(p['ttfe_max_ms'])} ms)")
+    print(f"gkm-proxy VmRSS: idle after start {kb(idle_rss)} ({idle_threads} threads); after the runs "
+          f"{kb(after_rss)} ({after_threads} threads)")
 
 
 def report_workers(results_path):
@@ -279,8 +306,8 @@ def main(argv):
         report(argv[1], argv[2])
     elif len(argv) == 3 and argv[0] == "check-openai":
         check_openai(argv[1], argv[2])
-    elif len(argv) == 7 and argv[0] == "report-streams":
-        report_streams(*argv[1:])
+    elif len(argv) >= 7 and argv[0] == "report-streams":
+        report_streams(*argv[1:5], argv[5:])
     elif len(argv) == 2 and argv[0] == "report-workers":
         report_workers(argv[1])
     elif len(argv) == 3 and argv[0] == "report-openai":

@@ -69,7 +69,12 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // gemini-key-manager patch: the original queued a task whenever any thread was idle,
+        // so a burst of connections could queue more tasks than there were idle threads, and
+        // the extra connections waited — unanswered — until some other connection ended (a
+        // 30-second stream held a new client for 30 seconds). Queue only while every queued
+        // task has an idle thread to take it.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
