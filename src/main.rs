@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use gemini_key_manager::config::{self, Command, Config, RawOptions};
 
+#[cfg(target_env = "musl")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

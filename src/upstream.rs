@@ -123,7 +123,11 @@ impl Upstream {
             .timeout_recv_response(Some(cfg.read_timeout))
             .timeout_per_read(Some(cfg.read_timeout))
             .timeout_per_write(Some(cfg.read_timeout))
-            .max_response_header_size(256 * 1024)
+            // Buffers are per connection: ureq's 128 KiB in + 128 KiB out by default made most of
+            // the memory of 100 concurrent streams.
+            .max_response_header_size(64 * 1024)
+            .input_buffer_size(64 * 1024)
+            .output_buffer_size(16 * 1024)
             .build();
         Upstream {
             agent: ureq::Agent::new_with_config(config),
