@@ -63,7 +63,12 @@ const OPTIONS: &[OptSpec] = &[
         default: "info",
         help: "error, warn, info, debug or trace",
     },
-    OptSpec { flag: "workers", env: "WORKERS", default: "64", help: "request worker threads" },
+    OptSpec {
+        flag: "workers",
+        env: "WORKERS",
+        default: "64",
+        help: "requests served at once (worker slots)",
+    },
     OptSpec {
         flag: "queue-size",
         env: "QUEUE_SIZE",
