@@ -32,6 +32,15 @@ fn key_status(proxy: &Proxy, key: &str) -> Value {
     status(proxy)["keys"].as_array().unwrap().iter().find(|k| k["id"] == fp).cloned().expect("key in /status")
 }
 
+/// The key must be cooling for FLASH; seconds until its cooldown ends.
+fn cooling_seconds_left(proxy: &Proxy, key: &str) -> i64 {
+    let k = key_status(proxy, key);
+    assert_eq!(k["state"], "cooling");
+    let until =
+        chrono::DateTime::parse_from_rfc3339(k["models"][FLASH]["cooling_until"].as_str().unwrap()).unwrap();
+    (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds()
+}
+
 fn keys_seen(mock: &MockUpstream) -> Vec<String> {
     mock.requests().iter().map(|r| r.key.clone().unwrap_or_default()).collect()
 }
@@ -77,11 +86,7 @@ fn a_per_minute_429_cools_the_key_down_for_the_retry_delay() {
         assert_eq!(generate(&proxy, FLASH).status, 200);
     }
     assert_eq!(keys_seen(&mock).iter().filter(|k| *k == KEYS[1]).count(), 1);
-    let k = key_status(&proxy, KEYS[1]);
-    assert_eq!(k["state"], "cooling");
-    let until =
-        chrono::DateTime::parse_from_rfc3339(k["models"][FLASH]["cooling_until"].as_str().unwrap()).unwrap();
-    let left = (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
+    let left = cooling_seconds_left(&proxy, KEYS[1]);
     assert!((30..=41).contains(&left), "cooling for the RetryInfo delay, {left} s left");
 }
 
@@ -93,11 +98,7 @@ fn a_429_without_details_cools_down_for_60_seconds() {
     for _ in 0..6 {
         assert_eq!(generate(&proxy, FLASH).status, 200);
     }
-    let k = key_status(&proxy, KEYS[2]);
-    assert_eq!(k["state"], "cooling");
-    let until =
-        chrono::DateTime::parse_from_rfc3339(k["models"][FLASH]["cooling_until"].as_str().unwrap()).unwrap();
-    let left = (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
+    let left = cooling_seconds_left(&proxy, KEYS[2]);
     assert!((50..=61).contains(&left), "{left}");
 }
 
