@@ -22,16 +22,7 @@ fn chunk(text: &str) -> serde_json::Value {
 
 /// Read a streamed answer to its end; Err when the body ended broken.
 fn read_stream(url: &str) -> (u16, Result<String, String>) {
-    let resp = client()
-        .run(
-            ureq::http::Request::builder()
-                .method("POST")
-                .uri(url)
-                .header("x-goog-api-key", TOKEN)
-                .body(generate_body().to_string())
-                .unwrap(),
-        )
-        .unwrap();
+    let resp = open_stream(url, ("x-goog-api-key", TOKEN), &generate_body().to_string());
     let status = resp.status().as_u16();
     let mut text = String::new();
     let r = resp.into_body().into_reader().read_to_string(&mut text);
@@ -167,15 +158,9 @@ fn a_usage_file_that_cannot_be_written_does_not_stop_serving_and_is_saved_again_
     let dir = temp_dir("disk");
     let books = dir.join("books");
     std::fs::create_dir_all(&books).unwrap();
-    std::fs::write(dir.join("key.txt"), KEYS.join("\n")).unwrap();
-    let mut cfg = gemini_key_manager::config::Config::for_tests(
-        dir.join("key.txt"),
-        books.join("usage.json"),
-        &mock.url(),
-    );
-    cfg.tokens = vec![TOKEN.into()];
-    let handle = gemini_key_manager::start(cfg).unwrap();
-    let url = handle.url();
+    let usage = books.join("usage.json");
+    let proxy = Proxy::start_in(dir.clone(), &mock.url(), &KEYS, |c| c.usage_file = usage);
+    let (handle, url) = (proxy.handle, proxy.url);
     handle.flush().unwrap();
     // The directory disappears (a lost mount, a full or read-only disk: root ignores permission
     // bits, so this is how a test makes every write fail).

@@ -265,17 +265,7 @@ fn v1_paths_pass_through_like_v1beta() {
 /// Read a streamed answer line by line, noting when each non-empty line arrived.
 fn timed_lines(url: &str, body: &str) -> (u16, Vec<(Duration, String)>) {
     let started = Instant::now();
-    let resp = client()
-        .run(
-            ureq::http::Request::builder()
-                .method("POST")
-                .uri(url)
-                .header("x-goog-api-key", TOKEN)
-                .header("content-type", "application/json")
-                .body(body.as_bytes())
-                .unwrap(),
-        )
-        .unwrap();
+    let resp = open_stream(url, ("x-goog-api-key", TOKEN), body);
     let status = resp.status().as_u16();
     let reader = BufReader::new(resp.into_body().into_reader());
     let mut lines = Vec::new();

@@ -78,16 +78,12 @@ fn streamed_chat_deltas_arrive_as_the_upstream_sends_them() {
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
     let started = Instant::now();
-    let resp = client()
-        .run(
-            ureq::http::Request::builder()
-                .method("POST")
-                .uri(format!("{}/v1/chat/completions", proxy.url))
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .body(body.to_string())
-                .unwrap(),
-        )
-        .unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let resp = open_stream(
+        &format!("{}/v1/chat/completions", proxy.url),
+        ("authorization", &bearer),
+        &body.to_string(),
+    );
     assert_eq!(resp.status(), 200);
     let ct = resp.headers().get("content-type").unwrap().to_str().unwrap().to_string();
     assert!(ct.starts_with("text/event-stream"), "{ct}");

@@ -339,15 +339,7 @@ fn the_seed_proxys_usage_file_is_converted_and_its_raw_keys_dropped() {
     let seed =
         json!({"date": today.to_string(), "counts": {KEYS[0]: 7, KEYS[1]: 2}, "exhausted_keys": [KEYS[1]]});
     std::fs::write(dir.join("usage.json"), seed.to_string()).unwrap();
-    std::fs::write(dir.join("key.txt"), KEYS.join("\n")).unwrap();
-    let mut cfg = gemini_key_manager::config::Config::for_tests(
-        dir.join("key.txt"),
-        dir.join("usage.json"),
-        &mock.url(),
-    );
-    cfg.tokens = vec![TOKEN.into()];
-    let handle = gemini_key_manager::start(cfg).unwrap();
-    let proxy = Proxy { url: handle.url(), handle, dir: dir.clone() };
+    let proxy = Proxy::start_in(dir.clone(), &mock.url(), &KEYS, |_| {});
     assert_eq!(key_status(&proxy, KEYS[0])["requests"], 7);
     assert_eq!(key_status(&proxy, KEYS[1])["state"], "parked");
     proxy.handle.flush().unwrap();
@@ -363,15 +355,7 @@ fn a_corrupt_usage_file_is_moved_aside_and_the_proxy_starts() {
     let mock = MockUpstream::start(&KEYS);
     let dir = temp_dir("corrupt");
     std::fs::write(dir.join("usage.json"), b"{\"version\":1,\"quota_day\":").unwrap();
-    std::fs::write(dir.join("key.txt"), KEYS.join("\n")).unwrap();
-    let mut cfg = gemini_key_manager::config::Config::for_tests(
-        dir.join("key.txt"),
-        dir.join("usage.json"),
-        &mock.url(),
-    );
-    cfg.tokens = vec![TOKEN.into()];
-    let handle = gemini_key_manager::start(cfg).unwrap();
-    let proxy = Proxy { url: handle.url(), handle, dir: dir.clone() };
+    let proxy = Proxy::start_in(dir.clone(), &mock.url(), &KEYS, |_| {});
     assert_eq!(generate(&proxy, FLASH).status, 200);
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()

@@ -43,7 +43,16 @@ pub struct Proxy {
 impl Proxy {
     /// Start a proxy in front of `upstream` with `keys` (one per line of the key file).
     pub fn start_with(upstream: &str, key_lines: &[&str], tweak: impl FnOnce(&mut Config)) -> Proxy {
-        let dir = temp_dir("proxy");
+        Proxy::start_in(temp_dir("proxy"), upstream, key_lines, tweak)
+    }
+
+    /// Start a proxy whose files live in `dir` (which may already hold a usage file).
+    pub fn start_in(
+        dir: PathBuf,
+        upstream: &str,
+        key_lines: &[&str],
+        tweak: impl FnOnce(&mut Config),
+    ) -> Proxy {
         let key_file = dir.join("key.txt");
         std::fs::write(&key_file, key_lines.join("\n")).expect("key file");
         let mut cfg = Config::for_tests(key_file, dir.join("usage.json"), upstream);
@@ -67,6 +76,18 @@ pub fn client() -> ureq::Agent {
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .new_agent()
+}
+
+/// Start a streamed POST and return the answer with its body unread.
+pub fn open_stream(url: &str, auth: (&str, &str), body: &str) -> ureq::http::Response<ureq::Body> {
+    let request = ureq::http::Request::builder()
+        .method("POST")
+        .uri(url)
+        .header(auth.0, auth.1)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .expect("request");
+    client().run(request).expect("the proxy answers")
 }
 
 /// The answer of a simple request: status, headers (lowercased names), body.
