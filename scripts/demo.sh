@@ -8,27 +8,18 @@ cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cargo build --quiet --release --bin gemini-key-manager --example mock_upstream
 BIN=${CARGO_TARGET_DIR:-target}/release
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 K1=AIzaSyDEMOKEY000000000000000000000000001
 K2=AIzaSyDEMOKEY000000000000000000000000002
 K3=AIzaSyDEMOKEY000000000000000000000000003
-"$BIN/examples/mock_upstream" --port 0 --keys "$K1,$K2,$K3" --delay-ms 400 --events 4 \
-  --day-quota-exhausted "$K2" >"$work/mock.out" &
-pids+=($!)
-for _ in $(seq 100); do grep -q listening "$work/mock.out" 2>/dev/null && break; sleep 0.1; done
-MOCK=$(grep -o 'http://[0-9.:]*' "$work/mock.out")
+start_mock "$BIN" --keys "$K1,$K2,$K3" --delay-ms 400 --events 4 --day-quota-exhausted "$K2"
 
 printf '%s demo-project\n%s demo-project-2\n%s\n' "$K1" "$K2" "$K3" >"$work/key.txt"
 TOKEN=demo-token
-"$BIN/gemini-key-manager" --host 127.0.0.1 --port "${DEMO_PORT:-5000}" --token "$TOKEN" --upstream "$MOCK" \
-  --key-file "$work/key.txt" --usage-file "$work/usage.json" --log-dir "$work" 2>"$work/proxy.log" &
-pids+=($!)
-for _ in $(seq 100); do grep -q 'listening on' "$work/proxy.log" 2>/dev/null && break; sleep 0.1; done
-ADDR=$(grep -o 'listening on [0-9.:]*' "$work/proxy.log" | awk '{print $3}')
+PROXY_PORT=${DEMO_PORT:-5000} start_proxy "$BIN" "$work/proxy.err" --token "$TOKEN" --upstream "$MOCK" \
+  --key-file "$work/key.txt" --usage-file "$work/usage.json" --log-dir "$work"
 URL="http://$ADDR"
 echo "mock Gemini at $MOCK, proxy at $URL, client token '$TOKEN'"
 
@@ -58,7 +49,7 @@ curl -sN "$URL/v1/chat/completions" -H "Authorization: Bearer $TOKEN" -H 'conten
   while IFS= read -r line; do if [ -n "$line" ]; then printf '  %s\n' "${line:0:100}"; fi; done
 
 say "what the pool learned (the proxy's log: one line per request, keys as fingerprints)"
-grep -E 'INFO|WARN' "$work/proxy.log" | cut -c25- | sed 's/^/  /'
+grep -E 'INFO|WARN' "$work/proxy.err" | cut -c25- | sed 's/^/  /'
 
 say "usage table (gemini-key-manager usage)"
 sleep 1.2 # the usage file is written at most about a second after the last change

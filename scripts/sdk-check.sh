@@ -11,28 +11,16 @@ fi
 
 cargo build --quiet --bin gemini-key-manager --example mock_upstream
 TARGET=${CARGO_TARGET_DIR:-target}
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 KEYS="AIzaSySDKCHECK000000000000000000000000A,AIzaSySDKCHECK000000000000000000000000B"
 export STREAM_DELAY_MS=300
-"$TARGET/debug/examples/mock_upstream" --port 0 --keys "$KEYS" --delay-ms "$STREAM_DELAY_MS" --events 4 >"$work/mock.out" &
-pids+=($!)
-for _ in $(seq 100); do grep -q listening "$work/mock.out" 2>/dev/null && break; sleep 0.1; done
-MOCK_URL=$(grep -o 'http://[0-9.:]*' "$work/mock.out" | head -1)
-[ -n "$MOCK_URL" ] || { echo "mock upstream did not start"; exit 1; }
-
+start_mock "$TARGET/debug" --keys "$KEYS" --delay-ms "$STREAM_DELAY_MS" --events 4
 tr ',' '\n' <<<"$KEYS" >"$work/key.txt"
 export CLIENT_TOKEN="sdk-check-token"
-"$TARGET/debug/gemini-key-manager" --host 127.0.0.1 --port 0 --key-file "$work/key.txt" \
-  --usage-file "$work/usage.json" --token "$CLIENT_TOKEN" --upstream "$MOCK_URL" --log-dir "$work" \
-  2>"$work/proxy.err" &
-pids+=($!)
-for _ in $(seq 100); do grep -q 'listening on' "$work/proxy.err" 2>/dev/null && break; sleep 0.1; done
-ADDR=$(grep -o 'listening on [0-9.:]*' "$work/proxy.err" | head -1 | awk '{print $3}')
-[ -n "$ADDR" ] || { echo "proxy did not start"; cat "$work/proxy.err"; exit 1; }
+start_proxy "$TARGET/debug" "$work/proxy.err" --key-file "$work/key.txt" --usage-file "$work/usage.json" \
+  --token "$CLIENT_TOKEN" --upstream "$MOCK" --log-dir "$work"
 export PROXY_URL="http://$ADDR"
 
 status=0

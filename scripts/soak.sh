@@ -7,26 +7,15 @@ cd "$(dirname "$0")/.."
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 cargo build --quiet --release --bin gemini-key-manager --example mock_upstream
 BIN=${CARGO_TARGET_DIR:-target}/release
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 KEYS="AIzaSySOAK00000000000000000000000000001,AIzaSySOAK00000000000000000000000000002,AIzaSySOAK00000000000000000000000000003,AIzaSySOAK00000000000000000000000000004"
-"$BIN/examples/mock_upstream" --port 0 --keys "$KEYS" --delay-ms 20 --events 5 \
-  --day-quota-exhausted AIzaSySOAK00000000000000000000000000004 >"$work/mock.out" &
-pids+=($!)
-for _ in $(seq 100); do grep -q listening "$work/mock.out" 2>/dev/null && break; sleep 0.1; done
-MOCK=$(grep -o 'http://[0-9.:]*' "$work/mock.out")
+start_mock "$BIN" --keys "$KEYS" --delay-ms 20 --events 5 --day-quota-exhausted AIzaSySOAK00000000000000000000000000004
 tr ',' '\n' <<<"$KEYS" >"$work/key.txt"
-"$BIN/gemini-key-manager" --host 127.0.0.1 --port 0 --token soak --upstream "$MOCK" --key-file "$work/key.txt" \
-  --usage-file "$work/usage.json" --log-dir "$work" 2>/dev/null &
-proxy=$!
-pids+=($proxy)
-log="$work/gemini-key-manager.log"
-for _ in $(seq 100); do grep -q 'listening on' "$log" 2>/dev/null && break; sleep 0.1; done
-ADDR=$(grep -o 'listening on [0-9.:]*' "$log" | awk '{print $3}')
-[ -n "$ADDR" ] || { echo "cannot find the proxy's address"; exit 1; }
+PROXY_STDERR=/dev/null start_proxy "$BIN" "$work/gemini-key-manager.log" --token soak --upstream "$MOCK" \
+  --key-file "$work/key.txt" --usage-file "$work/usage.json" --log-dir "$work"
+proxy=$PROXY_PID
 
 cat >"$work/load.py" <<'PY'
 import http.client, json, os, sys, threading, time
