@@ -23,6 +23,7 @@ pub mod server;
 pub mod sse;
 pub mod store;
 pub mod store_format;
+pub mod transport;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -267,6 +268,10 @@ impl Handler for App {
 
 /// The one log line per request (SPEC §7).
 fn log_request(r: &RequestRecord) {
+    let level = if r.route == "healthz" { log::Level::Debug } else { log::Level::Info };
+    if !log::log_enabled!(level) {
+        return;
+    }
     let keys = if r.keys.is_empty() { "-".to_string() } else { r.keys.join(",") };
     let line = format!(
         "{} {} model={} surface={} status={} attempts={} keys={} latency_ms={:.1}{}{}{}",
@@ -282,11 +287,7 @@ fn log_request(r: &RequestRecord) {
         if r.client_gone { " client_gone" } else { "" },
         r.note.as_deref().map(|n| format!(" note=\"{n}\"")).unwrap_or_default(),
     );
-    if r.route == "healthz" {
-        log::debug!("{line}");
-    } else {
-        log::info!("{line}");
-    }
+    log::log!(level, "{line}");
 }
 
 /// A running proxy.

@@ -74,8 +74,7 @@ fn relay(
                     _ => ProxyError::UpstreamIo { message: format!("reading the answer failed: {e}") },
                 },
             )?;
-        let tokens =
-            serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| quota::usage_tokens(&v));
+        let tokens = quota::usage_tokens_of(&body);
         app.record_success(used, model, tokens.unwrap_or(0));
         remember_created(app, &body, used);
         ex.respond(Reply { status, headers, body });

@@ -181,8 +181,7 @@ impl UsageScanner {
         for payload in self.framer.feed(data) {
             // Cheap pre-check: most chunks carry no usage block.
             if payload.windows(13).any(|w| w == b"usageMetadata")
-                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&payload)
-                && let Some(t) = crate::quota::usage_tokens(&v)
+                && let Some(t) = crate::quota::usage_tokens_of(&payload)
             {
                 self.tokens = Some(t);
             }

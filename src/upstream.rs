@@ -130,7 +130,7 @@ impl Upstream {
             .output_buffer_size(16 * 1024)
             .build();
         Upstream {
-            agent: ureq::Agent::new_with_config(config),
+            agent: crate::transport::agent(config),
             origin: cfg.upstream.origin.clone(),
             base_path: cfg.upstream.base_path.clone(),
         }

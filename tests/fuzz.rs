@@ -1545,8 +1545,54 @@ fn keyfile_text() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// An answer body that may carry usage blocks of any shape, among other fields.
+fn usage_body() -> BoxedStrategy<Value> {
+    let count = prop_oneof![
+        3 => (0u64..1_000_000).prop_map(Value::from),
+        1 => any::<u64>().prop_map(Value::from),
+        1 => any_json(),
+    ];
+    let counts = |names: &'static [&'static str]| {
+        let spec = names.iter().map(|n| (*n, 0.6, count.clone().boxed())).collect();
+        prop_oneof![4 => fields(spec), 1 => any_json()].boxed()
+    };
+    let object = fields(vec![
+        ("candidates", 0.5, any_json()),
+        (
+            "usageMetadata",
+            0.6,
+            counts(&[
+                "totalTokenCount",
+                "promptTokenCount",
+                "candidatesTokenCount",
+                "thoughtsTokenCount",
+                "toolUsePromptTokenCount",
+            ]),
+        ),
+        ("usage", 0.4, counts(&["total_tokens", "prompt_tokens", "completion_tokens"])),
+        ("modelVersion", 0.3, any_json()),
+    ]);
+    prop_oneof![
+        6 => object.clone(),
+        1 => prop::collection::vec(object, 0..4).prop_map(Value::Array),
+        1 => any_json(),
+    ]
+    .boxed()
+}
+
 proptest! {
     #![proptest_config(config(2048))]
+
+    /// The raw-bytes token reader (every answer passes through it) agrees with the tree reader,
+    /// on whole bodies and on truncated ones.
+    #[test]
+    fn usage_tokens_of_raw_bytes_agrees_with_the_tree(body in usage_body(), cut in any::<usize>(), pretty in any::<bool>()) {
+        let raw = if pretty { serde_json::to_vec_pretty(&body) } else { serde_json::to_vec(&body) }.unwrap();
+        prop_assert_eq!(quota::usage_tokens_of(&raw), quota::usage_tokens(&body), "{}", String::from_utf8_lossy(&raw));
+        let cut = &raw[..cut % (raw.len() + 1)];
+        let tree = serde_json::from_slice::<Value>(cut).ok().and_then(|v| quota::usage_tokens(&v));
+        prop_assert_eq!(quota::usage_tokens_of(cut), tree);
+    }
 
     #[test]
     fn keyfile_keys_are_clean_and_unique(text in keyfile_text()) {
