@@ -66,14 +66,7 @@ fn relay(
     let mut headers = upstream::forward_response_headers(resp.headers());
     rewrite_upload_url(app, ex, &mut headers, used);
     if !streaming {
-        let body =
-            resp.into_body().with_config().limit(MAX_BUFFERED_ANSWER).read_to_vec().map_err(
-                |e| match &e {
-                    ureq::Error::Timeout(_) => ProxyError::UpstreamTimeout,
-                    ureq::Error::Io(io) if upstream::is_timeout(io) => ProxyError::UpstreamTimeout,
-                    _ => ProxyError::UpstreamIo { message: format!("reading the answer failed: {e}") },
-                },
-            )?;
+        let body = read_whole(resp.into_body())?;
         let tokens = quota::usage_tokens_of(&body);
         app.record_success(used, model, tokens.unwrap_or(0));
         remember_created(app, &body, used);
@@ -133,6 +126,22 @@ fn relay(
             }
         }
     }
+}
+
+/// Read a whole (non-streamed) answer, sized once from its `Content-Length` when it has one.
+fn read_whole(body: ureq::Body) -> Result<Vec<u8>, ProxyError> {
+    let fail = |e: std::io::Error| {
+        if upstream::is_timeout(&e) {
+            ProxyError::UpstreamTimeout
+        } else {
+            ProxyError::UpstreamIo { message: format!("reading the answer failed: {e}") }
+        }
+    };
+    let expected = body.content_length().unwrap_or(0).min(MAX_BUFFERED_ANSWER);
+    // One byte more than announced, so that reaching the end needs no second allocation.
+    let mut out = Vec::with_capacity(expected as usize + 1);
+    body.into_with_config().limit(MAX_BUFFERED_ANSWER).reader().read_to_end(&mut out).map_err(fail)?;
+    Ok(out)
 }
 
 /// Files and caches an answer created belong to the key that made them.

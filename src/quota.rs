@@ -377,8 +377,8 @@ mod fast {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Counts, A::Error> {
             let mut out = Counts { present: true, ..Counts::default() };
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                match self.0.iter().position(|n| *n == key) {
+            while let Some(wanted) = map.next_key_seed(KeyIndex(self.0))? {
+                match wanted {
                     // The last of duplicate keys wins, as in a `Value`.
                     Some(i) => out.fields[i] = map.next_value::<Count>()?,
                     None => {
@@ -409,6 +409,27 @@ mod fast {
         }
         fn visit_unit<E>(self) -> Result<Counts, E> {
             Ok(Counts::default())
+        }
+    }
+
+    /// A key as its position in a list of names (None: not one of them), read without copying
+    /// it (escaped keys are unescaped into serde_json's scratch buffer, not a new string).
+    struct KeyIndex(&'static [&'static str]);
+
+    impl<'de> serde::de::DeserializeSeed<'de> for KeyIndex {
+        type Value = Option<usize>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for KeyIndex {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object key")
+        }
+        fn visit_str<E>(self, key: &str) -> Result<Option<usize>, E> {
+            Ok(self.0.iter().position(|n| *n == key))
         }
     }
 

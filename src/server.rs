@@ -127,24 +127,32 @@ impl Exchange {
         self.request.is_none()
     }
 
-    /// Send a complete answer.
+    /// Send a complete answer: head and body in one write (tiny_http's `respond` formatted every
+    /// header separately and allocated twice per header), with `Content-Length`.
     pub fn respond(&mut self, reply: Reply) {
         let Some(req) = self.request.take() else { return };
         self.record.status = reply.status;
-        let len = reply.body.len();
-        let mut resp = tiny_http::Response::new(
-            tiny_http::StatusCode(reply.status),
-            Vec::with_capacity(reply.headers.len()),
-            std::io::Cursor::new(reply.body),
-            Some(len),
-            None,
-        );
-        for (name, value) in &reply.headers {
-            if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-                resp.add_header(h);
-            }
+        let Reply { status, headers, body } = reply;
+        // 1xx, 204 and 304 carry no body; HEAD gets the length of the body it would have had.
+        let bodiless = matches!(status, 100..=199 | 204 | 304);
+        let send_body = !bodiless && self.method != "HEAD";
+        let mut out = Vec::with_capacity(256 + if send_body { body.len() } else { 0 });
+        write_head(&mut out, self.http10, status, &headers);
+        if !matches!(status, 100..=199 | 204) {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        if let Err(e) = req.respond(resp) {
+        out.extend_from_slice(b"\r\n");
+        let sent = if send_body && body.len() > BODY_COPY_LIMIT {
+            req.respond_raw(&[&out, &body])
+        } else {
+            if send_body {
+                out.extend_from_slice(&body);
+            }
+            req.respond_raw(&[&out])
+        };
+        if let Err(e) = sent {
             self.record.client_gone = true;
             log::debug!("writing the answer failed: {e}");
         }
@@ -162,27 +170,62 @@ impl Exchange {
         self.record.status = status;
         self.record.streamed = true;
         let chunked = !self.http10;
-        let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-        for (name, value) in headers {
-            if !valid_header(name, value) {
-                continue;
-            }
-            head.push_str(name);
-            head.push_str(": ");
-            head.push_str(value);
-            head.push_str("\r\n");
-        }
-        if chunked {
-            head.push_str("Transfer-Encoding: chunked\r\n");
+        let mut head = Vec::with_capacity(256);
+        write_head(&mut head, self.http10, status, headers);
+        head.extend_from_slice(if chunked {
+            b"Transfer-Encoding: chunked\r\n\r\n"
         } else {
-            head.push_str("Connection: close\r\n");
-        }
-        head.push_str("\r\n");
+            b"Connection: close\r\n\r\n"
+        });
         let mut out = req.into_writer();
-        out.write_all(head.as_bytes())?;
+        out.write_all(&head)?;
         out.flush()?;
         Ok(StreamWriter { out, chunked, bytes: 0 })
     }
+}
+
+/// Bodies up to this size are copied behind the head and leave in one write.
+const BODY_COPY_LIMIT: usize = 64 * 1024;
+
+/// Status line, `Date`, and the valid headers of an answer, except the framing ones (the caller
+/// adds its own `Content-Length` or `Transfer-Encoding` and the blank line).
+fn write_head(out: &mut Vec<u8>, http10: bool, status: u16, headers: &[(String, String)]) {
+    out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(tiny_http::StatusCode(status).default_reason_phrase().as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    http_date(|date| out.extend_from_slice(date.as_bytes()));
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if !valid_header(name, value)
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("date")
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The current time as an HTTP date, formatted once a second per thread.
+fn http_date(use_it: impl FnOnce(&str)) {
+    use std::cell::RefCell;
+    thread_local! {
+        static DATE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = chrono::Utc::now();
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != now.timestamp() {
+            *d = (now.timestamp(), now.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+        }
+        use_it(&d.1);
+    });
 }
 
 fn valid_header(name: &str, value: &str) -> bool {
@@ -223,25 +266,6 @@ impl StreamWriter {
             self.out.write_all(b"0\r\n\r\n")?;
         }
         self.out.flush()
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Status",
     }
 }
 
