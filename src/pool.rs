@@ -217,6 +217,15 @@ impl Key {
         }
     }
 
+    /// Is `pid` this key's project (what `project_id` would return)?
+    fn belongs_to(&self, pid: &ProjectId) -> bool {
+        match (pid, &self.project) {
+            (ProjectId::Label(l), Some(label)) => l == label,
+            (ProjectId::Solo(f), None) => *f == self.fingerprint,
+            _ => false,
+        }
+    }
+
     fn project_id(&self) -> ProjectId {
         match &self.project {
             Some(label) => ProjectId::Label(label.clone()),
@@ -358,13 +367,17 @@ impl KeyState {
 
     /// When key `idx` stops being blocked for `model` (its project's limit for the model or for
     /// all models), if it is blocked at `now`.
+    /// (Runs for every pick: a scan of the few running limits, without building their keys.)
     fn blocked_until(&self, idx: usize, model: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let pid = self.keys[idx].project_id();
-        let specific = self.limits.get(&(pid.clone(), model.to_string()));
-        let all = self.limits.get(&(pid, ALL_MODELS.to_string()));
-        let a = specific.and_then(|l| l.blocked_until(now));
-        let b = all.and_then(|l| l.blocked_until(now));
-        a.max(b)
+        if self.limits.is_empty() {
+            return None;
+        }
+        let key = &self.keys[idx];
+        self.limits
+            .iter()
+            .filter(|((pid, m), _)| key.belongs_to(pid) && (m == model || m == ALL_MODELS))
+            .filter_map(|(_, limit)| limit.blocked_until(now))
+            .max()
     }
 
     /// Pick the next key for `model`: round-robin over the keys usable for it, skipping `tried`
