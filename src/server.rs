@@ -78,11 +78,15 @@ pub struct StreamWriter {
 }
 
 impl Exchange {
-    fn new(request: tiny_http::Request, started: Instant) -> Exchange {
+    fn new(mut request: tiny_http::Request, started: Instant) -> Exchange {
         let headers = request
-            .headers()
-            .iter()
-            .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
+            .take_headers()
+            .into_iter()
+            .map(|h| {
+                let mut name = String::from(h.field.into_ascii_string());
+                name.make_ascii_lowercase();
+                (name, String::from(h.value))
+            })
             .collect();
         let method = request.method().as_str().to_string();
         let target = request.url().to_string();

@@ -139,8 +139,7 @@ impl ClientConnection {
                     if line.is_empty() {
                         break;
                     };
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
+                    headers.push(match crate::common::Header::from_line(line) {
                         Ok(h) => h,
                         _ => return Err(ReadError::WrongHeader(version)),
                     });

@@ -194,6 +194,26 @@ impl FromStr for Header {
     }
 }
 
+impl Header {
+    /// Parses a header line the way `from_str` does, keeping the line's own allocation for the
+    /// field name (gemini-key-manager patch: one allocation per header instead of three).
+    pub(crate) fn from_line(line: AsciiString) -> Result<Header, ()> {
+        let text = line.as_str().trim();
+        let colon = text.find(':').ok_or(())?;
+        let field = &text[..colon];
+        if field.contains(char::is_whitespace) {
+            return Err(());
+        }
+        let value = AsciiString::from_ascii(text[colon + 1..].trim()).map_err(|_| ())?;
+        let start = line.as_str().len() - line.as_str().trim_start().len();
+        let mut bytes: Vec<u8> = line.into();
+        bytes.truncate(start + colon);
+        bytes.drain(..start);
+        let field = AsciiString::from_ascii(bytes).map_err(|_| ())?;
+        Ok(Header { field: HeaderField(field), value })
+    }
+}
+
 impl Display for Header {
     fn fmt(&self, formatter: &mut Formatter<'_>) -> Result<(), fmt::Error> {
         write!(formatter, "{}: {}", self.field, self.value.as_str())
@@ -207,6 +227,11 @@ impl Display for Header {
 pub struct HeaderField(AsciiString);
 
 impl HeaderField {
+    /// The name as sent (gemini-key-manager patch).
+    pub fn into_ascii_string(self) -> AsciiString {
+        self.0
+    }
+
     pub fn from_bytes<B>(bytes: B) -> Result<HeaderField, FromAsciiError<B>>
     where
         B: Into<Vec<u8>> + AsRef<[u8]>,
