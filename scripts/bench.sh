@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Loopback benchmark of gemini-key-manager against nginx.
 #
-#   scripts/bench.sh                 # BENCH_SECONDS=10 per wrk pass, about 3.5 minutes after the build
+#   scripts/bench.sh                 # BENCH_SECONDS=10 per wrk pass, about 5.5 minutes after the build
 #   BENCH_SECONDS=5 scripts/bench.sh
 #
 # What it does (everything on 127.0.0.1, every process it starts is stopped on exit):
@@ -9,7 +9,8 @@
 #      the proxy and the mock_upstream example in release mode (CARGO_TARGET_DIR is honoured);
 #   2. starts nginx as a fake Gemini upstream (a fixed generateContent answer), nginx as a plain reverse
 #      proxy to it (keepalive pool), and our proxy in front of the same upstream;
-#   3. drives each with wrk: a saturating pass (-t2 -c32) and a light pass (-t1 -c4), --latency;
+#   3. drives each with wrk: a saturating pass (-t2 -c32) and a light pass (-t1 -c4), --latency, in
+#      BENCH_ROUNDS rounds (default 3) that take the targets in turn; the table shows each figure's median;
 #   4. measures time to first event of a spaced-out SSE stream (mock_upstream, 200 ms between events),
 #      direct vs through a second instance of our proxy (scripts/bench/ttfe.py);
 #      and, interleaved with those, through the same proxy's OpenAI route (/v1/chat/completions, streamed);
@@ -24,15 +25,16 @@
 #   8. prints one table, the ratios against their goals, our proxy's RSS and the binary's size, then one
 #      section each for 5, 6 and 7.
 #
-# Environment: BENCH_SECONDS (per wrk pass, default 10), BENCH_TTFE_N (default 30), BENCH_STREAMS (concurrent
-# streams, default 256, at most 300), BENCH_KEEP_TMP=1 keeps the temporary directory (configs, wrk outputs,
-# logs). Exit status 1 if any request failed (non-2xx, socket errors, wrong body, stream errors, a stream
+# Environment: BENCH_SECONDS (per wrk pass, default 10), BENCH_ROUNDS (of the main table, default 3),
+# BENCH_TTFE_N (default 30), BENCH_STREAMS (concurrent streams, default 256, at most 300), BENCH_KEEP_TMP=1
+# keeps the temporary directory (configs, wrk outputs, logs). Exit status 1 if any request failed (non-2xx, socket errors, wrong body, stream errors, a stream
 # short of events).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HERE=$ROOT/scripts/bench
 PASS_SECONDS=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
 TTFE_N=${BENCH_TTFE_N:-30}
 STREAMS_N=${BENCH_STREAMS:-256}
 STREAM_EVENTS=8 STREAM_DELAY_MS=500
@@ -51,6 +53,7 @@ die() {
 }
 
 [[ $PASS_SECONDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer, got '$PASS_SECONDS'"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer, got '$ROUNDS'"
 [[ $TTFE_N =~ ^[1-9][0-9]*$ ]] || die "BENCH_TTFE_N must be a positive integer, got '$TTFE_N'"
 [[ $STREAMS_N =~ ^[1-9][0-9]*$ ]] && ((STREAMS_N <= STREAM_WORKERS)) ||
     die "BENCH_STREAMS must be an integer from 1 to $STREAM_WORKERS, got '$STREAMS_N'"
@@ -277,14 +280,21 @@ run_wrk() { # PASS TARGET THREADS CONNECTIONS SECONDS [record]
     fi
 }
 
-for target in "${TARGETS[@]}"; do
-    log "saturating pass (-t2 -c32 -d${PASS_SECONDS}s) against $target, after a 1 s warm-up"
-    run_wrk warmup "$target" 2 32 1
-    run_wrk saturating "$target" 2 32 "$PASS_SECONDS" record
+# Rounds: each target in turn, ROUNDS times, so that a slow moment of this shared machine hits every
+# target alike; the report takes the median of the rounds.
+for ((round = 1; round <= ROUNDS; round++)); do
+    for target in "${TARGETS[@]}"; do
+        log "saturating pass (-t2 -c32 -d${PASS_SECONDS}s) against $target, round $round of $ROUNDS," \
+            "after a 1 s warm-up"
+        run_wrk warmup "$target" 2 32 1
+        run_wrk saturating "$target" 2 32 "$PASS_SECONDS" record
+    done
 done
-for target in "${TARGETS[@]}"; do
-    log "light pass (-t1 -c4 -d${PASS_SECONDS}s) against $target"
-    run_wrk light "$target" 1 4 "$PASS_SECONDS" record
+for ((round = 1; round <= ROUNDS; round++)); do
+    for target in "${TARGETS[@]}"; do
+        log "light pass (-t1 -c4 -d${PASS_SECONDS}s) against $target, round $round of $ROUNDS"
+        run_wrk light "$target" 1 4 "$PASS_SECONDS" record
+    done
 done
 
 # Memory right after the load, before anything else touches it.

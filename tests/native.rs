@@ -429,3 +429,66 @@ fn when_every_worker_is_busy_and_the_queue_is_full_the_answer_is_503_at_once() {
     drop(mock); // lets the hanging request end
     let _ = hanging.join();
 }
+
+/// Answers are formatted by the proxy itself (head and body in one write): on one keep-alive
+/// connection a 204 carries no body and no length, a 200 exactly its `Content-Length`, so the
+/// next answer starts where it should.
+#[test]
+fn answers_on_one_keep_alive_connection_are_framed_exactly() {
+    let mock = MockUpstream::start(&KEYS);
+    mock.set_script(|r| {
+        (r.method == "DELETE").then(|| Reply::Http { status: 204, headers: vec![], body: vec![] })
+    });
+    let proxy = Proxy::start(&mock);
+    let mut s = TcpStream::connect(proxy.handle.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let head = |r: &mut BufReader<TcpStream>| -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            assert!(line.ends_with("\r\n"), "every head line ends with CRLF: {line:?}");
+            if line == "\r\n" {
+                return lines;
+            }
+            lines.push(line.trim_end().to_string());
+        }
+    };
+    let length = |h: &[String]| {
+        h.iter().find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.parse::<usize>().unwrap())
+        })
+    };
+
+    write!(s, "DELETE /v1beta/cachedContents/abc HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {TOKEN}\r\n\r\n")
+        .unwrap();
+    let h = head(&mut r);
+    assert_eq!(h[0], "HTTP/1.1 204 No Content");
+    assert_eq!(length(&h), None, "{h:?}");
+    assert!(h.iter().any(|l| l.starts_with("Date: ") && l.ends_with(" GMT")), "{h:?}");
+
+    for _ in 0..2 {
+        write!(s, "GET /v1beta/models HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {TOKEN}\r\n\r\n").unwrap();
+        let h = head(&mut r);
+        assert_eq!(h[0], "HTTP/1.1 200 OK");
+        let mut body = vec![0u8; length(&h).expect("a Content-Length")];
+        r.read_exact(&mut body).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["models"].is_array());
+    }
+
+    // The proxy's own answers (an unknown path) too, and a HEAD gets the length without the body.
+    write!(s, "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let h = head(&mut r);
+    assert_eq!(h[0], "HTTP/1.1 404 Not Found");
+    let mut body = vec![0u8; length(&h).unwrap()];
+    r.read_exact(&mut body).unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("NOT_FOUND"), "{}", String::from_utf8_lossy(&body));
+    write!(s, "HEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let h = head(&mut r);
+    assert_eq!(h[0], "HTTP/1.1 404 Not Found");
+    assert!(length(&h).is_some_and(|n| n > 0), "HEAD gets the length of the body it would have had: {h:?}");
+    write!(s, "GET /v1beta/models HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {TOKEN}\r\n\r\n").unwrap();
+    assert_eq!(head(&mut r)[0], "HTTP/1.1 200 OK", "no body bytes after the HEAD answer");
+}

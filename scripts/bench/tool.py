@@ -94,20 +94,37 @@ def cpu_seconds(pid):
     print(f"{total / os.sysconf('SC_CLK_TCK'):.2f}")
 
 
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
 def read_results(results_path):
-    """{(pass, target): row} and the order of the rows, from run_wrk's "record" lines."""
-    rows = {}
+    """{(pass, target): row} and the order of the rows, from run_wrk's "record" lines. A pass run
+    several times (rounds) gives one row: the median of each figure, the sum of the counts, and
+    every round's figures in row["rounds"] (in the order they ran)."""
+    runs = {}
     order = []
     with open(results_path, encoding="utf-8") as f:
         for line in f:
             if not line.strip():
                 continue
             pass_, target, conns, rps, p50, p99, non2xx, sockerr, total, cpu = line.split()
-            rows[(pass_, target)] = dict(
+            run = dict(
                 rps=float(rps), p50=float(p50), p99=float(p99), non2xx=int(non2xx), sockerr=int(sockerr),
                 total=int(total), cpu=float(cpu), cycle=int(conns) * 1000.0 / float(rps) if float(rps) else 0.0,
             )
-            order.append((pass_, target))
+            if (pass_, target) not in runs:
+                runs[(pass_, target)] = []
+                order.append((pass_, target))
+            runs[(pass_, target)].append(run)
+    rows = {}
+    for key, rounds in runs.items():
+        row = {f: median([r[f] for r in rounds]) for f in ("rps", "p50", "p99", "cpu", "cycle")}
+        row.update({f: sum(r[f] for r in rounds) for f in ("non2xx", "sockerr", "total")})
+        row["rounds"] = rounds
+        rows[key] = row
     return rows, order
 
 
@@ -123,6 +140,10 @@ def print_rows(rows, order):
 def report(results_path, ttfe_path):
     rows, order = read_results(results_path)
     print_rows(rows, order)
+    rounds = max(len(r["rounds"]) for r in rows.values())
+    if rounds > 1:
+        print(f"(each figure: the median of {rounds} rounds; the rounds ran the targets in turn, so that all of them "
+              "saw the same machine)")
     print("(p50/p99: wrk's per-request latency, timed from the moment wrk writes the request; cycle ms: "
           "connections / req/s,\n the mean time per request on each "
           "connection (Little's law), which also counts gaps between requests that wrk's timer misses;\n cpu us/req: CPU time of the target's own processes, all threads, "
@@ -138,7 +159,13 @@ def report(results_path, ttfe_path):
     parts = []
     g, n = get("saturating", "gkm-proxy", "rps"), get("saturating", "nginx-proxy", "rps")
     if g is not None and n:
-        parts.append(f"gkm/nginx saturating throughput = {g / n:.2f} (goal >= 0.5: {verdict(g / n >= 0.5)})")
+        per_round = [
+            a["rps"] / b["rps"]
+            for a, b in zip(rows[("saturating", "gkm-proxy")]["rounds"], rows[("saturating", "nginx-proxy")]["rounds"])
+            if b["rps"]
+        ]
+        each = f"; by round: {', '.join(f'{x:.2f}' for x in per_round)}" if len(per_round) > 1 else ""
+        parts.append(f"gkm/nginx saturating throughput = {g / n:.2f} (goal >= 0.5: {verdict(g / n >= 0.5)}{each})")
     d50, g50, n50 = (get("light", t, "p50") for t in ("direct", "gkm-proxy", "nginx-proxy"))
     d99, g99, n99 = (get("light", t, "p99") for t in ("direct", "gkm-proxy", "nginx-proxy"))
     if None not in (d50, g50, d99, g99):
