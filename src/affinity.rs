@@ -120,6 +120,14 @@ fn walk(
     }
 }
 
+/// Does `bytes` contain `files/` or `cachedContents/`? (Every request and answer is checked: one
+/// pass looking at the few slashes, instead of comparing both names at every position.)
+pub fn mentions_resource(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'/' && (bytes[..i].ends_with(b"files") || bytes[..i].ends_with(b"cachedContents"))
+    })
+}
+
 /// Names a request refers to: in its path, its `upload_id`, and its JSON body.
 pub fn referenced(path: &str, upload_id: Option<&str>, body: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
@@ -127,10 +135,10 @@ pub fn referenced(path: &str, upload_id: Option<&str>, body: &[u8]) -> Vec<Strin
     if let Some(id) = upload_id {
         out.push(upload_name(id));
     }
-    resources_in(path, &mut out, &mut seen);
-    let mentions = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    if !body.is_empty()
-        && (mentions(b"files/") || mentions(b"cachedContents/"))
+    if mentions_resource(path.as_bytes()) {
+        resources_in(path, &mut out, &mut seen);
+    }
+    if mentions_resource(body)
         && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
     {
         walk(&v, 0, &mut out, &mut seen);
@@ -156,6 +164,18 @@ mod tests {
 
     fn t(h: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + h * 3600, 0).unwrap()
+    }
+
+    #[test]
+    fn mentions_are_found_anywhere_and_only_with_the_slash() {
+        for yes in [&b"files/a"[..], b"x/cachedContents/", b"\"files/\"", b"/v1beta/files/abc:download"] {
+            assert!(mentions_resource(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in
+            [&b""[..], b"/", b"files", b"file/", b"cachedContent/x", b"/v1beta/models/m:generateContent"]
+        {
+            assert!(!mentions_resource(no), "{}", String::from_utf8_lossy(no));
+        }
     }
 
     #[test]

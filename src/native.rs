@@ -149,8 +149,7 @@ fn read_whole(body: ureq::Body) -> Result<Vec<u8>, ProxyError> {
 
 /// Files and caches an answer created belong to the key that made them.
 fn remember_created(app: &App, body: &[u8], used: &KeyUsed) {
-    let mentions = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    if !(mentions(b"files/") || mentions(b"cachedContents/")) {
+    if !affinity::mentions_resource(body) {
         return;
     }
     let names = affinity::created(body);
