@@ -381,13 +381,14 @@ impl KeyState {
     }
 
     /// Pick the next key for `model`: round-robin over the keys usable for it, skipping `tried`
-    /// (indices this request already used). See [`Pick::Exhausted`] for when none is left.
-    pub fn pick(&mut self, model: Option<&str>, tried: &[usize], now: DateTime<Utc>) -> Pick {
+    /// (fingerprints of the keys this request already used: indices would shift if the key file
+    /// were reloaded between two attempts). See [`Pick::Exhausted`] for when none is left.
+    pub fn pick(&mut self, model: Option<&str>, tried: &[String], now: DateTime<Utc>) -> Pick {
         self.rollover(now);
         let n = self.keys.len();
         for step in 0..n {
             let idx = (self.cursor + step) % n;
-            if tried.contains(&idx) || !self.usable(idx, model, now) {
+            if tried.contains(&self.keys[idx].fingerprint) || !self.usable(idx, model, now) {
                 continue;
             }
             self.cursor = (idx + 1) % n;
@@ -815,6 +816,11 @@ mod tests {
         projects.iter().enumerate().map(|(i, p)| KeySpec::new(&key(i), *p)).collect()
     }
 
+    /// The fingerprints of the keys `pool` made at these indices.
+    fn tried(idx: &[usize]) -> Vec<String> {
+        idx.iter().map(|&i| fingerprint(&key(i))).collect()
+    }
+
     fn pool(n: usize, now: DateTime<Utc>) -> KeyState {
         KeyState::new(specs(&vec![None; n]), LA, now)
     }
@@ -893,14 +899,28 @@ mod tests {
     #[test]
     fn pick_skips_tried_keys_then_reports_exhausted() {
         let mut s = pool(3, t0());
-        assert_eq!(picked(&s.pick(FLASH, &[0], t0())), 1);
-        assert_eq!(picked(&s.pick(FLASH, &[0, 2], t0())), 1);
-        let p = s.pick(FLASH, &[0, 1, 2], t0());
+        assert_eq!(picked(&s.pick(FLASH, &tried(&[0]), t0())), 1);
+        assert_eq!(picked(&s.pick(FLASH, &tried(&[0, 2]), t0())), 1);
+        let p = s.pick(FLASH, &tried(&[0, 1, 2]), t0());
         // Usable keys exist, this request tried them all: usable again "now".
         assert_eq!(
             p,
             Pick::Exhausted { retry_after_secs: 1, until: Some(t0()), model: FLASH.map(str::to_string) }
         );
+    }
+
+    #[test]
+    fn keys_tried_before_a_reload_stay_tried_after_it() {
+        let mut s = pool(3, t0());
+        // Key 1 was tried; a reload drops key 0, so key 1 moves to index 0 and key 2 to index 1.
+        s.reload(specs(&[None; 3]).into_iter().skip(1).collect()).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                s.pick(FLASH, &tried(&[1]), t0()),
+                Pick::Key { idx: 1, key: key(2), fingerprint: fingerprint(&key(2)) }
+            );
+        }
+        assert!(matches!(s.pick(FLASH, &tried(&[1, 2]), t0()), Pick::Exhausted { .. }));
     }
 
     #[test]
@@ -975,7 +995,7 @@ mod tests {
         assert_eq!(picked(&s.pick(PRO, &[], t0())), 0, "other model unaffected");
         assert_eq!(s.usable_for(FLASH, until - Duration::milliseconds(1)), 1);
         assert_eq!(s.usable_for(FLASH, until), 2, "usable again when it ends");
-        assert_eq!(picked(&s.pick(FLASH, &[1], until)), 0);
+        assert_eq!(picked(&s.pick(FLASH, &tried(&[1]), until)), 0);
     }
 
     #[test]

@@ -249,7 +249,7 @@ pub fn call_with_keys(
     out: &Outgoing,
     pinned: Option<&str>,
 ) -> Result<(http::Response<ureq::Body>, KeyUsed), ProxyError> {
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried: Vec<String> = Vec::new();
     let mut last: Option<ProxyError> = None;
     let mut last_was_transient = false;
     loop {
@@ -281,7 +281,7 @@ pub fn call_with_keys(
                 });
             }
         };
-        tried.push(idx);
+        tried.push(fingerprint.clone());
         record.attempts += 1;
         record.keys.push(fingerprint.clone());
         let started = std::time::Instant::now();
