@@ -39,9 +39,8 @@ pub fn handle(app: &App, ex: &mut Exchange, target: &Target, key_style: KeyStyle
     let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
     let (resp, used) =
         upstream::call_with_keys(app, &mut ex.record, model.as_deref(), &out, pinned.as_deref())?;
-    // 204 and 304 have no body to stream (chunked framing would put one on the wire).
-    let bodiless = matches!(resp.status().as_u16(), 100..=199 | 204 | 304);
-    let streaming = !bodiless
+    // A 204 or 304 has no body to stream (chunked framing would put one on the wire).
+    let streaming = !crate::server::bodiless(resp.status().as_u16())
         && (target.path.contains(":streamGenerateContent")
             || content_type(&resp).starts_with("text/event-stream")
             || !is_json(&resp) && resp.body().content_length().is_none());

@@ -137,9 +137,8 @@ impl Exchange {
         let Some(req) = self.request.take() else { return };
         self.record.status = reply.status;
         let Reply { status, headers, body } = reply;
-        // 1xx, 204 and 304 carry no body; HEAD gets the length of the body it would have had.
-        let bodiless = matches!(status, 100..=199 | 204 | 304);
-        let send_body = !bodiless && self.method != "HEAD";
+        // HEAD gets the length of the body it would have had.
+        let send_body = !bodiless(status) && self.method != "HEAD";
         let mut out = Vec::with_capacity(256 + if send_body { body.len() } else { 0 });
         write_head(&mut out, self.http10, status, &headers);
         if !matches!(status, 100..=199 | 204) {
@@ -186,6 +185,11 @@ impl Exchange {
         out.flush()?;
         Ok(StreamWriter { out, chunked, bytes: 0 })
     }
+}
+
+/// Statuses whose answers carry no body: 1xx, 204 and 304.
+pub fn bodiless(status: u16) -> bool {
+    matches!(status, 100..=199 | 204 | 304)
 }
 
 /// Bodies up to this size are copied behind the head and leave in one write.
