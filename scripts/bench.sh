@@ -100,19 +100,25 @@ MOCK=$TARGET_DIR/release/examples/mock_upstream
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gkm-bench.XXXXXX")
 PIDS=()
 
+# reap PID: up to 5 s for a process already sent TERM to exit, then KILL; collects its status.
+reap() {
+    local i
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
 cleanup() {
-    local rc=$? pid i
+    local rc=$? pid
     trap - EXIT INT TERM
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
     for pid in "${PIDS[@]}"; do
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        reap "$pid"
     done
     if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
         log "kept $WORK"
@@ -129,14 +135,9 @@ tool() { python3 "$HERE/tool.py" "$@"; }
 
 # stop_pid PID: TERM, up to 5 s to exit, then KILL; the clean-up forgets it.
 stop_pid() {
-    local pid=$1 p i rest=()
+    local pid=$1 p rest=()
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    reap "$pid"
     for p in "${PIDS[@]}"; do
         [[ $p == "$pid" ]] || rest+=("$p")
     done

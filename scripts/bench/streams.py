@@ -32,6 +32,8 @@ import statistics
 import sys
 import time
 
+from tool import pct  # scripts/bench/tool.py, next to this script
+
 PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
 BODY = b'{"contents":[{"role":"user","parts":[{"text":"Count to eight, slowly."}]}]}'
 
@@ -170,12 +172,6 @@ class Stream:
             self._finish(now)
         elif self.state not in ("done", "failed"):
             self._fail(f"connection closed by the server in state {self.state}")
-
-
-def pct(values, p):
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))  # nearest rank
-    return ordered[int(rank) - 1]
 
 
 def main():

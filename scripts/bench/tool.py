@@ -17,6 +17,7 @@ import json
 import os
 import re
 import socket
+import statistics
 import sys
 
 
@@ -94,10 +95,11 @@ def cpu_seconds(pid):
     print(f"{total / os.sysconf('SC_CLK_TCK'):.2f}")
 
 
-def median(values):
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+def pct(values, p):
+    """The p-th percentile of values (nearest rank); shared with streams.py and ttfe.py."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))  # nearest rank
+    return ordered[int(rank) - 1]
 
 
 def read_results(results_path):
@@ -121,7 +123,7 @@ def read_results(results_path):
             runs[(pass_, target)].append(run)
     rows = {}
     for key, rounds in runs.items():
-        row = {f: median([r[f] for r in rounds]) for f in ("rps", "p50", "p99", "cpu", "cycle")}
+        row = {f: statistics.median([r[f] for r in rounds]) for f in ("rps", "p50", "p99", "cpu", "cycle")}
         row.update({f: sum(r[f] for r in rounds) for f in ("non2xx", "sockerr", "total")})
         row["rounds"] = rounds
         rows[key] = row

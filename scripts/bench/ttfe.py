@@ -23,6 +23,8 @@ import statistics
 import sys
 import time
 
+from tool import pct  # scripts/bench/tool.py, next to this script
+
 PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
 BODY = b'{"contents":[{"role":"user","parts":[{"text":"Count to three, slowly."}]}]}'
 OPENAI_PATH = "/v1/chat/completions"
@@ -148,12 +150,6 @@ def _scan(text, first, events, t0):
             if first is None:
                 first = (time.perf_counter() - t0) * 1000.0
     return first, events, text
-
-
-def pct(values, p):
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))  # nearest rank
-    return ordered[int(rank) - 1]
 
 
 def main():
