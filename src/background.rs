@@ -44,7 +44,7 @@ pub fn reload_keys(app: &App, why: &str) -> Result<(), String> {
     for w in &parsed.warnings {
         log::warn!("key file {}: {w}", path.display());
     }
-    crate::logging::add_secrets(parsed.keys.iter().map(|k| k.key.clone()));
+    crate::redact::add_keys(parsed.keys.iter().map(|k| k.key.clone()));
     let report = app.pool.lock().reload(parsed.keys).map_err(|e| {
         log::error!("key file reload ({why}) refused: {e}");
         e.to_string()
@@ -69,7 +69,10 @@ pub fn probe_key(app: &App, key: &str) -> Result<(u16, Outcome), String> {
         body: &[],
         key_style: KeyStyle::GoogHeader,
     };
-    let resp = app.upstream.send(&out, key).map_err(|e| format!("{:?}", e.into_error().message()))?;
+    let resp = app
+        .upstream
+        .send(&out, key, std::time::Duration::MAX)
+        .map_err(|e| format!("{:?}", e.into_error().message()))?;
     let status = resp.status().as_u16();
     let body = resp.into_body().with_config().limit(1 << 20).read_to_vec().unwrap_or_default();
     Ok((status, quota::classify(status, &body)))

@@ -112,6 +112,18 @@ const OPTIONS: &[OptSpec] = &[
         help: "log file size before it rotates",
     },
     OptSpec { flag: "log-keep", env: "LOG_KEEP", default: "5", help: "rotated log files kept" },
+    OptSpec {
+        flag: "max-attempts",
+        env: "MAX_ATTEMPTS",
+        default: "3",
+        help: "keys tried for one request after transient failures (5xx, timeouts)",
+    },
+    OptSpec {
+        flag: "request-deadline",
+        env: "REQUEST_DEADLINE",
+        default: "120",
+        help: "seconds for all attempts of one request before its answer starts",
+    },
 ];
 
 /// What the command line asked for.
@@ -154,9 +166,16 @@ pub struct Config {
     pub reprobe_interval: Duration,
     pub log_max_bytes: u64,
     pub log_keep: usize,
+    /// Transient failures (5xx, timeouts, connection errors) retried on at most this many keys.
+    pub max_attempts: u32,
+    /// All attempts of one request fit in this (SPEC §5 retry budget).
+    pub request_deadline: Duration,
     /// Read/write timeout of client sockets. Not an option of SPEC §2 (always 30 s there);
     /// tests shorten it.
     pub client_timeout: Duration,
+    /// How long a request body may stop arriving before 408 (not an option of SPEC §2; tests
+    /// shorten it).
+    pub body_timeout: Duration,
 }
 
 impl Config {
@@ -320,6 +339,8 @@ impl Config {
         let reprobe_interval = Duration::from_secs(num("reprobe-interval", 1, 7 * 86_400));
         let log_max_bytes = num("log-max-bytes", 1024, 1 << 40);
         let log_keep = num("log-keep", 0, 1000) as usize;
+        let max_attempts = num("max-attempts", 1, 1000) as u32;
+        let request_deadline = Duration::from_secs(num("request-deadline", 1, 86_400));
 
         let host = raw.get("host").trim().to_string();
         if host.is_empty() || host.parse::<std::net::IpAddr>().is_err() && !is_hostname(&host) {
@@ -395,7 +416,10 @@ impl Config {
             reprobe_interval,
             log_max_bytes,
             log_keep,
+            max_attempts,
+            request_deadline,
             client_timeout: crate::server::CLIENT_TIMEOUT,
+            body_timeout: crate::server::BODY_TIMEOUT,
         })
     }
 }

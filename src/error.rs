@@ -69,6 +69,16 @@ pub enum ProxyError {
     Internal {
         message: String,
     },
+    /// The request's framing or request line was refused before any upstream attempt (RFC 9112:
+    /// 400 ambiguous framing, 414 request line too long, 501 unknown transfer coding).
+    Framing {
+        status: u16,
+        reason: &'static str,
+    },
+    /// The request body stopped arriving (408).
+    BodyTimeout,
+    /// The client left while the request was being served; nobody reads the answer.
+    ClientGone,
 }
 
 /// A complete, buffered HTTP answer.
@@ -106,7 +116,22 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => 504,
             ProxyError::UpstreamIo { .. } => 502,
             ProxyError::Internal { .. } => 500,
+            ProxyError::Framing { status, .. } => *status,
+            ProxyError::BodyTimeout => 408,
+            ProxyError::ClientGone => 499,
         }
+    }
+
+    /// Answers after which the connection must close: the body was not read (or not whole), so
+    /// where the next request would start is unknown.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::TooLarge { .. }
+                | ProxyError::Unauthorized
+                | ProxyError::Framing { .. }
+                | ProxyError::BodyTimeout
+        )
     }
 
     pub fn fault(&self) -> Fault {
@@ -115,7 +140,10 @@ impl ProxyError {
             | ProxyError::Unauthorized
             | ProxyError::NotFound { .. }
             | ProxyError::MethodNotAllowed
-            | ProxyError::TooLarge { .. } => Fault::Client,
+            | ProxyError::TooLarge { .. }
+            | ProxyError::Framing { .. }
+            | ProxyError::BodyTimeout
+            | ProxyError::ClientGone => Fault::Client,
             ProxyError::NoKeyAvailable { .. }
             | ProxyError::UpstreamStatus { .. }
             | ProxyError::UpstreamTimeout
@@ -164,6 +192,11 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "The upstream did not answer within the read timeout".into(),
             ProxyError::UpstreamIo { message } => format!("The upstream could not be reached: {message}"),
             ProxyError::Internal { message } => format!("Internal proxy error: {message}"),
+            ProxyError::Framing { status: 414, reason } => format!("Request-URI too long: {reason}"),
+            ProxyError::Framing { status: 501, reason } => format!("Not implemented: {reason}"),
+            ProxyError::Framing { reason, .. } => format!("Malformed request framing: {reason}"),
+            ProxyError::BodyTimeout => "The request body stopped arriving before it was complete".into(),
+            ProxyError::ClientGone => "The client closed the connection".into(),
         }
     }
 
@@ -208,7 +241,8 @@ impl ProxyError {
 /// Google's canonical status name for an HTTP status.
 pub fn google_status(status: u16) -> &'static str {
     match status {
-        400 | 413 => "INVALID_ARGUMENT",
+        400 | 413 | 414 | 431 => "INVALID_ARGUMENT",
+        408 => "DEADLINE_EXCEEDED",
         401 => "UNAUTHENTICATED",
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
@@ -234,6 +268,8 @@ fn openai_code(e: &ProxyError) -> Option<&'static str> {
         ProxyError::UpstreamTimeout => "upstream_timeout",
         ProxyError::UpstreamIo { .. } => "upstream_unreachable",
         ProxyError::UpstreamStatus { status: 429, .. } => "rate_limit_exceeded",
+        ProxyError::BodyTimeout => "request_timeout",
+        ProxyError::Framing { .. } => "invalid_request",
         _ => return None,
     })
 }

@@ -18,6 +18,7 @@ pub mod openai;
 pub mod openai_api;
 pub mod pool;
 pub mod quota;
+pub mod redact;
 pub mod router;
 pub mod server;
 pub mod sse;
@@ -260,11 +261,18 @@ impl Handler for App {
         Reply::json(200, &json!({"status": "ok", "keys_usable": usable, "keys_total": total}))
     }
 
+    fn surface_of(&self, method: &str, target: &str, bearer: bool) -> Surface {
+        router::route(method, &Target::parse(target).path, bearer).surface()
+    }
+
     fn finished(&self, r: &RequestRecord) {
         self.metrics.request(r);
         log_request(r);
     }
 }
+
+/// Key fingerprints listed in a request's log line.
+const LOGGED_KEYS: usize = 5;
 
 /// The one log line per request (SPEC §7).
 fn log_request(r: &RequestRecord) {
@@ -272,7 +280,12 @@ fn log_request(r: &RequestRecord) {
     if !log::log_enabled!(level) {
         return;
     }
-    let keys = if r.keys.is_empty() { "-".to_string() } else { r.keys.join(",") };
+    // The first few keys tried, then how many more (a walk over a big pool would fill a screen).
+    let keys = match r.keys.len() {
+        0 => "-".to_string(),
+        n if n <= LOGGED_KEYS => r.keys.join(","),
+        n => format!("{},+{} more", r.keys[..LOGGED_KEYS].join(","), n - LOGGED_KEYS),
+    };
     let line = format!(
         "{} {} model={} surface={} status={} attempts={} keys={} latency_ms={:.1}{}{}{}",
         r.method,
@@ -346,8 +359,8 @@ pub fn start(config: Config) -> Result<Handle, String> {
     for w in &parsed.warnings {
         log::warn!("key file {}: {w}", config.key_file.display());
     }
-    logging::add_secrets(parsed.keys.iter().map(|k| k.key.clone()));
-    logging::add_secrets(config.tokens.iter().cloned());
+    redact::add_keys(parsed.keys.iter().map(|k| k.key.clone()));
+    redact::add_tokens(config.tokens.iter().cloned());
     let (save, save_rx) = store::SaveSignal::new();
     let app = Arc::new(App::new(config.clone(), parsed.keys, save));
     if let Some(file) = store::load(&config.usage_file, config.reset_timezone)? {
@@ -370,6 +383,7 @@ pub fn start(config: Config) -> Result<Handle, String> {
         workers: config.workers,
         queue_size: config.queue_size,
         client_timeout: config.client_timeout,
+        body_timeout: config.body_timeout,
     };
     let server = Server::start(&opts, handler, stats)?;
     log::info!(

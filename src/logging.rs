@@ -1,8 +1,8 @@
 //! Logging: `fern` formatting, redaction of secrets, and one writer thread for the console and
 //! the size-rotated `gemini-key-manager.log` (SPEC §7).
 //!
-//! Redaction happens in exactly one place, `redact`, applied to every formatted line before it
-//! leaves the process. Workers never write to a file or a terminal: a line is handed to the
+//! Every formatted line passes `redact` (the one redactor of `redact.rs`, plus key shapes) before
+//! it leaves the process. Workers never write to a file or a terminal: a line is handed to the
 //! writer thread over a bounded channel, and if that thread falls behind, lines are dropped and
 //! counted rather than making requests wait.
 
@@ -13,15 +13,12 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::RwLock;
 
 pub const LOG_FILE_NAME: &str = "gemini-key-manager.log";
 const QUEUE: usize = 16 * 1024;
 /// How long the writer gathers lines before writing them out.
 const BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Secrets that must never appear in a line: the real keys and the client tokens.
-static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static SINK: OnceLock<Sender<Msg>> = OnceLock::new();
 
@@ -30,27 +27,11 @@ enum Msg {
     Flush(Sender<()>),
 }
 
-/// Register secrets (keys, tokens) to be masked in every log line from now on.
-pub fn add_secrets<I: IntoIterator<Item = String>>(secrets: I) {
-    let mut s = SECRETS.write();
-    for secret in secrets {
-        if secret.len() >= 4 && !s.contains(&secret) {
-            s.push(secret);
-        }
-    }
-    // Longest first, so a secret that contains another is masked whole.
-    s.sort_by_key(|x| std::cmp::Reverse(x.len()));
-}
-
-/// Mask every registered secret and anything shaped like a Google API key (`AIza` + 35 chars).
+/// Mask every registered secret (`redact::current`) and anything shaped like a Google API key
+/// (`AIza` + 35 characters: a key that is not in the pool, such as one a client sent).
 pub fn redact(line: &str) -> String {
-    let mut out = line.to_string();
-    for secret in SECRETS.read().iter() {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), "[REDACTED]");
-        }
-    }
-    redact_key_shapes(&out)
+    let r = crate::redact::current();
+    redact_key_shapes(&r.text(line))
 }
 
 fn redact_key_shapes(s: &str) -> String {
@@ -248,7 +229,7 @@ mod tests {
 
     #[test]
     fn registered_secrets_and_key_shapes_are_masked() {
-        add_secrets(["client-token-xyz".to_string()]);
+        crate::redact::add_tokens(["client-token-xyz".to_string()]);
         let key = "AIzaSyA1234567890abcdefghijklmnopqrstuv";
         let line = format!("GET /v1beta/models?key=client-token-xyz used {key} and AIzaShort");
         let r = redact(&line);

@@ -37,8 +37,7 @@ pub fn handle(app: &App, ex: &mut Exchange, target: &Target, key_style: KeyStyle
     };
     let names = affinity::referenced(&target.path, target.query_param("upload_id").as_deref(), &body);
     let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
-    let (resp, used) =
-        upstream::call_with_keys(app, &mut ex.record, model.as_deref(), &out, pinned.as_deref())?;
+    let (resp, used) = upstream::call_with_keys(app, ex, model.as_deref(), &out, pinned.as_deref())?;
     // A 204 or 304 has no body to stream (chunked framing would put one on the wire).
     let streaming = !crate::server::bodiless(resp.status().as_u16())
         && (target.path.contains(":streamGenerateContent")

@@ -97,8 +97,7 @@ pub fn chat(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     let out = post(path, &body);
     let names = affinity::referenced("", None, &body);
     let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
-    let (resp, used) =
-        upstream::call_with_keys(app, &mut ex.record, Some(&call.model), &out, pinned.as_deref())?;
+    let (resp, used) = upstream::call_with_keys(app, ex, Some(&call.model), &out, pinned.as_deref())?;
     let id = new_id("chatcmpl");
     let created = Utc::now().timestamp();
     if !call.stream {
@@ -205,8 +204,7 @@ pub fn models(app: &App, ex: &mut Exchange, id: Option<&str>) -> Result<(), Prox
     };
     if let Some(id) = id {
         let id = openai::types::strip_models_prefix(id);
-        let (resp, _) =
-            upstream::call_with_keys(app, &mut ex.record, None, &get(format!("/v1beta/models/{id}")), None)?;
+        let (resp, _) = upstream::call_with_keys(app, ex, None, &get(format!("/v1beta/models/{id}")), None)?;
         let model = read_json_answer(resp)?;
         ex.respond(Reply::json(200, &openai::model_to_openai(&model)));
         return Ok(());
@@ -219,7 +217,7 @@ pub fn models(app: &App, ex: &mut Exchange, id: Option<&str>) -> Result<(), Prox
             path.push_str("&pageToken=");
             path.push_str(&percent_encode(t));
         }
-        let (resp, _) = upstream::call_with_keys(app, &mut ex.record, None, &get(path), None)?;
+        let (resp, _) = upstream::call_with_keys(app, ex, None, &get(path), None)?;
         let page = read_json_answer(resp)?;
         token =
             page.get("nextPageToken").and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_string);
@@ -248,7 +246,7 @@ pub fn embeddings(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     ex.record.model = Some(call.model.clone());
     let body = serde_json::to_vec(&call.body).map_err(|e| ProxyError::Internal { message: e.to_string() })?;
     let out = post(format!("/v1beta/models/{}:batchEmbedContents", call.model), &body);
-    let (resp, used) = upstream::call_with_keys(app, &mut ex.record, Some(&call.model), &out, None)?;
+    let (resp, used) = upstream::call_with_keys(app, ex, Some(&call.model), &out, None)?;
     let answer = read_json_answer(resp)?;
     app.record_success(&used, Some(&call.model), 0);
     ex.respond(Reply::json(200, &openai::embeddings_response_to_openai(&answer, &call)));

@@ -395,6 +395,13 @@ impl KeyState {
             let key = &self.keys[idx];
             return Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() };
         }
+        self.exhausted(model, now)
+    }
+
+    /// The answer when no key is left for `model`: when the first key becomes usable again
+    /// (now, if some key is usable but was tried already).
+    pub fn exhausted(&self, model: Option<&str>, now: DateTime<Utc>) -> Pick {
+        let n = self.keys.len();
         let earliest = (0..n)
             .filter(|&i| self.keys[i].disabled.is_none())
             .map(|i| model.and_then(|m| self.blocked_until(i, m, now)).unwrap_or(now))

@@ -37,13 +37,19 @@ impl Target {
         Target { path: path.to_string(), query: query.to_string() }
     }
 
-    /// First value of a query parameter (raw, not percent-decoded beyond `%XX`).
+    /// First value of a query parameter, its name and value percent-decoded (`k%65y` is `key`,
+    /// as Google reads it).
     pub fn query_param(&self, name: &str) -> Option<String> {
         self.query.split('&').find_map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (k == name).then(|| percent_decode(v))
+            param_name_is(k, name).then(|| percent_decode(v))
         })
     }
+}
+
+/// Is the raw query parameter name `raw` (percent-encoded or not) the name `name`?
+pub fn param_name_is(raw: &str, name: &str) -> bool {
+    if raw.contains(['%', '+']) { percent_decode(raw) == name } else { raw == name }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -308,5 +314,8 @@ mod tests {
         let t = Target::parse("/x?key=a%2Bb%3D&y");
         assert_eq!(t.query_param("key").as_deref(), Some("a+b="));
         assert_eq!(Target::parse("/x?key=%zz%").query_param("key").as_deref(), Some("%zz%"));
+        // Names are decoded too: `k%65y` is `key` for Google, so it is for the proxy.
+        assert_eq!(Target::parse("/x?alt=sse&k%65y=tok").query_param("key").as_deref(), Some("tok"));
+        assert_eq!(Target::parse("/x?k+ey=tok").query_param("key"), None);
     }
 }

@@ -22,6 +22,11 @@ use crate::error::{ProxyError, Reply, Surface};
 /// Linux): an idle keep-alive connection, a client dripping its headers, or a client that stops
 /// reading a stream gives up its connection thread or worker after this long.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request body may stop arriving before the request is answered 408 and its
+/// worker freed.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// However it trickles, a request body must be complete within this long.
+const BODY_TOTAL: Duration = Duration::from_secs(300);
 /// How long in-flight requests may run after SIGTERM.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,6 +38,11 @@ pub trait Handler: Send + Sync + 'static {
     fn healthz(&self) -> Reply;
     /// Called once per finished request with its log record.
     fn finished(&self, record: &RequestRecord);
+    /// The dialect of the route a request goes to (for answers made before routing: shedding,
+    /// refused framing). `bearer`: the request carries `Authorization: Bearer`.
+    fn surface_of(&self, _method: &str, _target: &str, _bearer: bool) -> Surface {
+        Surface::Native
+    }
 }
 
 /// The facts of one request that end up in its log line and metrics.
@@ -67,18 +77,29 @@ pub struct Exchange {
     pub headers: Vec<(String, String)>,
     pub started: Instant,
     http10: bool,
+    timeouts: Timeouts,
     pub record: RequestRecord,
 }
 
-/// An answer being streamed with chunked framing, flushed after every piece.
+/// Read timeouts of a client socket: between requests and while a body arrives.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub client: Duration,
+    pub body: Duration,
+}
+
+/// An answer being streamed with chunked framing, flushed after every piece. Every byte passes
+/// the stream redactor (a key in a stream error event is masked, even split across pieces).
 pub struct StreamWriter {
     out: Box<dyn Write + Send>,
     chunked: bool,
     pub bytes: u64,
+    redactor: std::sync::Arc<crate::redact::Redactor>,
+    redacting: crate::redact::StreamRedactor,
 }
 
 impl Exchange {
-    fn new(mut request: tiny_http::Request, started: Instant) -> Exchange {
+    fn new(mut request: tiny_http::Request, started: Instant, timeouts: Timeouts) -> Exchange {
         let headers = request
             .take_headers()
             .into_iter()
@@ -96,7 +117,7 @@ impl Exchange {
             path: target.split('?').next().unwrap_or("").to_string(),
             ..RequestRecord::default()
         };
-        Exchange { request: Some(request), method, target, headers, started, http10, record }
+        Exchange { request: Some(request), method, target, headers, started, http10, timeouts, record }
     }
 
     /// First value of a header (name in any case).
@@ -104,7 +125,8 @@ impl Exchange {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    /// Read the whole body, refusing (without reading it whole) anything over `limit` bytes.
+    /// Read the whole body, refusing (without reading it whole) anything over `limit` bytes. A
+    /// body that stops arriving for the body timeout (or trickles past `BODY_TOTAL`) is a 408.
     pub fn read_body(&mut self, limit: u64) -> Result<Vec<u8>, ProxyError> {
         let Some(req) = self.request.as_mut() else {
             return Err(ProxyError::Internal { message: "request already answered".into() });
@@ -114,16 +136,63 @@ impl Exchange {
         {
             return Err(ProxyError::TooLarge { limit });
         }
+        // Bodies of up to 1 KiB were read with the head (tiny_http), before any slot was taken;
+        // only a body still to come gets the body timeout (two system calls).
+        let pending = !matches!(req.body_length(), Some(n) if n <= 1024);
+        let set_timeout = |req: &tiny_http::Request, t: Duration| {
+            if let Some(s) = req.socket() {
+                let _ = socket2::SockRef::from(s).set_read_timeout(Some(t));
+            }
+        };
+        if pending {
+            set_timeout(req, self.timeouts.body);
+        }
         let mut body = Vec::with_capacity(req.body_length().unwrap_or(0).min(1 << 20));
-        let reader = req.as_reader();
-        let mut limited = reader.take(limit + 1);
-        limited
-            .read_to_end(&mut body)
-            .map_err(|e| ProxyError::bad_request(format!("could not read the request body: {e}"), None))?;
+        let started = Instant::now();
+        let mut limited = req.as_reader().take(limit + 1);
+        let mut buf = [0u8; 16 * 1024];
+        let result = loop {
+            if started.elapsed() > BODY_TOTAL {
+                break Err(ProxyError::BodyTimeout);
+            }
+            match limited.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) =>
+                {
+                    break Err(ProxyError::BodyTimeout);
+                }
+                Err(e) => {
+                    break Err(ProxyError::bad_request(
+                        format!("could not read the request body: {e}"),
+                        None,
+                    ));
+                }
+            }
+        };
+        if pending {
+            set_timeout(req, self.timeouts.client);
+        }
+        result?;
         if body.len() as u64 > limit {
             return Err(ProxyError::TooLarge { limit });
         }
         Ok(body)
+    }
+
+    /// Has the client gone? (Its end of the connection is closed: a peek sees end of file.)
+    /// Only meaningful while the request is unanswered; never blocks.
+    pub fn client_gone(&self) -> bool {
+        let Some(socket) = self.request.as_ref().and_then(|r| r.socket()) else { return false };
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+        match socket2::SockRef::from(socket).recv_with_flags(&mut probe, flags) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
+        }
     }
 
     /// True once an answer (whole or streamed) has been started.
@@ -136,7 +205,17 @@ impl Exchange {
     pub fn respond(&mut self, reply: Reply) {
         let Some(req) = self.request.take() else { return };
         self.record.status = reply.status;
-        let Reply { status, headers, body } = reply;
+        let Reply { status, mut headers, mut body } = reply;
+        // The one redaction point of whole answers: headers always; the body of every answer
+        // that is not a success (Google echoes keys in error bodies) and of admin pages. Success
+        // bodies pass untouched.
+        let redactor = crate::redact::current();
+        redact_headers(&redactor, &mut headers);
+        if (!(200..300).contains(&status) || self.record.surface == Some(Surface::Admin))
+            && let std::borrow::Cow::Owned(clean) = redactor.bytes(&body)
+        {
+            body = clean;
+        }
         // HEAD gets the length of the body it would have had.
         let send_body = !bodiless(status) && self.method != "HEAD";
         let mut out = Vec::with_capacity(256 + if send_body { body.len() } else { 0 });
@@ -173,8 +252,11 @@ impl Exchange {
         self.record.status = status;
         self.record.streamed = true;
         let chunked = !self.http10;
+        let redactor = crate::redact::current();
+        let mut headers = headers.to_vec();
+        redact_headers(&redactor, &mut headers);
         let mut head = Vec::with_capacity(256);
-        write_head(&mut head, self.http10, status, headers);
+        write_head(&mut head, self.http10, status, &headers);
         head.extend_from_slice(if chunked {
             b"Transfer-Encoding: chunked\r\n\r\n"
         } else {
@@ -183,7 +265,13 @@ impl Exchange {
         let mut out = req.into_writer();
         out.write_all(&head)?;
         out.flush()?;
-        Ok(StreamWriter { out, chunked, bytes: 0 })
+        Ok(StreamWriter {
+            out,
+            chunked,
+            bytes: 0,
+            redactor,
+            redacting: crate::redact::StreamRedactor::default(),
+        })
     }
 }
 
@@ -236,6 +324,15 @@ fn http_date(use_it: impl FnOnce(&str)) {
     });
 }
 
+/// Mask secrets in header values (an upstream header could echo a key).
+fn redact_headers(redactor: &crate::redact::Redactor, headers: &mut [(String, String)]) {
+    for (_, value) in headers.iter_mut() {
+        if let std::borrow::Cow::Owned(clean) = redactor.text(value) {
+            *value = clean;
+        }
+    }
+}
+
 fn valid_header(name: &str, value: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
@@ -243,8 +340,15 @@ fn valid_header(name: &str, value: &str) -> bool {
 }
 
 impl StreamWriter {
-    /// Write one piece and flush it to the client.
+    /// Write one piece and flush it to the client (less any tail that could begin a secret,
+    /// which goes out with the next piece).
     pub fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let redactor = self.redactor.clone();
+        let clean = self.redacting.feed(&redactor, data);
+        self.write_piece(&clean)
+    }
+
+    fn write_piece(&mut self, data: &[u8]) -> std::io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -268,8 +372,10 @@ impl StreamWriter {
         let _ = self.out.flush();
     }
 
-    /// End the body properly (the terminating chunk).
+    /// End the body properly (what was held back, then the terminating chunk).
     pub fn finish(mut self) -> std::io::Result<()> {
+        let rest = self.redacting.finish(&self.redactor);
+        self.write_piece(&rest)?;
         if self.chunked {
             self.out.write_all(b"0\r\n\r\n")?;
         }
@@ -294,6 +400,7 @@ pub struct ServerOptions {
     pub workers: usize,
     pub queue_size: usize,
     pub client_timeout: Duration,
+    pub body_timeout: Duration,
 }
 
 /// Shared run state: stop requested, fatal error.
@@ -426,7 +533,8 @@ impl Server {
         handler: Arc<dyn Handler>,
         stats: Arc<ServerStats>,
     ) -> Result<Server, String> {
-        let ServerOptions { host, port, workers, queue_size, client_timeout } = opts.clone();
+        let ServerOptions { host, port, workers, queue_size, client_timeout, body_timeout } = opts.clone();
+        let timeouts = Timeouts { client: client_timeout, body: body_timeout };
         if let Some(n) = raise_fd_limit() {
             log::debug!("open-file limit: {n}");
         }
@@ -439,7 +547,7 @@ impl Server {
             let (handler, stats, stopping, slots) =
                 (handler.clone(), stats.clone(), stopping.clone(), slots.clone());
             Arc::new(move |request| {
-                admit(request, handler.as_ref(), &stats, &stopping, &slots);
+                admit(request, handler.as_ref(), &stats, &stopping, &slots, timeouts);
                 None
             })
         };
@@ -519,47 +627,68 @@ impl Server {
 }
 
 /// Runs on the connection thread that parsed the request. `/healthz` is answered at once (so
-/// it is answered even when every slot is busy); otherwise the request takes a worker slot,
+/// it is answered even when every slot is busy), and so is a request whose framing tiny_http
+/// refused (no body is read, the connection closes); otherwise the request takes a worker slot,
 /// waiting in the bounded queue if need be, and is served right here; with every slot busy and
-/// the queue full, or while stopping, it is refused with 503 at once.
+/// the queue full, or while stopping, it is refused with 503 at once, in its route's dialect.
 fn admit(
     request: tiny_http::Request,
     handler: &dyn Handler,
     stats: &ServerStats,
     stopping: &AtomicBool,
     slots: &Slots,
+    timeouts: Timeouts,
 ) {
     let started = Instant::now();
     let url = request.url();
     if url == "/healthz" || url.starts_with("/healthz?") {
-        let mut ex = Exchange::new(request, started);
+        let mut ex = Exchange::new(request, started, timeouts);
         ex.record.route = "healthz";
         ex.respond(handler.healthz());
         ex.record.latency = started.elapsed();
         handler.finished(&ex.record);
         return;
     }
-    let slot = if stopping.load(Ordering::SeqCst) { None } else { slots.take(stats) };
-    let Some(_slot) = slot else {
-        stats.shed.fetch_add(1, Ordering::Relaxed);
-        let mut ex = Exchange::new(request, started);
-        ex.record.route = "shed";
-        let mut reply = ProxyError::Overloaded.to_reply(Surface::Native);
-        if stopping.load(Ordering::SeqCst) {
+    let refuse = |request: tiny_http::Request, route: &'static str, error: ProxyError, close: bool| {
+        let bearer = request.headers().iter().any(|h| {
+            h.field.equiv("Authorization")
+                && h.value.as_str().get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+        });
+        let surface = handler.surface_of(request.method().as_str(), request.url(), bearer);
+        let mut ex = Exchange::new(request, started, timeouts);
+        ex.record.route = route;
+        ex.record.surface = Some(surface);
+        let mut reply = error.to_reply(surface);
+        if close {
             reply.headers.push(("Connection".into(), "close".into()));
         }
         ex.respond(reply);
         ex.record.latency = started.elapsed();
         handler.finished(&ex.record);
+    };
+    if let Some((status, reason)) = request.framing_error() {
+        refuse(request, "refused", ProxyError::Framing { status, reason }, true);
+        return;
+    }
+    let slot = if stopping.load(Ordering::SeqCst) { None } else { slots.take(stats) };
+    let Some(_slot) = slot else {
+        stats.shed.fetch_add(1, Ordering::Relaxed);
+        refuse(request, "shed", ProxyError::Overloaded, stopping.load(Ordering::SeqCst));
         return;
     };
-    serve_one(request, started, handler, stats);
+    serve_one(request, started, handler, stats, timeouts);
 }
 
-fn serve_one(request: tiny_http::Request, started: Instant, handler: &dyn Handler, stats: &ServerStats) {
+fn serve_one(
+    request: tiny_http::Request,
+    started: Instant,
+    handler: &dyn Handler,
+    stats: &ServerStats,
+    timeouts: Timeouts,
+) {
     {
         stats.busy_workers.fetch_add(1, Ordering::SeqCst);
-        let mut ex = Exchange::new(request, started);
+        let mut ex = Exchange::new(request, started, timeouts);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut ex)));
         let surface = ex.record.surface.unwrap_or(Surface::Native);
         match outcome {
@@ -568,8 +697,11 @@ fn serve_one(request: tiny_http::Request, started: Instant, handler: &dyn Handle
                 if ex.answered() {
                     log::debug!("error after the answer started: {}", e.message());
                 } else {
+                    if e == ProxyError::ClientGone {
+                        ex.record.client_gone = true;
+                    }
                     let mut reply = e.to_reply(surface);
-                    if matches!(e, ProxyError::TooLarge { .. } | ProxyError::Unauthorized) {
+                    if e.closes_connection() {
                         // The body was not read: do not let tiny_http drain it for the next request.
                         reply.headers.push(("Connection".into(), "close".into()));
                     }

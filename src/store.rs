@@ -151,6 +151,8 @@ impl Writer {
         };
         let bytes =
             serde_json::to_vec_pretty(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
+        // Keys are fingerprints and masked forms by construction; the redactor is the backstop.
+        let bytes = crate::redact::current().bytes(&bytes).into_owned();
         let path = &app.config.usage_file;
         match write_atomic(path, &bytes) {
             Ok(()) => {

@@ -13,7 +13,7 @@ use crate::App;
 use crate::error::ProxyError;
 use crate::pool::{Pick, Recorded};
 use crate::quota::{self, Outcome};
-use crate::server::RequestRecord;
+use crate::server::Exchange;
 
 /// Largest error body read from the upstream to classify it.
 const MAX_ERROR_BODY: u64 = 1 << 20;
@@ -107,6 +107,10 @@ pub struct Upstream {
     agents: Vec<ureq::Agent>,
     origin: String,
     base_path: String,
+    /// The agents' timeouts for connecting and for an answer's head; an attempt with less of
+    /// its request's deadline left gets that instead.
+    connect_timeout: Duration,
+    head_timeout: Duration,
 }
 
 impl Upstream {
@@ -121,10 +125,10 @@ impl Upstream {
             .max_idle_connections(cfg.workers.max(8) * 2)
             .max_idle_connections_per_host(cfg.workers.max(8))
             .max_idle_age(Duration::from_secs(50))
-            .timeout_connect(Some(cfg.connect_timeout))
+            .timeout_connect(Some(cfg.connect_timeout.min(cfg.request_deadline)))
             .timeout_send_request(Some(cfg.read_timeout))
             .timeout_send_body(Some(cfg.read_timeout))
-            .timeout_recv_response(Some(cfg.read_timeout))
+            .timeout_recv_response(Some(cfg.read_timeout.min(cfg.request_deadline)))
             .timeout_per_read(Some(cfg.read_timeout))
             .timeout_per_write(Some(cfg.read_timeout))
             // Buffers are per connection: ureq's 128 KiB in + 128 KiB out by default made most of
@@ -137,6 +141,8 @@ impl Upstream {
             agents: (0..POOL_SHARDS).map(|_| crate::transport::agent(config.clone())).collect(),
             origin: cfg.upstream.origin.clone(),
             base_path: cfg.upstream.base_path.clone(),
+            connect_timeout: cfg.connect_timeout.min(cfg.request_deadline),
+            head_timeout: cfg.read_timeout.min(cfg.request_deadline),
         }
     }
 
@@ -158,8 +164,14 @@ impl Upstream {
         &self.origin
     }
 
-    /// Send one request with `key`. Only the configured origin is ever contacted.
-    pub fn send(&self, out: &Outgoing, key: &str) -> Result<http::Response<ureq::Body>, CallFailure> {
+    /// Send one request with `key`, its answer's head due within `left` (the rest of the
+    /// request's deadline). Only the configured origin is ever contacted.
+    pub fn send(
+        &self,
+        out: &Outgoing,
+        key: &str,
+        left: Duration,
+    ) -> Result<http::Response<ureq::Body>, CallFailure> {
         let url = format!("{}{}{}", self.origin, self.base_path, out.path_and_query);
         let method = http::Method::from_bytes(out.method.as_bytes())
             .map_err(|_| CallFailure::Io(format!("invalid method {}", out.method)))?;
@@ -171,14 +183,34 @@ impl Upstream {
             KeyStyle::GoogHeader => builder.header("x-goog-api-key", key),
             KeyStyle::Bearer => builder.header("authorization", format!("Bearer {key}")),
         };
+        let agent = self.agent();
         let sent = if out.body.is_empty() && matches!(out.method, "GET" | "HEAD" | "DELETE" | "OPTIONS") {
             let request = builder.body(()).map_err(|e| CallFailure::Io(format!("bad request: {e}")))?;
-            self.agent().run(request)
+            agent.run(self.within(agent, request, left))
         } else {
             let request = builder.body(out.body).map_err(|e| CallFailure::Io(format!("bad request: {e}")))?;
-            self.agent().run(request)
+            agent.run(self.within(agent, request, left))
         };
         sent.map_err(map_ureq_error)
+    }
+
+    /// The request with its timeouts cut to `left` where that is shorter than the agent's (a
+    /// per-request configuration copies the agent's whole configuration: only when it matters).
+    fn within<S: ureq::AsSendBody>(
+        &self,
+        agent: &ureq::Agent,
+        request: http::Request<S>,
+        left: Duration,
+    ) -> http::Request<S> {
+        if left >= self.head_timeout && left >= self.connect_timeout {
+            return request;
+        }
+        let left = left.max(Duration::from_millis(1));
+        agent
+            .configure_request(request)
+            .timeout_connect(Some(self.connect_timeout.min(left)))
+            .timeout_recv_response(Some(self.head_timeout.min(left)))
+            .build()
     }
 }
 
@@ -218,11 +250,12 @@ pub fn forward_response_headers(headers: &http::HeaderMap) -> Vec<(String, Strin
         .collect()
 }
 
-/// Remove every `key` parameter from a query string, leaving the rest byte for byte.
+/// Remove every `key` parameter (its name in any percent-encoding) from a query string, leaving
+/// the rest byte for byte.
 pub fn strip_key_param(query: &str) -> String {
     query
         .split('&')
-        .filter(|p| !p.is_empty() && p.split('=').next() != Some("key"))
+        .filter(|p| !p.is_empty() && !crate::router::param_name_is(p.split('=').next().unwrap_or(""), "key"))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -242,18 +275,42 @@ fn retry_after_hint(outcome: &Outcome) -> Option<u64> {
 /// request's own fault come back as `ProxyError::UpstreamStatus` untouched. With `pinned` (the
 /// fingerprint of the key that made a file or cache the request names) only that key is tried,
 /// unless it has left the pool or is disabled.
+///
+/// The retry budget (SPEC §5): transient failures are retried on at most `--max-attempts` keys;
+/// quota and key errors walk on, but every attempt fits in `--request-deadline` (an attempt in
+/// flight at the deadline is cut: 504); the walk stops as soon as the client has gone.
 pub fn call_with_keys(
     app: &App,
-    record: &mut RequestRecord,
+    ex: &mut Exchange,
     model: Option<&str>,
     out: &Outgoing,
     pinned: Option<&str>,
 ) -> Result<(http::Response<ureq::Body>, KeyUsed), ProxyError> {
+    let deadline = std::time::Instant::now() + app.config.request_deadline;
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<ProxyError> = None;
     let mut last_was_transient = false;
+    let mut transient = 0u32;
     loop {
         let now = chrono::Utc::now();
+        if !tried.is_empty() {
+            // Between attempts: has the budget run out, or the client gone?
+            if ex.client_gone() {
+                log::debug!("client left after {} attempts; the walk stops", tried.len());
+                return Err(ProxyError::ClientGone);
+            }
+            let out_of_time = std::time::Instant::now() >= deadline;
+            if out_of_time || transient >= app.config.max_attempts {
+                if let Some(e) = last.take().filter(|_| last_was_transient) {
+                    ex.record.note = Some(if out_of_time { "deadline" } else { "attempts" }.into());
+                    return Err(e);
+                }
+                // Every tried key was out of quota or disabled: the pool's answer for the model.
+                ex.record.note = Some("deadline".into());
+                let pick = app.pool.lock().exhausted(model, now);
+                return Err(exhausted_error(app, pick));
+            }
+        }
         let pick = {
             let mut pool = app.pool.lock();
             match pinned.filter(|_| tried.is_empty()).and_then(|fp| pool.pick_fingerprint(fp)) {
@@ -268,29 +325,26 @@ pub fn call_with_keys(
         };
         let (idx, key, fingerprint) = match pick {
             Pick::Key { idx, key, fingerprint } => (idx, key, fingerprint),
-            Pick::Exhausted { retry_after_secs, until, model } => {
+            exhausted @ Pick::Exhausted { .. } => {
                 // 5xx and network failures return the last answer; quota and key problems
                 // (this request's own, or older ones) are "no key available".
                 if let Some(e) = last.filter(|_| last_was_transient) {
                     return Err(e);
                 }
-                return Err(ProxyError::NoKeyAvailable {
-                    model,
-                    retry_after_secs,
-                    until: until.map(|t| app.format_time(t)),
-                });
+                return Err(exhausted_error(app, exhausted));
             }
         };
         tried.push(fingerprint.clone());
-        record.attempts += 1;
-        record.keys.push(fingerprint.clone());
+        ex.record.attempts += 1;
+        ex.record.keys.push(fingerprint.clone());
         let started = std::time::Instant::now();
-        let result = app.upstream.send(out, &key);
+        let left = deadline.saturating_duration_since(started);
+        let result = app.upstream.send(out, &key, left);
         let outcome = match result {
             Ok(resp) if resp.status().is_success() => {
                 log::debug!(
                     "attempt {} key {fingerprint}: {} in {:?}",
-                    record.attempts,
+                    ex.record.attempts,
                     resp.status().as_u16(),
                     started.elapsed()
                 );
@@ -302,7 +356,7 @@ pub fn call_with_keys(
                 let body =
                     resp.into_body().with_config().limit(MAX_ERROR_BODY).read_to_vec().unwrap_or_default();
                 let outcome = quota::classify(status, &body);
-                log::debug!("attempt {} key {fingerprint}: {status} {:?}", record.attempts, outcome);
+                log::debug!("attempt {} key {fingerprint}: {status} {:?}", ex.record.attempts, outcome);
                 let retry_after = retry_after_hint(&outcome);
                 let error = ProxyError::UpstreamStatus { status, body, retry_after };
                 if matches!(outcome, Outcome::ClientError | Outcome::Success) {
@@ -314,13 +368,16 @@ pub fn call_with_keys(
                 outcome
             }
             Err(failure) => {
-                log::debug!("attempt {} key {fingerprint}: {:?}", record.attempts, failure);
+                log::debug!("attempt {} key {fingerprint}: {:?}", ex.record.attempts, failure);
                 last = Some(failure.into_error());
                 last_was_transient = true;
                 app.metrics.attempt_network();
                 Outcome::Transient
             }
         };
+        if last_was_transient {
+            transient += 1;
+        }
         let recorded = app.pool.lock().record(idx, &fingerprint, model, &outcome, 0, chrono::Utc::now());
         let what = model.unwrap_or("all models");
         match recorded {
@@ -342,6 +399,16 @@ pub fn call_with_keys(
     }
 }
 
+/// "No key available" from the pool's `Pick::Exhausted`.
+fn exhausted_error(app: &App, pick: Pick) -> ProxyError {
+    match pick {
+        Pick::Exhausted { retry_after_secs, until, model } => {
+            ProxyError::NoKeyAvailable { model, retry_after_secs, until: until.map(|t| app.format_time(t)) }
+        }
+        Pick::Key { .. } => ProxyError::Internal { message: "a key where none was expected".into() },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +418,8 @@ mod tests {
         assert_eq!(strip_key_param("alt=sse&key=TOKEN"), "alt=sse");
         assert_eq!(strip_key_param("key=a&key=b"), "");
         assert_eq!(strip_key_param("keys=1&key=x&pageToken=a%3D"), "keys=1&pageToken=a%3D");
+        // Regression: a percent-encoded name reached Google (`?k%65y=TOKEN`).
+        assert_eq!(strip_key_param("k%65y=TOKEN&alt=sse&%6B%45%79=x&%6b%65%79=y"), "alt=sse&%6B%45%79=x");
         assert_eq!(strip_key_param(""), "");
     }
 

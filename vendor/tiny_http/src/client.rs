@@ -36,12 +36,17 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // gemini-key-manager patch: the TCP socket, handed to each request (see `Request::socket`)
+    tcp: Option<std::sync::Arc<std::net::TcpStream>>,
 }
 
 /// Error that can happen when reading a request.
 /// Request line plus headers may not exceed this many bytes (gemini-key-manager patch).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 const HEADER_TOO_LARGE: &str = "request header block too large";
+/// A request line longer than this is answered 414 (gemini-key-manager patch, RFC 9112 §3).
+pub const MAX_REQUEST_LINE: usize = 16 * 1024;
 
 #[derive(Debug)]
 enum ReadError {
@@ -60,6 +65,7 @@ impl ClientConnection {
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        let tcp = read_socket.tcp_handle().map(std::sync::Arc::new);
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -72,6 +78,7 @@ impl ClientConnection {
             no_more_requests: false,
             header_bytes: 0,
             secure,
+            tcp,
         }
     }
 
@@ -120,14 +127,31 @@ impl ClientConnection {
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
         self.header_bytes = 0;
+        let mut long_line = false;
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
                 let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
 
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
+                // gemini-key-manager patch: a request line over the limit is parsed for its
+                // method and the start of its path only, and answered 414 by the application.
+                if line.len() > MAX_REQUEST_LINE {
+                    let line = line.as_str();
+                    let method = line.split(' ').next().unwrap_or("GET");
+                    let version = line.rsplit(' ').next().unwrap_or("HTTP/1.1");
+                    let path = line.split(' ').nth(1).unwrap_or("/");
+                    let path = path.split('?').next().unwrap_or("/");
+                    let mut cut = path.len().min(256);
+                    while !path.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    long_line = true;
+                    parse_request_line(&format!("{method} {} {version}", &path[..cut]))?
+                } else {
+                    parse_request_line(
+                        line.as_str().trim(), // TODO: remove this conversion
+                    )?
+                }
             };
 
             // getting all headers
@@ -170,6 +194,8 @@ impl ClientConnection {
             self.remote_addr.as_ref().ok().and_then(|a| *a),
             data_source,
             writer,
+            self.tcp.clone(),
+            long_line,
         )
         .map_err(|e| {
             use crate::request;
@@ -287,9 +313,14 @@ impl Iterator for ClientConnection {
 
             let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
 
+            // gemini-key-manager patch: a request whose framing was refused ends the connection
+            // (where its body ends cannot be known); `Connection: upgrade` no longer does (the
+            // request is served as plain HTTP/1.1, RFC 9110 §7.8: an upgrade may be ignored).
+            if rq.framing_error().is_some() {
+                self.no_more_requests = true;
+            }
             match lowercase {
                 Some(ref val) if val.contains("close") => self.no_more_requests = true,
-                Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
                 Some(ref val)
                     if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
                 {

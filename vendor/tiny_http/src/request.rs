@@ -5,7 +5,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use std::net::TcpStream;
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -74,6 +76,11 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // gemini-key-manager patch: the connection's TCP socket (plain HTTP), and a framing the
+    // server refused (status, reason): the application answers it, the connection then closes.
+    socket: Option<Arc<TcpStream>>,
+    framing_error: Option<(u16, &'static str)>,
 }
 
 struct NotifyOnDrop<R> {
@@ -135,28 +142,27 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
+    socket: Option<Arc<TcpStream>>,
+    long_line: bool,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
+    // gemini-key-manager patch: strict message framing (RFC 9112 §6). The original took the
+    // first `Content-Length`, ignored one that did not parse (a body read as the next request),
+    // let `Transfer-Encoding` of any value mean chunked, and accepted both headers at once (the
+    // smuggling pattern). A refused framing reads no body; the connection closes after the answer.
+    let framing = if long_line {
+        Err((414, "the request line is longer than 16384 bytes"))
     } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+        framing_of(&headers)
     };
+    let (transfer_encoding, content_length, framing_error) = match framing {
+        Ok((chunked, length)) => (chunked, length, None),
+        Err(e) => (false, None, Some(e)),
+    };
+    let transfer_encoding = transfer_encoding.then_some(());
 
     // true if the client sent a `Expect: 100-continue` header
     let expects_continue = {
@@ -171,23 +177,10 @@ where
         }
     };
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
-
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
     // content-length headers
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
+    let reader = if framing_error.is_some() {
+        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
@@ -236,9 +229,66 @@ where
         http_version: version,
         headers,
         body_length: content_length,
-        must_send_continue: expects_continue,
+        must_send_continue: expects_continue && framing_error.is_none(),
         notify_when_responded: None,
+        socket,
+        framing_error,
     })
+}
+
+/// (chunked, Content-Length) of a request, or the status and reason that refuse its framing:
+/// 400 for `Content-Length` beside `Transfer-Encoding`, differing or malformed lengths, or
+/// chunked not the last (or applied twice); 501 for a transfer coding other than chunked.
+fn framing_of(headers: &[Header]) -> Result<(bool, Option<usize>), (u16, &'static str)> {
+    let mut codings: Vec<String> = Vec::new();
+    let mut length: Option<usize> = None;
+    let mut has_length = false;
+    for h in headers {
+        if h.field.equiv("Transfer-Encoding") {
+            codings.extend(
+                h.value
+                    .as_str()
+                    .split(',')
+                    .map(|c| c.trim().to_ascii_lowercase())
+                    .filter(|c| !c.is_empty()),
+            );
+            if h.value.as_str().trim().is_empty() {
+                return Err((400, "empty Transfer-Encoding"));
+            }
+        } else if h.field.equiv("Content-Length") {
+            has_length = true;
+            for v in h.value.as_str().split(',') {
+                let v = v.trim();
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err((400, "malformed Content-Length"));
+                }
+                let n: usize = v.parse().map_err(|_| (400, "malformed Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err((400, "differing Content-Length values"));
+                }
+                length = Some(n);
+            }
+        }
+    }
+    if codings.is_empty() {
+        return Ok((false, length));
+    }
+    if has_length {
+        return Err((400, "Content-Length together with Transfer-Encoding"));
+    }
+    let chunked_last = codings.last().map(String::as_str) == Some("chunked");
+    let chunked_count = codings.iter().filter(|c| *c == "chunked").count();
+    if codings.iter().any(|c| c != "chunked") {
+        return Err(if chunked_count > 0 && !chunked_last {
+            (400, "chunked is not the last transfer coding")
+        } else {
+            (501, "a transfer coding other than chunked")
+        });
+    }
+    if chunked_count > 1 {
+        return Err((400, "chunked applied more than once"));
+    }
+    Ok((true, None))
 }
 
 impl Request {
@@ -270,6 +320,18 @@ impl Request {
 
     pub fn headers(&self) -> &[Header] {
         &self.headers
+    }
+
+    /// The connection's TCP socket, for a body timeout or a liveness probe (gemini-key-manager
+    /// patch; `None` over TLS or a Unix socket).
+    pub fn socket(&self) -> Option<&TcpStream> {
+        self.socket.as_deref()
+    }
+
+    /// A framing the server refused: (status, reason). The body is not read, and the connection
+    /// closes after the answer (gemini-key-manager patch).
+    pub fn framing_error(&self) -> Option<(u16, &'static str)> {
+        self.framing_error
     }
 
     /// Returns the HTTP version of the request.

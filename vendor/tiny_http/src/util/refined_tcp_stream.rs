@@ -121,6 +121,15 @@ impl RefinedTcpStream {
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
     }
+
+    /// gemini-key-manager patch: a second handle on the TCP socket (plain HTTP only), so that
+    /// the application can set a body timeout and see whether the client is still there.
+    pub(crate) fn tcp_handle(&self) -> Option<std::net::TcpStream> {
+        match &self.stream {
+            Stream::Http(crate::connection::Connection::Tcp(s)) => s.try_clone().ok(),
+            _ => None,
+        }
+    }
 }
 
 impl Drop for RefinedTcpStream {
