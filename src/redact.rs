@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, Anchored, Input, MatchKind, StartKind};
 use parking_lot::RwLock;
 
 /// The secrets to find and what replaces each.
@@ -48,6 +48,7 @@ impl Redactor {
         } else {
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
+                .start_kind(StartKind::Both)
                 .build(pairs.iter().map(|(s, _)| s))
                 .ok()
         };
@@ -75,21 +76,48 @@ impl Redactor {
 
     /// `text` with every secret replaced; borrowed when there is none.
     pub fn bytes<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
-        let Some(ac) = &self.automaton else { return Cow::Borrowed(text) };
         let mut out: Option<Vec<u8>> = None;
-        let mut copied = 0;
-        for m in ac.find_iter(text) {
+        let mut pos = 0;
+        while let Some((start, end, patterns)) = self.next_region(text, pos) {
             let o = out.get_or_insert_with(|| Vec::with_capacity(text.len()));
-            o.extend_from_slice(&text[copied..m.start()]);
-            o.extend_from_slice(&self.replacements[m.pattern().as_usize()]);
-            copied = m.end();
+            o.extend_from_slice(&text[pos..start]);
+            self.replace(o, &patterns);
+            pos = end;
         }
         match out {
             None => Cow::Borrowed(text),
             Some(mut o) => {
-                o.extend_from_slice(&text[copied..]);
+                o.extend_from_slice(&text[pos..]);
                 Cow::Owned(o)
             }
+        }
+    }
+
+    /// The next region of `text` from `pos` to replace: the leftmost-longest secret, extended by
+    /// every secret that begins inside it and ends past it (text where two keys overlap must not
+    /// keep the second one's tail), with the patterns found.
+    fn next_region(&self, text: &[u8], pos: usize) -> Option<(usize, usize, Vec<usize>)> {
+        let ac = self.automaton.as_ref()?;
+        let m = ac.find(Input::new(text).span(pos..text.len()))?;
+        let (start, mut end) = (m.start(), m.end());
+        let mut patterns = vec![m.pattern().as_usize()];
+        let mut j = start + 1;
+        while j < end {
+            if self.first_bytes[text[j] as usize]
+                && let Some(o) = ac.find(Input::new(text).span(j..text.len()).anchored(Anchored::Yes))
+                && o.end() > end
+            {
+                end = o.end();
+                patterns.push(o.pattern().as_usize());
+            }
+            j += 1;
+        }
+        Some((start, end, patterns))
+    }
+
+    fn replace(&self, out: &mut Vec<u8>, patterns: &[usize]) {
+        for &p in patterns {
+            out.extend_from_slice(&self.replacements[p]);
         }
     }
 
@@ -139,25 +167,34 @@ impl StreamRedactor {
             joined = j;
             &joined
         };
-        // Complete secrets are replaced wherever they are; the hold starts after the last one
-        // (or at it, when it ends the piece and a longer secret could go on in the next).
-        let mut last_end = 0;
-        let mut hold_from = None;
-        if let Some(ac) = &r.automaton {
-            for m in ac.find_iter(data) {
-                if m.end() == data.len() && r.begins_secret(&data[m.start()..]) {
-                    hold_from = Some(m.start());
-                    break;
+        // Held back: the earliest tail that a secret could continue in the next piece. A region
+        // that ends before it is final (a longer or overlapping secret going on past the piece
+        // would have made its start the tail); matching resumes after it, as in `bytes`.
+        let mut out: Option<Vec<u8>> = None;
+        let mut pos = 0;
+        let cut = loop {
+            let tail = data.len() - r.open_tail(&data[pos..]);
+            match r.next_region(data, pos) {
+                Some((start, end, patterns)) if end <= tail => {
+                    let o = out.get_or_insert_with(|| Vec::with_capacity(data.len()));
+                    o.extend_from_slice(&data[pos..start]);
+                    r.replace(o, &patterns);
+                    pos = end;
                 }
-                last_end = m.end();
+                Some((start, _, _)) => break start.min(tail),
+                None => break tail,
             }
-        }
-        let cut = hold_from.unwrap_or_else(|| data.len() - r.open_tail(&data[last_end..]));
-        let out = r.bytes(&data[..cut]);
-        let unchanged = matches!(out, Cow::Borrowed(_)) && std::ptr::eq(data, piece);
-        let out = if unchanged { Cow::Borrowed(&piece[..cut]) } else { Cow::Owned(out.into_owned()) };
+        };
+        let result = match out {
+            None if std::ptr::eq(data, piece) => Cow::Borrowed(&piece[..cut]),
+            None => Cow::Owned(data[..cut].to_vec()),
+            Some(mut o) => {
+                o.extend_from_slice(&data[pos..cut]);
+                Cow::Owned(o)
+            }
+        };
         self.held.extend_from_slice(&data[cut..]);
-        out
+        result
     }
 
     /// Whatever is still held back, redacted: the end of the stream.
@@ -291,7 +328,25 @@ mod tests {
     fn a_secret_ending_a_piece_waits_if_a_longer_one_could_follow() {
         let r = Redactor::new(&[("abcd".into(), "[S]".into()), ("abcdefgh".into(), "[L]".into())]);
         assert_eq!(streamed(&r, b"x abcdefgh y", &[6]), b"x [L] y");
+        assert_eq!(streamed(&r, b"x abcdefgh y", &[7]), b"x [L] y");
         assert_eq!(streamed(&r, b"x abcd y", &[6]), b"x [S] y");
+        // A short secret inside the start of a longer one (found by the fuzz suite).
+        let r = Redactor::new(&[("ABCD".into(), "[S]".into()), ("XABCDEY".into(), "[L]".into())]);
+        assert_eq!(streamed(&r, b"-XABCDEY-", &[7]), b"-[L]-");
+        assert_eq!(streamed(&r, b"-XABCDEZ-", &[7]), b"-X[S]EZ-");
+    }
+
+    /// Found by the fuzz suite: a key's first 39 characters right before a key that begins with
+    /// the first key's last character. Leftmost-longest alone took the first key with that
+    /// character and left the rest of the second key in the clear.
+    #[test]
+    fn regression_overlapping_keys_are_both_masked() {
+        let r = redactor();
+        let text = format!("{}{K1}", &K1[..K1.len() - 1]);
+        let out = r.text(&text);
+        assert!(!out.contains(&K1[1..]), "{out}");
+        assert_eq!(out, "AIza…000AAIza…000A");
+        assert_eq!(String::from_utf8(streamed(&r, text.as_bytes(), &[39])).unwrap(), out);
     }
 
     #[test]

@@ -149,6 +149,7 @@ impl Exchange {
         }
         let mut body = Vec::with_capacity(req.body_length().unwrap_or(0).min(1 << 20));
         let started = Instant::now();
+        let mut progress = started;
         let mut limited = req.as_reader().take(limit + 1);
         let mut buf = [0u8; 16 * 1024];
         let result = loop {
@@ -157,10 +158,16 @@ impl Exchange {
             }
             match limited.read(&mut buf) {
                 Ok(0) => break Ok(()),
-                Ok(n) => body.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    body.extend_from_slice(&buf[..n]);
+                    progress = Instant::now();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // The chunked decoder reports a timed-out read as a decoding error: a failure
+                // after the body timeout of silence is that timeout.
                 Err(e)
-                    if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) =>
+                    if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
+                        || pending && progress.elapsed() >= self.timeouts.body.mul_f32(0.9) =>
                 {
                     break Err(ProxyError::BodyTimeout);
                 }
@@ -174,6 +181,11 @@ impl Exchange {
         };
         if pending {
             set_timeout(req, self.timeouts.client);
+        }
+        if let (Err(ProxyError::BodyTimeout), Some(s)) = (&result, req.socket()) {
+            // Nothing more is read from this client: the rest of the body is not drained (that
+            // would wait for it all over again), the 408 goes out and the connection closes.
+            let _ = s.shutdown(std::net::Shutdown::Read);
         }
         result?;
         if body.len() as u64 > limit {
@@ -218,6 +230,12 @@ impl Exchange {
         }
         // HEAD gets the length of the body it would have had.
         let send_body = !bodiless(status) && self.method != "HEAD";
+        if headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"))
+        {
+            req.close_after();
+        }
         let mut out = Vec::with_capacity(256 + if send_body { body.len() } else { 0 });
         write_head(&mut out, self.http10, status, &headers);
         if !matches!(status, 100..=199 | 204) {
@@ -328,7 +346,8 @@ fn http_date(use_it: impl FnOnce(&str)) {
 fn redact_headers(redactor: &crate::redact::Redactor, headers: &mut [(String, String)]) {
     for (_, value) in headers.iter_mut() {
         if let std::borrow::Cow::Owned(clean) = redactor.text(value) {
-            *value = clean;
+            // Header values stay ASCII: the mask's ellipsis becomes three dots.
+            *value = clean.replace('…', "...");
         }
     }
 }

@@ -2117,3 +2117,60 @@ fn regression_schema_ref_inlining_output_is_bounded() {
         assert!(output <= 64 * input.max(64 * 1024), "{input} bytes in, {output} bytes out");
     }
 }
+
+// ---- redact.rs: the streaming redactor -----------------------------------------------------------
+
+/// Pool keys of real shape, and a token, for the redactor properties.
+const REDACT_SECRETS: [&str; 4] = [
+    "AIzaSyFUZZKEY00000000000000000000000000A",
+    "AIzaSyFUZZKEY00000000000000000000000000B",
+    "AIzaSyFUZZKEY0000000000000000000000",
+    "fuzz-client-token",
+];
+
+fn redactor_for_fuzz() -> gemini_key_manager::redact::Redactor {
+    let pairs: Vec<(String, String)> =
+        REDACT_SECRETS.iter().map(|s| (s.to_string(), gemini_key_manager::pool::mask(s))).collect();
+    gemini_key_manager::redact::Redactor::new(&pairs)
+}
+
+/// Text made of words, pieces of keys and whole keys, so that near-misses and neighbours abound.
+fn secretive_text() -> BoxedStrategy<Vec<u8>> {
+    let piece = prop_oneof![
+        3 => select(REDACT_SECRETS.to_vec()).prop_map(|s| s.as_bytes().to_vec()),
+        2 => (select(REDACT_SECRETS.to_vec()), 1usize..40).prop_map(|(s, n)| s.as_bytes()[..n.min(s.len())].to_vec()),
+        2 => select(vec!["data: {\"error\": \"", "\"}\r\n\r\n", " ", "api_key:", "AIza", "A", "'"])
+            .prop_map(|s| s.as_bytes().to_vec()),
+        1 => prop::collection::vec(any::<u8>(), 0..8),
+    ];
+    prop::collection::vec(piece, 0..24).prop_map(|ps| ps.concat()).boxed()
+}
+
+proptest! {
+    #![proptest_config(config(1024))]
+
+    /// Whatever the chunk boundaries, the streamed output is the whole text redacted at once, and
+    /// no secret of the pool is left in it.
+    #[test]
+    fn the_streaming_redactor_lets_no_key_through_whatever_the_chunk_boundaries(
+        text in secretive_text(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let r = redactor_for_fuzz();
+        let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(text.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut s = gemini_key_manager::redact::StreamRedactor::default();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for c in cuts.into_iter().chain(std::iter::once(text.len())) {
+            out.extend_from_slice(&s.feed(&r, &text[from..c]));
+            from = c;
+        }
+        out.extend(s.finish(&r));
+        let whole = r.bytes(&text).into_owned();
+        prop_assert_eq!(&out, &whole);
+        for secret in REDACT_SECRETS {
+            prop_assert!(!out.windows(secret.len()).any(|w| w == secret.as_bytes()), "{} left in", secret);
+        }
+    }
+}

@@ -177,6 +177,27 @@ pub fn suspended_403() -> Reply {
     )
 }
 
+/// A suspended key's 403 as Google answers it in 2026: the whole key in `message`, in
+/// `ErrorInfo.metadata.containerInfo` and in a `LocalizedMessage` (public error reports show it).
+pub fn suspended_403_echoing(key: &str) -> Reply {
+    let msg = format!("Permission denied: Consumer 'api_key:{key}' has been suspended.");
+    Reply::json(
+        403,
+        json!({"error": {"code": 403, "message": msg, "status": "PERMISSION_DENIED",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "CONSUMER_SUSPENDED", "domain": "googleapis.com",
+            "metadata": {"containerInfo": format!("api_key:{key}"),
+                         "service": "generativelanguage.googleapis.com",
+                         "consumer": "projects/123456789012"}},
+            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": msg}]}}),
+    )
+}
+
+/// A 500 whose message echoes the key that made the request.
+pub fn internal_500_echoing(key: &str) -> Reply {
+    google_error_reply(500, "INTERNAL", &format!("Internal error while serving api_key:{key}"))
+}
+
 pub fn overloaded_503() -> Reply {
     let msg = "The model is overloaded. Please try again later.";
     google_error_reply(503, "UNAVAILABLE", msg)

@@ -68,6 +68,15 @@ impl Proxy {
     }
 }
 
+/// Wait until `done` holds, checking every 10 ms; fails the test naming `what` after `within`.
+pub fn eventually(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A client that never treats a status as an error and never retries.
 pub fn client() -> ureq::Agent {
     ureq::Agent::config_builder()

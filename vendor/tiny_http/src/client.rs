@@ -39,6 +39,9 @@ pub struct ClientConnection {
 
     // gemini-key-manager patch: the TCP socket, handed to each request (see `Request::socket`)
     tcp: Option<std::sync::Arc<std::net::TcpStream>>,
+
+    // gemini-key-manager patch: set by `Request::close_after` (an answer with `Connection: close`)
+    close_after: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Error that can happen when reading a request.
@@ -79,6 +82,7 @@ impl ClientConnection {
             header_bytes: 0,
             secure,
             tcp,
+            close_after: Default::default(),
         }
     }
 
@@ -196,6 +200,7 @@ impl ClientConnection {
             writer,
             self.tcp.clone(),
             long_line,
+            self.close_after.clone(),
         )
         .map_err(|e| {
             use crate::request;
@@ -222,7 +227,7 @@ impl Iterator for ClientConnection {
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
-        if self.no_more_requests {
+        if self.no_more_requests || self.close_after.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
         }
 

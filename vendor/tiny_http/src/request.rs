@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use std::net::TcpStream;
 use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::util::{EqualReader, FusedReader};
@@ -81,6 +82,7 @@ pub struct Request {
     // server refused (status, reason): the application answers it, the connection then closes.
     socket: Option<Arc<TcpStream>>,
     framing_error: Option<(u16, &'static str)>,
+    close_after: Arc<AtomicBool>,
 }
 
 struct NotifyOnDrop<R> {
@@ -144,6 +146,7 @@ pub fn new_request<R, W>(
     writer: W,
     socket: Option<Arc<TcpStream>>,
     long_line: bool,
+    close_after: Arc<AtomicBool>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -233,6 +236,7 @@ where
         notify_when_responded: None,
         socket,
         framing_error,
+        close_after,
     })
 }
 
@@ -326,6 +330,12 @@ impl Request {
     /// patch; `None` over TLS or a Unix socket).
     pub fn socket(&self) -> Option<&TcpStream> {
         self.socket.as_deref()
+    }
+
+    /// No further request is read from this connection: it closes once this one is answered
+    /// (the application answers with `Connection: close`; gemini-key-manager patch).
+    pub fn close_after(&self) {
+        self.close_after.store(true, Ordering::SeqCst);
     }
 
     /// A framing the server refused: (status, reason). The body is not read, and the connection
