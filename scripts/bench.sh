@@ -20,6 +20,7 @@
 #      (scripts/bench/streams.py);
 #   6. throughput with --workers 1, 8 and 64 (--queue-size 256, fresh instances one at a time): one
 #      saturating pass each against the nginx upstream;
+#   6b. pool size: 3 and 3,000 keys with the info log on (one redacted line per request), saturating pass each;
 #   7. the OpenAI route (POST /v1/chat/completions, not streamed) through the first proxy, saturating and
 #      light passes, each run right after the same pass on the native route for the ratio;
 #   8. prints one table, the ratios against their goals, our proxy's RSS and the binary's size, then one
@@ -40,6 +41,7 @@ STREAMS_N=${BENCH_STREAMS:-256}
 STREAM_EVENTS=8 STREAM_DELAY_MS=500
 STREAM_WORKERS=300 STREAM_QUEUE=64
 WORKER_COUNTS=(1 8 64) WORKERS_QUEUE=256
+POOL_SIZES=(3 3000)
 OPENAI_PATH=/v1/chat/completions
 TOKEN=bench-token
 KEYS=(AIzaSyBENCH0000000000000000000000000000A AIzaSyBENCH0000000000000000000000000000B
@@ -165,9 +167,10 @@ wait_ready() {
     die "$name did not answer $url within 10 s"
 }
 
-mapfile -t PORTS < <(tool free-ports $((5 + ${#WORKER_COUNTS[@]})))
+mapfile -t PORTS < <(tool free-ports $((5 + ${#WORKER_COUNTS[@]} + ${#POOL_SIZES[@]})))
 UP_PORT=${PORTS[0]} NGX_PORT=${PORTS[1]} GKM_PORT=${PORTS[2]} GKM2_PORT=${PORTS[3]} GKM3_PORT=${PORTS[4]}
-WORKER_PORTS=("${PORTS[@]:5}")
+WORKER_PORTS=("${PORTS[@]:5:${#WORKER_COUNTS[@]}}")
+POOL_PORTS=("${PORTS[@]:$((5 + ${#WORKER_COUNTS[@]}))}")
 
 # nginx's temporary directories, for the modules this nginx has, inside $WORK.
 mkdir -p "$WORK/nginx-tmp"
@@ -396,6 +399,31 @@ for i in "${!WORKER_COUNTS[@]}"; do
 done
 
 # ---------------------------------------------------------------------------------------------------------
+# 6b. Pool size: 3 and 3,000 keys, each a fresh instance with the info log on (one line per request to a
+#     file, every line through the redactor, which holds every key), saturating pass against the upstream.
+
+: >"$WORK/results-pool"
+RESULTS=$WORK/results-pool
+for i in "${!POOL_SIZES[@]}"; do
+    size=${POOL_SIZES[$i]} target=gkm-keys${POOL_SIZES[$i]}
+    {
+        printf '%s\n' "${KEYS[@]}"
+        for ((k = ${#KEYS[@]}; k < size; k++)); do printf 'AIzaSyBENCHPOOL%024d\n' "$k"; done
+    } >"$WORK/keys-$size.txt"
+    mkdir -p "$WORK/log-$target"
+    log "saturating pass (-t2 -c32 -d${PASS_SECONDS}s) against gemini-key-manager with $size keys," \
+        "--log-level info to a file, after a 1 s warm-up"
+    start_gkm "$target" "${POOL_PORTS[$i]}" "http://127.0.0.1:$UP_PORT" --key-file "$WORK/keys-$size.txt" \
+        --log-level info --log-dir "$WORK/log-$target"
+    TARGET_PID[$target]=${PIDS[-1]}
+    URL[$target]="http://127.0.0.1:${POOL_PORTS[$i]}$MODEL_PATH"
+    check_native "$target"
+    run_wrk warmup "$target" 2 32 1
+    run_wrk saturating "$target" 2 32 "$PASS_SECONDS" record
+    stop_pid "${TARGET_PID[$target]}"
+done
+
+# ---------------------------------------------------------------------------------------------------------
 # 7. The OpenAI route through the first proxy instance (64 workers, default queue), each pass right after
 #    the same pass on the native route so that both see the same machine.
 
@@ -467,6 +495,11 @@ echo
 echo "throughput by worker count: saturating pass (-t2 -c32 -d${PASS_SECONDS}s) through gkm-proxy" \
     "--workers N --queue-size $WORKERS_QUEUE (a fresh instance each) to the nginx upstream"
 tool report-workers "$WORK/results-workers"
+
+echo
+echo "pool size: saturating pass (-t2 -c32 -d${PASS_SECONDS}s) through gkm-proxy with N keys and --log-level info" \
+    "(a log line per request through the redactor of every key; a fresh instance each)"
+tool report-workers "$WORK/results-pool"
 
 echo
 echo "OpenAI route: POST $OPENAI_PATH (Authorization: Bearer, not streamed) vs the native $MODEL_PATH," \
