@@ -459,9 +459,10 @@ run_wrk light gkm-openai 1 4 "$PASS_SECONDS" record
 
 # Anything our proxies said at warn level or above, and nginx's own complaints.
 for name in "${GKM_NAMES[@]}"; do
-    if [[ -s $WORK/$name.stderr ]]; then
-        log "$name stderr ($(wc -l <"$WORK/$name.stderr") lines), first 20:"
-        head -n 20 "$WORK/$name.stderr" >&2
+    # (the pool-size instances log every request at info: only what is above it is shown)
+    if grep -qv -e ' INFO ' "$WORK/$name.stderr" 2>/dev/null; then
+        log "$name stderr ($(grep -cv -e ' INFO ' "$WORK/$name.stderr") lines above info), first 20:"
+        grep -v -e ' INFO ' "$WORK/$name.stderr" | head -n 20 >&2
     fi
 done
 for name in upstream nginx-proxy; do
