@@ -69,12 +69,12 @@ pub fn probe_key(app: &App, key: &str) -> Result<(u16, Outcome), String> {
         body: &[],
         key_style: KeyStyle::GoogHeader,
     };
-    let resp = app
+    let answer = app
         .upstream
         .send(&out, key, std::time::Duration::MAX)
         .map_err(|e| format!("{:?}", e.into_error().message()))?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().with_config().limit(1 << 20).read_to_vec().unwrap_or_default();
+    let status = answer.status();
+    let body = answer.read_whole(1 << 20).unwrap_or_default();
     Ok((status, quota::classify(status, &body)))
 }
 

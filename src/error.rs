@@ -23,14 +23,6 @@ impl Surface {
     }
 }
 
-/// Whose fault an error is (pingora's taxonomy); used by logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    Client,
-    Upstream,
-    Internal,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProxyError {
     /// The request is malformed; `param` names the offending field where there is one.
@@ -132,24 +124,6 @@ impl ProxyError {
                 | ProxyError::Framing { .. }
                 | ProxyError::BodyTimeout
         )
-    }
-
-    pub fn fault(&self) -> Fault {
-        match self {
-            ProxyError::BadRequest { .. }
-            | ProxyError::Unauthorized
-            | ProxyError::NotFound { .. }
-            | ProxyError::MethodNotAllowed
-            | ProxyError::TooLarge { .. }
-            | ProxyError::Framing { .. }
-            | ProxyError::BodyTimeout
-            | ProxyError::ClientGone => Fault::Client,
-            ProxyError::NoKeyAvailable { .. }
-            | ProxyError::UpstreamStatus { .. }
-            | ProxyError::UpstreamTimeout
-            | ProxyError::UpstreamIo { .. } => Fault::Upstream,
-            ProxyError::Overloaded | ProxyError::Internal { .. } => Fault::Internal,
-        }
     }
 
     fn retry_after(&self) -> Option<u64> {
@@ -274,11 +248,11 @@ fn openai_code(e: &ProxyError) -> Option<&'static str> {
     })
 }
 
-/// The `error.message` of a Google error body, or a short description of a non-JSON answer.
+/// The `error.message` of a Google error body, or a short description of any other answer.
 fn upstream_message(status: u16, body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_string))
+    crate::google_error::GoogleError::parse(body)
+        .map(|e| e.message)
+        .filter(|m| !m.is_empty())
         .unwrap_or_else(|| format!("The upstream answered HTTP {status}"))
 }
 

@@ -5,7 +5,6 @@
 //! request, asks `upstream` for an answer, and writes OpenAI objects or SSE chunks back. It
 //! never builds an error body itself: errors go back as `ProxyError`, mapped once in `error.rs`.
 
-use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
@@ -13,11 +12,12 @@ use serde_json::Value;
 
 use crate::App;
 use crate::error::{ProxyError, Reply};
+use crate::google_error::GoogleError;
 use crate::openai::{self, StreamTranslator, TranslateError};
 use crate::server::Exchange;
 use crate::sse::Framer;
-use crate::upstream::{self, KeyStyle, Outgoing};
-use crate::{affinity, quota};
+use crate::upstream::{self, Answer, KeyStyle, Outgoing};
+use crate::{affinity, relay};
 
 /// Largest upstream answer buffered for translation.
 const MAX_ANSWER: u64 = 64 << 20;
@@ -53,18 +53,16 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}-{nanos:x}{n:04x}")
 }
 
-fn read_json_answer(resp: ureq::http::Response<ureq::Body>) -> Result<Value, ProxyError> {
-    let bytes = resp.into_body().with_config().limit(MAX_ANSWER).read_to_vec().map_err(|e| match &e {
-        ureq::Error::Timeout(_) => ProxyError::UpstreamTimeout,
-        ureq::Error::Io(io) if upstream::is_timeout(io) => ProxyError::UpstreamTimeout,
-        _ => ProxyError::UpstreamIo { message: format!("reading the answer failed: {e}") },
-    })?;
+fn read_json_answer(answer: Answer) -> Result<Value, ProxyError> {
+    let bytes = answer.read_whole(MAX_ANSWER)?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| ProxyError::UpstreamIo {
         message: format!("the upstream answered something that is not JSON: {e}"),
     })?;
     // Google sometimes answers 200 with an error body; that is no answer to translate.
-    if let Some(err) = v.get("error").filter(|_| v.get("candidates").is_none()) {
-        let msg = err.get("message").and_then(Value::as_str).unwrap_or("no message");
+    if v.get("candidates").is_none()
+        && let Some(err) = GoogleError::from_value(&v)
+    {
+        let msg = if err.message.is_empty() { "no message" } else { err.message.as_str() };
         return Err(ProxyError::UpstreamIo {
             message: format!("the upstream answered 200 with an error: {msg}"),
         });
@@ -97,12 +95,12 @@ pub fn chat(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     let out = post(path, &body);
     let names = affinity::referenced("", None, &body);
     let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
-    let (resp, used) = upstream::call_with_keys(app, ex, Some(&call.model), &out, pinned.as_deref())?;
+    let (answer, used) = upstream::call_with_keys(app, ex, Some(&call.model), &out, pinned.as_deref())?;
     let id = new_id("chatcmpl");
     let created = Utc::now().timestamp();
     if !call.stream {
-        let answer = read_json_answer(resp)?;
-        app.record_success(&used, Some(&call.model), quota::usage_tokens(&answer).unwrap_or(0));
+        let answer = read_json_answer(answer)?;
+        app.record_success(&used, Some(&call.model), crate::usage::tokens(&answer).unwrap_or(0));
         let chat = openai::gemini_response_to_chat(&answer, &call.model, &id, created);
         ex.respond(Reply::json(200, &chat));
         return Ok(());
@@ -111,80 +109,60 @@ pub fn chat(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
         ("Content-Type".to_string(), "text/event-stream; charset=utf-8".to_string()),
         ("Cache-Control".to_string(), "no-cache".to_string()),
     ];
-    let mut writer = match ex.start_stream(200, &headers) {
-        Ok(w) => w,
-        Err(e) => {
-            ex.record.client_gone = true;
-            log::debug!("client left before the stream started: {e}");
-            return Ok(());
-        }
+    let mut chat = ChatStream {
+        translator: StreamTranslator::new(&call.model, &id, created, call.include_usage),
+        framer: Framer::default(),
+        tokens: None,
     };
-    let mut translator = StreamTranslator::new(&call.model, &id, created, call.include_usage);
-    let mut framer = Framer::default();
-    let mut tokens = 0;
-    let mut reader = resp.into_body().into_reader();
-    let mut buf = vec![0u8; 16 * 1024];
-    // Ok(()) at a clean end; Err(message) when the upstream broke after the first byte.
-    let ended: Result<(), String> = 'read: loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
-            Err(e) if upstream::is_timeout(&e) => {
-                break Err("The upstream went silent mid-stream (read timeout)".into());
-            }
-            Err(_) => break Err("The upstream connection broke mid-stream".into()),
-        };
-        let mut out = Vec::new();
-        for payload in framer.feed(&buf[..n]) {
+    relay::stream(app, ex, answer, &used, Some(&call.model), (200, &headers), &mut chat)
+}
+
+/// Gemini SSE events in, OpenAI `chat.completion.chunk` events out (the relay's transform for
+/// `/v1/chat/completions` with `stream: true`).
+struct ChatStream {
+    translator: StreamTranslator,
+    framer: Framer,
+    tokens: Option<u64>,
+}
+
+impl relay::Transform for ChatStream {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        for payload in self.framer.feed(data) {
             let Ok(event) = serde_json::from_slice::<Value>(&payload) else {
                 log::debug!("skipping an upstream event that is not JSON");
                 continue;
             };
-            if let Some(t) = quota::usage_tokens(&event) {
-                tokens = t;
+            if let Some(t) = crate::usage::tokens(&event) {
+                self.tokens = Some(t);
             }
-            if let Some(err) = event.get("error") {
-                let msg = err.get("message").and_then(Value::as_str).unwrap_or("upstream error event");
-                let _ = writer.send(&out);
-                break 'read Err(format!("The upstream reported an error mid-stream: {msg}"));
+            if let Some(err) = GoogleError::from_value(&event) {
+                let msg = if err.message.is_empty() { "upstream error event" } else { err.message.as_str() };
+                return Err(format!("The upstream reported an error mid-stream: {msg}"));
             }
-            for chunk in translator.feed(&event) {
-                push_event(&mut out, &chunk);
-            }
-        }
-        if out.is_empty() {
-            continue;
-        }
-        if ex.record.first_byte.is_none() {
-            ex.record.first_byte = Some(ex.started.elapsed());
-        }
-        if let Err(e) = writer.send(&out) {
-            ex.record.client_gone = true;
-            log::debug!("client left mid-stream: {e}");
-            app.record_success(&used, Some(&call.model), tokens);
-            return Ok(());
-        }
-    };
-    app.record_success(&used, Some(&call.model), tokens);
-    let mut out = Vec::new();
-    match ended {
-        Ok(()) => {
-            for chunk in translator.finish() {
-                push_event(&mut out, &chunk);
+            for chunk in self.translator.feed(&event) {
+                push_event(out, &chunk);
             }
         }
-        Err(message) => {
-            // No retry and no status change once bytes went out: an OpenAI error event ends it.
-            log::warn!("{message}; ending the OpenAI stream with an error event");
-            ex.record.note = Some("upstream broke mid-stream".into());
-            push_event(&mut out, &StreamTranslator::error_event(&message));
-        }
+        Ok(())
     }
-    out.extend_from_slice(b"data: [DONE]\n\n");
-    if writer.send(&out).and_then(|_| writer.finish()).is_err() {
-        ex.record.client_gone = true;
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        for chunk in self.translator.finish() {
+            push_event(out, &chunk);
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
     }
-    Ok(())
+
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) -> bool {
+        // No retry and no status change once bytes went out: an OpenAI error event ends it.
+        push_event(out, &StreamTranslator::error_event(message));
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        true
+    }
+
+    fn tokens(&self) -> Option<u64> {
+        self.tokens
+    }
 }
 
 fn push_event(out: &mut Vec<u8>, chunk: &Value) {

@@ -169,30 +169,6 @@ fn sse_payload(event: &[u8]) -> Option<Vec<u8>> {
     payload
 }
 
-/// Follows a stream and remembers the token count of the last chunk that carried one.
-#[derive(Debug, Default)]
-pub struct UsageScanner {
-    framer: Framer,
-    tokens: Option<u64>,
-}
-
-impl UsageScanner {
-    pub fn feed(&mut self, data: &[u8]) {
-        for payload in self.framer.feed(data) {
-            // Cheap pre-check: most chunks carry no usage block.
-            if payload.windows(13).any(|w| w == b"usageMetadata")
-                && let Some(t) = crate::quota::usage_tokens_of(&payload)
-            {
-                self.tokens = Some(t);
-            }
-        }
-    }
-
-    pub fn tokens(&self) -> Option<u64> {
-        self.tokens
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,13 +213,5 @@ mod tests {
         let got = all(&mut f, &[b"[{\"x\":\"0123456789012345678901234\"},{\"y\":1}]"]);
         assert_eq!(got, vec!["{\"y\":1}"]);
         assert_eq!(f.oversized, 1);
-    }
-
-    #[test]
-    fn usage_is_taken_from_the_last_chunk_that_has_it() {
-        let mut s = UsageScanner::default();
-        s.feed(b"data: {\"usageMetadata\":{\"totalTokenCount\":5}}\n\n");
-        s.feed(b"data: {\"candidates\":[]}\n\ndata: {\"usageMetadata\":{\"totalTokenCount\":42}}\n\n");
-        assert_eq!(s.tokens(), Some(42));
     }
 }

@@ -5,6 +5,7 @@
 //! lock is taken to pick a key and again to record the outcome. It never writes to the client;
 //! it returns the first usable answer, body unread, to the caller.
 
+use std::io::Read;
 use std::time::Duration;
 
 use ureq::http;
@@ -91,6 +92,64 @@ impl CallFailure {
     }
 }
 
+/// An upstream answer whose body is still unread: its status and headers, and the body as a
+/// whole or as a reader. The rest of the proxy sees this, never ureq's types; every failure of
+/// reading it becomes a `ProxyError` here (`read_failure`).
+pub struct Answer {
+    response: http::Response<ureq::Body>,
+}
+
+impl Answer {
+    pub fn status(&self) -> u16 {
+        self.response.status().as_u16()
+    }
+
+    /// A header's value (name in any case), if it is valid text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.response.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `Content-Type`, lowercased (empty when absent).
+    pub fn content_type(&self) -> String {
+        self.header("content-type").unwrap_or("").to_ascii_lowercase()
+    }
+
+    /// The body's announced length.
+    pub fn content_length(&self) -> Option<u64> {
+        self.response.body().content_length()
+    }
+
+    /// The headers a client may see (the allowlist).
+    pub fn client_headers(&self) -> Vec<(String, String)> {
+        forward_response_headers(self.response.headers())
+    }
+
+    /// The whole body, at most `limit` bytes, sized once from `Content-Length` when it has one.
+    pub fn read_whole(self, limit: u64) -> Result<Vec<u8>, ProxyError> {
+        let body = self.response.into_body();
+        let expected = body.content_length().unwrap_or(0).min(limit);
+        // One byte more than announced, so that reaching the end needs no second allocation.
+        let mut out = Vec::with_capacity(expected as usize + 1);
+        body.into_with_config().limit(limit).reader().read_to_end(&mut out).map_err(|e| read_failure(&e))?;
+        Ok(out)
+    }
+
+    /// The body as a reader (for streams); map its errors with `read_failure`. Dropping it drops
+    /// the upstream request.
+    pub fn into_reader(self) -> impl Read + Send + 'static {
+        self.response.into_body().into_reader()
+    }
+}
+
+/// What a failed read of an upstream body means: a timeout (504) or a broken connection (502).
+pub fn read_failure(e: &std::io::Error) -> ProxyError {
+    if is_timeout(e) {
+        ProxyError::UpstreamTimeout
+    } else {
+        ProxyError::UpstreamIo { message: crate::logging::redact(&format!("reading the answer failed: {e}")) }
+    }
+}
+
 /// The key that produced a successful answer (to record usage against once it is known).
 #[derive(Debug, Clone)]
 pub struct KeyUsed {
@@ -166,12 +225,7 @@ impl Upstream {
 
     /// Send one request with `key`, its answer's head due within `left` (the rest of the
     /// request's deadline). Only the configured origin is ever contacted.
-    pub fn send(
-        &self,
-        out: &Outgoing,
-        key: &str,
-        left: Duration,
-    ) -> Result<http::Response<ureq::Body>, CallFailure> {
+    pub fn send(&self, out: &Outgoing, key: &str, left: Duration) -> Result<Answer, CallFailure> {
         let url = format!("{}{}{}", self.origin, self.base_path, out.path_and_query);
         let method = http::Method::from_bytes(out.method.as_bytes())
             .map_err(|_| CallFailure::Io(format!("invalid method {}", out.method)))?;
@@ -191,7 +245,7 @@ impl Upstream {
             let request = builder.body(out.body).map_err(|e| CallFailure::Io(format!("bad request: {e}")))?;
             agent.run(self.within(agent, request, left))
         };
-        sent.map_err(map_ureq_error)
+        sent.map(|response| Answer { response }).map_err(map_ureq_error)
     }
 
     /// The request with its timeouts cut to `left` where that is shorter than the agent's (a
@@ -227,7 +281,7 @@ fn map_ureq_error(e: ureq::Error) -> CallFailure {
 }
 
 /// Is this failure of reading a body a timeout?
-pub fn is_timeout(e: &std::io::Error) -> bool {
+fn is_timeout(e: &std::io::Error) -> bool {
     if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
         return true;
     }
@@ -242,7 +296,7 @@ pub fn forward_request_headers(headers: &[(String, String)]) -> Vec<(String, Str
 }
 
 /// Keep only the response headers a client needs.
-pub fn forward_response_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+fn forward_response_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(n, _)| FORWARD_RESPONSE_HEADERS.contains(&n.as_str()))
@@ -285,7 +339,7 @@ pub fn call_with_keys(
     model: Option<&str>,
     out: &Outgoing,
     pinned: Option<&str>,
-) -> Result<(http::Response<ureq::Body>, KeyUsed), ProxyError> {
+) -> Result<(Answer, KeyUsed), ProxyError> {
     let deadline = std::time::Instant::now() + app.config.request_deadline;
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<ProxyError> = None;
@@ -341,25 +395,24 @@ pub fn call_with_keys(
         let left = deadline.saturating_duration_since(started);
         let result = app.upstream.send(out, &key, left);
         let outcome = match result {
-            Ok(resp) if resp.status().is_success() => {
+            Ok(answer) if (200..300).contains(&answer.status()) => {
                 log::debug!(
                     "attempt {} key {fingerprint}: {} in {:?}",
                     ex.record.attempts,
-                    resp.status().as_u16(),
+                    answer.status(),
                     started.elapsed()
                 );
                 app.metrics.attempt(&Outcome::Success);
-                return Ok((resp, KeyUsed { idx, fingerprint, key }));
+                return Ok((answer, KeyUsed { idx, fingerprint, key }));
             }
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let body =
-                    resp.into_body().with_config().limit(MAX_ERROR_BODY).read_to_vec().unwrap_or_default();
+            Ok(answer) => {
+                let status = answer.status();
+                let body = answer.read_whole(MAX_ERROR_BODY).unwrap_or_default();
                 let outcome = quota::classify(status, &body);
                 log::debug!("attempt {} key {fingerprint}: {status} {:?}", ex.record.attempts, outcome);
                 let retry_after = retry_after_hint(&outcome);
                 let error = ProxyError::UpstreamStatus { status, body, retry_after };
-                if matches!(outcome, Outcome::ClientError | Outcome::Success) {
+                if !outcome.retry_on_next_key() {
                     return Err(error);
                 }
                 last = Some(error);

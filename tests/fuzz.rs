@@ -41,7 +41,7 @@ use gemini_key_manager::openai::{self, StreamTranslator, TranslateError};
 use gemini_key_manager::pool::{self, KeySpec, KeyState};
 use gemini_key_manager::quota::{self, Outcome};
 use gemini_key_manager::store_format::{self, UsageFile};
-use gemini_key_manager::{affinity, keyfile, router, sse};
+use gemini_key_manager::{affinity, keyfile, router, sse, usage};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::FileFailurePersistence;
@@ -1332,14 +1332,14 @@ proptest! {
         } else {
             events.iter().map(|e| format!("data: {e}\r\n\r\n")).collect()
         };
-        let mut scanner = sse::UsageScanner::default();
+        let mut scanner = usage::StreamUsage::default();
         for chunk in split_at(stream.as_bytes(), &cuts) {
             scanner.feed(&chunk);
         }
         prop_assert_eq!(scanner.tokens(), usages.iter().rev().find_map(|u| *u));
         // Trailing garbage never panics.
         scanner.feed(&garbage);
-        let mut fresh = sse::UsageScanner::default();
+        let mut fresh = usage::StreamUsage::default();
         fresh.feed(&garbage);
     }
 }
@@ -1429,7 +1429,7 @@ proptest! {
         body in any_body(),
     ) {
         let outcome = quota::classify(status, &body);
-        prop_assert!(!outcome.label().is_empty());
+        prop_assert!(!gemini_key_manager::metrics::outcome_label(&outcome).is_empty());
         match status {
             200..=299 => prop_assert_eq!(&outcome, &Outcome::Success),
             500 | 502 | 503 | 504 => prop_assert_eq!(&outcome, &Outcome::Transient),
@@ -1452,7 +1452,7 @@ proptest! {
         let err = openai::gemini_error_to_openai(status, &body);
         prop_assert!(err.pointer("/error/message").and_then(Value::as_str).is_some(), "{err}");
         if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-            let _ = quota::usage_tokens(&v);
+            let _ = usage::tokens(&v);
         }
     }
 
@@ -1588,10 +1588,10 @@ proptest! {
     #[test]
     fn usage_tokens_of_raw_bytes_agrees_with_the_tree(body in usage_body(), cut in any::<usize>(), pretty in any::<bool>()) {
         let raw = if pretty { serde_json::to_vec_pretty(&body) } else { serde_json::to_vec(&body) }.unwrap();
-        prop_assert_eq!(quota::usage_tokens_of(&raw), quota::usage_tokens(&body), "{}", String::from_utf8_lossy(&raw));
+        prop_assert_eq!(usage::tokens_of(&raw), usage::tokens(&body), "{}", String::from_utf8_lossy(&raw));
         let cut = &raw[..cut % (raw.len() + 1)];
-        let tree = serde_json::from_slice::<Value>(cut).ok().and_then(|v| quota::usage_tokens(&v));
-        prop_assert_eq!(quota::usage_tokens_of(cut), tree);
+        let tree = serde_json::from_slice::<Value>(cut).ok().and_then(|v| usage::tokens(&v));
+        prop_assert_eq!(usage::tokens_of(cut), tree);
     }
 
     #[test]
@@ -2004,7 +2004,7 @@ fn corpus_seeds_are_valid() {
         let payloads = sse::Framer::default().feed(seed);
         assert_eq!(payloads.len(), n, "{}", String::from_utf8_lossy(seed));
     }
-    let mut scanner = sse::UsageScanner::default();
+    let mut scanner = usage::StreamUsage::default();
     scanner.feed(SSE_2_CRLF);
     assert_eq!(scanner.tokens(), Some(42));
     let keys = keyfile::parse(KEYS_TXT);

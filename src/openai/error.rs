@@ -61,12 +61,7 @@ pub fn openai_error_body(status: u16, message: &str, param: Option<&str>, code: 
 ///   lower-cased (`invalid_argument`, `permission_denied`, `unavailable` ...), or null.
 /// - `param`: the first `fieldViolations[].field` of a `google.rpc.BadRequest` detail, if any.
 pub fn gemini_error_to_openai(status: u16, body: &[u8]) -> Value {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let err = parsed.as_ref().and_then(|v| match v {
-        Value::Array(items) => items.first().and_then(|first| first.get("error")),
-        other => other.get("error"),
-    });
-    let Some(err) = err.filter(|e| e.is_object()) else {
+    let Some(err) = crate::google_error::GoogleError::parse(body) else {
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
         let message = if text.is_empty() {
@@ -77,22 +72,13 @@ pub fn gemini_error_to_openai(status: u16, body: &[u8]) -> Value {
         return openai_error_body(status, &message, None, None);
     };
 
-    let message = err
-        .get("message")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("upstream returned HTTP {status}"));
-    let google_status = err.get("status").and_then(Value::as_str);
-    let details: &[Value] = err.get("details").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
-
+    let message =
+        if err.message.is_empty() { format!("upstream returned HTTP {status}") } else { err.message.clone() };
+    let google_status = err.status.as_deref();
     let key_invalid =
-        details.iter().any(|d| d.get("reason").and_then(Value::as_str) == Some("API_KEY_INVALID"));
-    let param = details
-        .iter()
-        .filter(|d| {
-            d.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with("google.rpc.BadRequest"))
-        })
+        err.all_details().any(|d| d.get("reason").and_then(Value::as_str) == Some("API_KEY_INVALID"));
+    let param = err
+        .details_of("google.rpc.BadRequest")
         .filter_map(|d| d.get("fieldViolations").and_then(Value::as_array))
         .flatten()
         .find_map(|v| v.get("field").and_then(Value::as_str))

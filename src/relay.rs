@@ -1,0 +1,141 @@
+//! The one relay of a streamed upstream answer to the client, shared by every surface.
+//!
+//! It owns what every stream needs the same way: the retry boundary (it runs only after a key
+//! answered 2xx; from its first byte on there is no retry and no status change, SPEC §5), the
+//! time to the first byte, client-gone detection (a failed write ends the relay quietly and drops
+//! the upstream request), the booking of the answer's tokens to the key, and the redaction of
+//! every byte (through `StreamWriter`). What differs by surface is a [`Transform`] fed the upstream
+//! bytes as they arrive: the identity for native streams, a translation for the others.
+//!
+//! It never retries, never builds an error body itself (a transform writes its surface's error
+//! event), and holds no lock across I/O.
+
+use std::io::Read;
+
+use crate::App;
+use crate::error::ProxyError;
+use crate::server::Exchange;
+use crate::upstream::{self, Answer, KeyUsed};
+
+/// What one surface makes of an upstream stream. Pure: values in, bytes out.
+pub trait Transform {
+    /// Upstream bytes in, as they arrived; what the client gets appended to `out`. `Err(message)`
+    /// when the upstream reported an error in the stream: the relay then ends it with `fail`.
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), String>;
+    /// The upstream ended cleanly: the surface's closing bytes, if any.
+    fn finish(&mut self, out: &mut Vec<u8>);
+    /// The upstream broke or reported an error mid-stream: append the surface's error ending and
+    /// return true, or return false when the surface has none (the framing is then broken, so
+    /// the client sees an incomplete answer rather than a clean end).
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) -> bool;
+    /// The tokens the stream reported so far.
+    fn tokens(&self) -> Option<u64>;
+}
+
+/// Native streams: the bytes pass as they are; tokens from the last chunk that carried usage.
+#[derive(Default)]
+pub struct Identity {
+    usage: crate::usage::StreamUsage,
+}
+
+impl Transform for Identity {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        self.usage.feed(data);
+        out.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Vec<u8>) {}
+
+    fn fail(&mut self, _message: &str, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    fn tokens(&self) -> Option<u64> {
+        self.usage.tokens()
+    }
+}
+
+/// How big a piece is read from the upstream at once.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Relay `answer` as a stream with `status` and `headers`, through `transform`, and book its
+/// tokens to `used` for `model` however it ends. Errors only before the head went out.
+pub fn stream(
+    app: &App,
+    ex: &mut Exchange,
+    answer: Answer,
+    used: &KeyUsed,
+    model: Option<&str>,
+    head: (u16, &[(String, String)]),
+    transform: &mut dyn Transform,
+) -> Result<(), ProxyError> {
+    let mut writer = match ex.start_stream(head.0, head.1) {
+        Ok(w) => w,
+        Err(e) => {
+            ex.record.client_gone = true;
+            log::debug!("client left before the stream started: {e}");
+            return Ok(());
+        }
+    };
+    let mut reader = answer.into_reader();
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut out = Vec::new();
+    // Ok(()) at a clean end, Err(message) when the upstream broke or reported an error.
+    let ended: Result<(), String> = loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                break Err(match upstream::read_failure(&e) {
+                    ProxyError::UpstreamTimeout => {
+                        "The upstream went silent mid-stream (read timeout)".into()
+                    }
+                    _ => "The upstream connection broke mid-stream".into(),
+                });
+            }
+        };
+        out.clear();
+        let fed = transform.feed(&buf[..n], &mut out);
+        if !out.is_empty() {
+            if ex.record.first_byte.is_none() {
+                ex.record.first_byte = Some(ex.started.elapsed());
+            }
+            if let Err(e) = writer.send(&out) {
+                // The client went away: dropping the reader drops the upstream request.
+                ex.record.client_gone = true;
+                log::debug!("client left mid-stream: {e}");
+                app.record_success(used, model, transform.tokens().unwrap_or(0));
+                return Ok(());
+            }
+        }
+        if let Err(message) = fed {
+            break Err(message);
+        }
+    };
+    app.record_success(used, model, transform.tokens().unwrap_or(0));
+    out.clear();
+    match ended {
+        Ok(()) => transform.finish(&mut out),
+        Err(message) => {
+            ex.record.note = Some(
+                if message.contains("silent") {
+                    "upstream timeout mid-stream"
+                } else {
+                    "upstream broke mid-stream"
+                }
+                .into(),
+            );
+            log::warn!("{message} after {} bytes of a stream; ending it", writer.bytes);
+            if !transform.fail(&message, &mut out) {
+                writer.abort();
+                return Ok(());
+            }
+        }
+    }
+    if writer.send(&out).and_then(|_| writer.finish()).is_err() {
+        ex.record.client_gone = true;
+    }
+    Ok(())
+}
