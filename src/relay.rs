@@ -81,18 +81,19 @@ pub fn stream(
     let mut reader = answer.into_reader();
     let mut buf = vec![0u8; READ_BUFFER];
     let mut out = Vec::new();
-    // Ok(()) at a clean end, Err(message) when the upstream broke or reported an error.
-    let ended: Result<(), String> = loop {
+    // Ok(()) at a clean end; Err((log note, message)) when the upstream broke or reported an error.
+    let ended: Result<(), (&str, String)> = loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 break Err(match upstream::read_failure(&e) {
-                    ProxyError::UpstreamTimeout => {
-                        "The upstream went silent mid-stream (read timeout)".into()
-                    }
-                    _ => "The upstream connection broke mid-stream".into(),
+                    ProxyError::UpstreamTimeout => (
+                        "upstream timeout mid-stream",
+                        "The upstream went silent mid-stream (read timeout)".into(),
+                    ),
+                    _ => ("upstream broke mid-stream", "The upstream connection broke mid-stream".into()),
                 });
             }
         };
@@ -111,22 +112,15 @@ pub fn stream(
             }
         }
         if let Err(message) = fed {
-            break Err(message);
+            break Err(("upstream error mid-stream", message));
         }
     };
     app.record_success(used, model, transform.tokens().unwrap_or(0));
     out.clear();
     match ended {
         Ok(()) => transform.finish(&mut out),
-        Err(message) => {
-            ex.record.note = Some(
-                if message.contains("silent") {
-                    "upstream timeout mid-stream"
-                } else {
-                    "upstream broke mid-stream"
-                }
-                .into(),
-            );
+        Err((note, message)) => {
+            ex.record.note = Some(note.into());
             log::warn!("{message} after {} bytes of a stream; ending it", writer.bytes);
             if !transform.fail(&message, &mut out) {
                 writer.abort();

@@ -53,8 +53,12 @@ fn every_module_is_in_the_code_map_and_says_what_it_owns() {
     let map = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md")).unwrap();
     for (path, text) in src_files() {
         let shown = path.strip_suffix("/mod.rs").map(|d| format!("{d}/")).unwrap_or_else(|| path.clone());
-        let in_map = map.contains(&format!("`{shown}`")) || path.starts_with("src/openai/") && map.contains("`src/openai/`");
+        let in_map = map.contains(&format!("`{shown}`"))
+            || path.starts_with("src/openai/") && map.contains("`src/openai/`");
         assert!(in_map, "{path} is missing from ARCHITECTURE.md's code map");
-        assert!(text.trim_start().starts_with("//!"), "{path} does not open with a //! line saying what it owns");
+        assert!(
+            text.trim_start().starts_with("//!"),
+            "{path} does not open with a //! line saying what it owns"
+        );
     }
 }
