@@ -28,7 +28,7 @@ fn status(proxy: &Proxy) -> Value {
 }
 
 fn key_status(proxy: &Proxy, key: &str) -> Value {
-    let fp = gemini_key_manager::pool::fingerprint(key);
+    let fp = gemini_key_manager::keyfile::fingerprint(key);
     status(proxy)["keys"].as_array().unwrap().iter().find(|k| k["id"] == fp).cloned().expect("key in /status")
 }
 
@@ -215,7 +215,7 @@ fn the_key_file_is_reloaded_when_it_changes_keeping_the_books_of_keys_that_stay(
             .as_array()
             .unwrap()
             .iter()
-            .any(|k| k["id"] == gemini_key_manager::pool::fingerprint(KEYS[2]))
+            .any(|k| k["id"] == gemini_key_manager::keyfile::fingerprint(KEYS[2]))
     });
     let s = status(&proxy);
     assert_eq!(s["keys"].as_array().unwrap().len(), 2, "KEYS[0] left the pool");
