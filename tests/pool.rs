@@ -45,15 +45,6 @@ fn keys_seen(mock: &MockUpstream) -> Vec<String> {
     mock.requests().iter().map(|r| r.key.clone().unwrap_or_default()).collect()
 }
 
-/// Wait for a condition that the proxy reaches by itself (reload poll, re-probe), bounded.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_per_day_429_parks_that_key_for_that_model_until_the_reset_and_retries() {
     let mock = MockUpstream::start(&KEYS);
@@ -196,7 +187,9 @@ fn disabled_keys_come_back_when_a_reprobe_succeeds() {
     }
     assert_eq!(key_status(&proxy, KEYS[0])["state"], "disabled");
     mock.set_valid_keys(&KEYS); // the operator fixed the key at Google's end
-    eventually("the re-probe re-enables the key", || key_status(&proxy, KEYS[0])["state"] == "usable");
+    eventually(Duration::from_secs(15), "the re-probe re-enables the key", || {
+        key_status(&proxy, KEYS[0])["state"] == "usable"
+    });
     let probes: Vec<_> = mock.requests().into_iter().filter(|r| r.path == "/v1beta/models").collect();
     assert!(probes.iter().any(|r| r.key.as_deref() == Some(KEYS[0])), "models.list with that key");
 }
@@ -210,7 +203,7 @@ fn the_key_file_is_reloaded_when_it_changes_keeping_the_books_of_keys_that_stay(
     }
     let key_file = proxy.dir.join("key.txt");
     std::fs::write(&key_file, format!("{}\n{}\n", KEYS[1], KEYS[2])).unwrap();
-    eventually("the new key joins", || {
+    eventually(Duration::from_secs(15), "the new key joins", || {
         status(&proxy)["keys"]
             .as_array()
             .unwrap()
