@@ -83,7 +83,7 @@ pub fn reprobe_disabled(app: &App) -> usize {
     let disabled = app.pool.lock().disabled_keys();
     let mut back = 0;
     for (_, key) in disabled {
-        let fp = crate::pool::fingerprint(&key);
+        let fp = crate::keyfile::fingerprint(&key);
         match probe_key(app, &key) {
             Ok((_, Outcome::Success)) => {
                 if app.pool.lock().enable(&fp) {

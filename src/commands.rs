@@ -74,7 +74,7 @@ pub fn usage_report(
     now: chrono::DateTime<chrono::Utc>,
 ) -> serde_json::Value {
     use serde_json::json;
-    let today = crate::pool::quota_day_at(tz, now);
+    let today = crate::calendar::quota_day_at(tz, now);
     let current = file.quota_day == today;
     let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
         t.filter(|t| *t > now)
@@ -114,7 +114,7 @@ pub fn usage_report(
     json!({
         "quota_day": today.to_string(),
         "timezone": tz.name(),
-        "next_reset": crate::pool::next_reset_at(tz, now).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        "next_reset": crate::calendar::next_reset_at(tz, now).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         "file_quota_day": file.quota_day.to_string(),
         "keys": keys,
         "totals": {"requests": total_req, "tokens": total_tok},
@@ -215,8 +215,8 @@ pub fn check_keys(cfg: &crate::config::Config) -> i32 {
         };
         println!(
             "{:<13} {:<14} {:<14} {verdict}",
-            crate::pool::fingerprint(&spec.key),
-            crate::pool::mask(&spec.key),
+            crate::keyfile::fingerprint(&spec.key),
+            crate::keyfile::mask(&spec.key),
             spec.project.as_deref().unwrap_or("-")
         );
     }

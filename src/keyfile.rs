@@ -2,10 +2,51 @@
 //!
 //! Parsing is a pure function of the text; `load` is the only place that reads the file. Nothing
 //! here ever prints a key: warnings name line numbers and fingerprints.
+//!
+//! A key's identity lives here too: [`KeySpec`] (a line of the file), its [`fingerprint`] (the
+//! stable public id) and its [`mask`] (the form shown to people); `Debug` shows the mask only.
 
+use sha2::{Digest, Sha256};
+use std::fmt;
 use std::path::Path;
 
-pub use crate::pool::KeySpec;
+/// One line of the key file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    pub key: String,
+    pub project: Option<String>,
+}
+
+impl KeySpec {
+    pub fn new(key: &str, project: Option<&str>) -> KeySpec {
+        KeySpec { key: key.to_string(), project: project.map(str::to_string) }
+    }
+}
+
+impl fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySpec").field("key", &mask(&self.key)).field("project", &self.project).finish()
+    }
+}
+
+/// First 12 hex digits of the SHA-256 of the key: the key's stable public id.
+pub fn fingerprint(key: &str) -> String {
+    Sha256::digest(key.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `AIza…XyZ1`: first 4 and last 4 characters. Keys shorter than 9 characters show `…` and their
+/// last 2 only, so that a mask never reveals most of a short key.
+pub fn mask(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    let n = chars.len();
+    if n < 9 {
+        let tail: String = chars[n.saturating_sub(2)..].iter().collect();
+        return format!("…{tail}");
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[n - 4..].iter().collect();
+    format!("{head}…{tail}")
+}
 
 /// The keys of a file and what was odd about it (for warning logs; no key text inside).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -57,8 +98,37 @@ pub fn load(path: &Path) -> Result<Parsed, String> {
 mod tests {
     use super::*;
 
+    fn key(i: usize) -> String {
+        format!("AIzaSyTESTKEY{i:026}")
+    }
+
     fn keys(text: &str) -> Vec<(String, Option<String>)> {
         parse(text).keys.into_iter().map(|k| (k.key, k.project)).collect()
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_prefix() {
+        // sha256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        assert_eq!(fingerprint("abc"), "ba7816bf8f01");
+        assert_eq!(fingerprint(""), "e3b0c44298fc");
+        assert_eq!(fingerprint(&key(1)).len(), 12);
+        assert_ne!(fingerprint(&key(1)), fingerprint(&key(2)));
+    }
+
+    #[test]
+    fn mask_table() {
+        let cases: &[(&str, &str)] = &[
+            ("AIzaSyABCDEFGHIJKLMNOPXyZ1", "AIza…XyZ1"),
+            ("123456789", "1234…6789"),
+            ("12345678", "…78"),
+            ("ab", "…ab"),
+            ("a", "…a"),
+            ("", "…"),
+            ("ключ-ключ-ключ", "ключ…ключ"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(mask(input), *expected, "input {input:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod affinity;
 pub mod background;
+pub mod calendar;
 pub mod commands;
 pub mod config;
 pub mod dashboard;

@@ -18,26 +18,22 @@
 //!   capped at the next reset. Invalid key: that key alone is disabled.
 //! * Success counts one request and `tokens` for the key and model (model-less requests count
 //!   under [`NO_MODEL`]) and sets `last_used`. For a stream whose tokens are known only at its
-//!   end, record `Success` with the tokens then, or record it with 0 at the first byte and call
-//!   [`KeyState::add_tokens`] at the end.
+//!   end, record `Success` with the tokens then.
 //! * The quota day is the calendar date of `now` in the reset zone; the reset is the next local
 //!   midnight (DST-aware; where a zone skips midnight, the first instant of the day). `pick`,
 //!   `record` and `restore` roll the day over themselves; [`KeyState::rollover`] is also public so
 //!   an idle proxy resets on a timer.
 
+use crate::calendar::{next_reset_at, quota_day_at};
+use crate::keyfile::{KeySpec, fingerprint, mask};
 use crate::quota::Outcome;
-use crate::store_format::{DayTotals, KeyRecord, ModelRecord, UsageFile};
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveTime, SecondsFormat, TimeZone, Utc};
+use crate::store_format::{ALL_MODELS, DayTotals, KeyRecord, ModelRecord, NO_MODEL, UsageFile};
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-/// Model name of a limit that applies to every model (model-less 429s, the seed's flat parks).
-pub const ALL_MODELS: &str = "*";
-/// Model name under which requests without a model are counted.
-pub const NO_MODEL: &str = "unknown";
 /// Past quota days kept in the history.
 pub const HISTORY_DAYS: i64 = 30;
 /// `Retry-After` when every key is disabled: nothing ends on its own then, and the re-probe
@@ -47,74 +43,6 @@ pub const ALL_DISABLED_RETRY_SECS: u64 = 3600;
 pub const BACKOFF_BASE_SECS: i64 = 60;
 /// Doublings stop here (60 s × 2^12 is far past any day anyway).
 const BACKOFF_MAX_SHIFT: u32 = 12;
-
-/// One line of the key file.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeySpec {
-    pub key: String,
-    pub project: Option<String>,
-}
-
-impl KeySpec {
-    pub fn new(key: &str, project: Option<&str>) -> KeySpec {
-        KeySpec { key: key.to_string(), project: project.map(str::to_string) }
-    }
-}
-
-impl fmt::Debug for KeySpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeySpec").field("key", &mask(&self.key)).field("project", &self.project).finish()
-    }
-}
-
-/// First 12 hex digits of the SHA-256 of the key: the key's stable public id.
-pub fn fingerprint(key: &str) -> String {
-    Sha256::digest(key.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect()
-}
-
-/// `AIza…XyZ1`: first 4 and last 4 characters. Keys shorter than 9 characters show `…` and their
-/// last 2 only, so that a mask never reveals most of a short key.
-pub fn mask(key: &str) -> String {
-    let chars: Vec<char> = key.chars().collect();
-    let n = chars.len();
-    if n < 9 {
-        let tail: String = chars[n.saturating_sub(2)..].iter().collect();
-        return format!("…{tail}");
-    }
-    let head: String = chars[..4].iter().collect();
-    let tail: String = chars[n - 4..].iter().collect();
-    format!("{head}…{tail}")
-}
-
-/// The quota day of `now`: its calendar date in `tz`.
-pub fn quota_day_at(tz: Tz, now: DateTime<Utc>) -> NaiveDate {
-    now.with_timezone(&tz).date_naive()
-}
-
-/// The first instant of local date `day` in `tz`: local midnight, the earlier one if midnight
-/// happens twice, the end of the gap if the zone skips midnight.
-pub fn start_of_day(tz: Tz, day: NaiveDate) -> DateTime<Tz> {
-    let midnight = day.and_time(NaiveTime::MIN);
-    match tz.from_local_datetime(&midnight) {
-        LocalResult::Single(t) => t,
-        LocalResult::Ambiguous(a, b) => a.min(b),
-        LocalResult::None => {
-            // Midnight falls in a DST gap: the day starts at the first local minute that exists.
-            (1..=24 * 60)
-                .find_map(|m| {
-                    let local = midnight.checked_add_signed(Duration::minutes(m))?;
-                    tz.from_local_datetime(&local).earliest()
-                })
-                .unwrap_or_else(|| tz.from_utc_datetime(&midnight))
-        }
-    }
-}
-
-/// The next reset after `now`: the start of the day after `now`'s quota day.
-pub fn next_reset_at(tz: Tz, now: DateTime<Utc>) -> DateTime<Tz> {
-    let today = quota_day_at(tz, now);
-    start_of_day(tz, today.succ_opt().unwrap_or(today))
-}
 
 /// Result of [`KeyState::pick`].
 #[derive(Clone, PartialEq, Eq)]
@@ -327,10 +255,6 @@ impl KeyState {
         self.keys.is_empty()
     }
 
-    pub fn timezone(&self) -> Tz {
-        self.tz
-    }
-
     /// The quota day the counts belong to (as of the last rollover).
     pub fn quota_day(&self) -> NaiveDate {
         self.quota_day
@@ -491,25 +415,6 @@ impl KeyState {
             }
             Outcome::Transient | Outcome::ClientError => Recorded::Nothing,
         }
-    }
-
-    /// Add `tokens` to the key and model without counting a request (the end of a stream whose
-    /// success was recorded at its first byte). `false` if the key left the pool meanwhile.
-    pub fn add_tokens(
-        &mut self,
-        idx: usize,
-        fingerprint: &str,
-        model: Option<&str>,
-        tokens: u64,
-        now: DateTime<Utc>,
-    ) -> bool {
-        self.rollover(now);
-        let Some(idx) = self.resolve(idx, fingerprint) else {
-            return false;
-        };
-        let usage = self.keys[idx].usage.entry(model.unwrap_or(NO_MODEL).to_string()).or_default();
-        usage.tokens = usage.tokens.saturating_add(tokens);
-        true
     }
 
     /// If `now` is on a later quota day: today's counts move into the history (30 days kept),
@@ -795,7 +700,7 @@ fn dedup(keys: Vec<KeySpec>) -> Vec<KeySpec> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use chrono::Timelike;
+    use chrono::{TimeZone, Timelike};
     use std::time::Duration as StdDuration;
 
     const LA: Tz = chrono_tz::America::Los_Angeles;
@@ -860,31 +765,6 @@ mod tests {
     }
 
     // ---- identity -------------------------------------------------------------------------
-
-    #[test]
-    fn fingerprint_is_sha256_prefix() {
-        // sha256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
-        assert_eq!(fingerprint("abc"), "ba7816bf8f01");
-        assert_eq!(fingerprint(""), "e3b0c44298fc");
-        assert_eq!(fingerprint(&key(1)).len(), 12);
-        assert_ne!(fingerprint(&key(1)), fingerprint(&key(2)));
-    }
-
-    #[test]
-    fn mask_table() {
-        let cases: &[(&str, &str)] = &[
-            ("AIzaSyABCDEFGHIJKLMNOPXyZ1", "AIza…XyZ1"),
-            ("123456789", "1234…6789"),
-            ("12345678", "…78"),
-            ("ab", "…ab"),
-            ("a", "…a"),
-            ("", "…"),
-            ("ключ-ключ-ключ", "ключ…ключ"),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(mask(input), *expected, "input {input:?}");
-        }
-    }
 
     #[test]
     fn debug_never_shows_raw_keys() {
@@ -965,9 +845,8 @@ mod tests {
         let mut s = pool(1, t0());
         let fp = fingerprint(&key(0));
         assert_eq!(s.record(0, &fp, FLASH, &Outcome::Success, 100, t0()), Recorded::Counted);
-        s.record(0, &fp, FLASH, &Outcome::Success, 50, t0());
+        s.record(0, &fp, FLASH, &Outcome::Success, 57, t0());
         s.record(0, &fp, None, &Outcome::Success, 0, t0());
-        assert!(s.add_tokens(0, &fp, FLASH, 7, t0()));
         let st = s.status(t0());
         let k = &st["keys"][0];
         assert_eq!(k["requests"], 3);
@@ -1191,7 +1070,6 @@ mod tests {
         // A key that left the pool is ignored.
         s.reload(vec![KeySpec::new(&key(5), None)]).unwrap();
         assert_eq!(s.record(1, &fp, FLASH, &Outcome::Success, 3, t0()), Recorded::UnknownKey);
-        assert!(!s.add_tokens(1, &fp, FLASH, 3, t0()));
     }
 
     // ---- reload ---------------------------------------------------------------------------
@@ -1248,73 +1126,6 @@ mod tests {
     // ---- the quota day --------------------------------------------------------------------
 
     #[test]
-    fn quota_day_and_reset_around_pacific_midnight() {
-        // (now in UTC, expected quota day, expected next reset in UTC)
-        let cases = [
-            // Winter (PST, UTC-8): Pacific midnight is 08:00 UTC.
-            (utc(2026, 11, 23, 7, 59, 59), date(2026, 11, 22), utc(2026, 11, 23, 8, 0, 0)),
-            (utc(2026, 11, 23, 8, 0, 0), date(2026, 11, 23), utc(2026, 11, 24, 8, 0, 0)),
-            // UTC midnight is not the reset.
-            (utc(2026, 11, 23, 0, 0, 0), date(2026, 11, 22), utc(2026, 11, 23, 8, 0, 0)),
-            // Summer (PDT, UTC-7): 07:00 UTC.
-            (utc(2026, 7, 4, 6, 59, 59), date(2026, 7, 3), utc(2026, 7, 4, 7, 0, 0)),
-            (utc(2026, 7, 4, 7, 0, 0), date(2026, 7, 4), utc(2026, 7, 5, 7, 0, 0)),
-        ];
-        for (now, day, reset) in cases {
-            assert_eq!(quota_day_at(LA, now), day, "day at {now}");
-            assert_eq!(next_reset_at(LA, now).with_timezone(&Utc), reset, "reset at {now}");
-        }
-    }
-
-    #[test]
-    fn dst_spring_forward_2027() {
-        // 2027-03-14: clocks jump from 02:00 PST to 03:00 PDT; the day has 23 hours.
-        let start = start_of_day(LA, date(2027, 3, 14));
-        let end = start_of_day(LA, date(2027, 3, 15));
-        assert_eq!(start.with_timezone(&Utc), utc(2027, 3, 14, 8, 0, 0));
-        assert_eq!(end.with_timezone(&Utc), utc(2027, 3, 15, 7, 0, 0));
-        assert_eq!((end - start).num_hours(), 23);
-        assert_eq!(end.to_rfc3339(), "2027-03-15T00:00:00-07:00");
-        // Midnight before the change: one second before it is still 03-13.
-        assert_eq!(quota_day_at(LA, utc(2027, 3, 14, 7, 59, 59)), date(2027, 3, 13));
-        assert_eq!(quota_day_at(LA, utc(2027, 3, 14, 8, 0, 0)), date(2027, 3, 14));
-        // Midnight after the change: 07:00 UTC, not 08:00.
-        assert_eq!(quota_day_at(LA, utc(2027, 3, 15, 6, 59, 59)), date(2027, 3, 14));
-        assert_eq!(quota_day_at(LA, utc(2027, 3, 15, 7, 0, 0)), date(2027, 3, 15));
-        // Not naive: 24 h after the day's start is already 01:00 on the 15th.
-        let naive = start + Duration::hours(24);
-        assert_eq!(naive.hour(), 1);
-        assert_ne!(next_reset_at(LA, utc(2027, 3, 14, 8, 30, 0)), naive);
-        assert_eq!(next_reset_at(LA, utc(2027, 3, 14, 8, 30, 0)), end);
-        // Just after the jump (03:00 PDT = 10:00 UTC) the reset is the same midnight.
-        assert_eq!(next_reset_at(LA, utc(2027, 3, 14, 10, 0, 0)), end);
-    }
-
-    #[test]
-    fn dst_fall_back_2027() {
-        // 2027-11-07: clocks fall from 02:00 PDT to 01:00 PST; the day has 25 hours.
-        let start = start_of_day(LA, date(2027, 11, 7));
-        let end = start_of_day(LA, date(2027, 11, 8));
-        assert_eq!(start.with_timezone(&Utc), utc(2027, 11, 7, 7, 0, 0));
-        assert_eq!(end.with_timezone(&Utc), utc(2027, 11, 8, 8, 0, 0));
-        assert_eq!((end - start).num_hours(), 25);
-        assert_eq!(end.to_rfc3339(), "2027-11-08T00:00:00-08:00");
-        assert_eq!(quota_day_at(LA, utc(2027, 11, 7, 6, 59, 59)), date(2027, 11, 6));
-        assert_eq!(quota_day_at(LA, utc(2027, 11, 8, 7, 59, 59)), date(2027, 11, 7));
-        assert_eq!(quota_day_at(LA, utc(2027, 11, 8, 8, 0, 0)), date(2027, 11, 8));
-        // 24 h after the start is 23:00 on the 7th, still the same quota day.
-        let naive = start + Duration::hours(24);
-        assert_eq!(quota_day_at(LA, naive.with_timezone(&Utc)), date(2027, 11, 7));
-        // Both 01:30s of the repeated hour have the same reset.
-        let first = utc(2027, 11, 7, 8, 30, 0);
-        let second = utc(2027, 11, 7, 9, 30, 0);
-        assert_eq!(first.with_timezone(&LA).hour(), 1);
-        assert_eq!(second.with_timezone(&LA).hour(), 1);
-        assert_eq!(next_reset_at(LA, first), end);
-        assert_eq!(next_reset_at(LA, second), end);
-    }
-
-    #[test]
     fn park_at_2359_ends_at_local_midnight_across_dst() {
         // (local date of the 23:59 park, expected end in UTC)
         let cases = [
@@ -1338,19 +1149,6 @@ mod tests {
     }
 
     #[test]
-    fn zone_that_skips_midnight() {
-        // America/Santiago springs forward at 24:00 on 2027-09-04: 2027-09-05 starts at 01:00.
-        let tz = chrono_tz::America::Santiago;
-        let start = start_of_day(tz, date(2027, 9, 5));
-        assert_eq!(start.date_naive(), date(2027, 9, 5));
-        assert_eq!(start.hour(), 1);
-        assert_eq!(start.with_timezone(&Utc), utc(2027, 9, 5, 4, 0, 0));
-        let just_before = start.with_timezone(&Utc) - Duration::seconds(1);
-        assert_eq!(quota_day_at(tz, just_before), date(2027, 9, 4));
-        assert_eq!(next_reset_at(tz, just_before), start);
-    }
-
-    #[test]
     fn far_future_instants_do_not_panic() {
         // chrono itself cannot show its last instants in a zone west of UTC, so "far" is year 9999.
         let end = utc(9999, 12, 31, 15, 0, 0);
@@ -1362,17 +1160,6 @@ mod tests {
         }
         assert!(matches!(s.pick(FLASH, &[], end), Pick::Exhausted { .. }));
         assert_eq!(s.status(end)["keys"][0]["state"], "parked");
-    }
-
-    #[test]
-    fn utc_and_other_zones() {
-        let tz = chrono_tz::UTC;
-        assert_eq!(
-            next_reset_at(tz, utc(2026, 11, 22, 23, 59, 59)),
-            tz.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap()
-        );
-        let tokyo = chrono_tz::Asia::Tokyo;
-        assert_eq!(quota_day_at(tokyo, utc(2026, 11, 22, 15, 0, 0)), date(2026, 11, 23));
     }
 
     #[test]

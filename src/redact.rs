@@ -217,11 +217,11 @@ struct Registry {
 
 static REGISTRY: RwLock<Option<Registry>> = RwLock::new(None);
 
-/// Register keys (masked by `pool::mask`) to be redacted from now on; keys stay registered after
+/// Register keys (masked by `keyfile::mask`) to be redacted from now on; keys stay registered after
 /// they leave the pool (an old answer may still echo them).
 pub fn add_keys<I: IntoIterator<Item = String>>(keys: I) {
     add(keys.into_iter().map(|k| {
-        let masked = crate::pool::mask(&k);
+        let masked = crate::keyfile::mask(&k);
         (k, masked)
     }));
 }

@@ -9,15 +9,16 @@
 //! # Seed conversion rules
 //!
 //! * `date` (the seed's server-local day) becomes `quota_day`.
-//! * `counts: {KEY: N}` become N requests (0 tokens) under model [`crate::pool::NO_MODEL`];
+//! * `counts: {KEY: N}` become N requests (0 tokens) under model [`NO_MODEL`];
 //!   `model_counts: {KEY: {MODEL: N}}` become N requests under MODEL. A key present in both is
 //!   taken from `model_counts` only (the flat count would be its total: no double counting).
-//! * `exhausted_keys: [KEY]` (flat) parks the key for **every model** ([`crate::pool::ALL_MODELS`]):
+//! * `exhausted_keys: [KEY]` (flat) parks the key for **every model** ([`ALL_MODELS`]):
 //!   the seed stopped using an exhausted key for the rest of the day whatever the model, so that is
 //!   what the operator expects after the upgrade. `exhausted_keys: {KEY: [MODEL]}` parks per model.
 //!   Parks end at the first reset after the seed's date (midnight starting `date + 1` in the reset
 //!   zone); if that day is already over, the pool's restore treats the file as a past day anyway.
 
+use crate::{calendar, keyfile};
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,10 @@ use std::collections::BTreeMap;
 
 /// The only version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// Model name of a limit that applies to every model (model-less 429s, the seed's flat parks).
+pub const ALL_MODELS: &str = "*";
+/// Model name under which requests without a model are counted.
+pub const NO_MODEL: &str = "unknown";
 
 /// The whole usage file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,7 +205,7 @@ fn parse_seed(obj: &Map<String, Value>, tz: Tz) -> Result<UsageFile, String> {
             let Some(per_model) = per_model.as_object() else {
                 return Err(format!(
                     "seed usage file: \"model_counts\" of key {} is not an object",
-                    crate::pool::mask(raw)
+                    keyfile::mask(raw)
                 ));
             };
             for (model, n) in per_model {
@@ -214,12 +219,12 @@ fn parse_seed(obj: &Map<String, Value>, tz: Tz) -> Result<UsageFile, String> {
             let n = count(n, "counts", raw)?;
             let covered = obj.get("model_counts").and_then(|m| m.get(raw.as_str())).is_some();
             if !covered {
-                add_requests(&mut file, raw, crate::pool::NO_MODEL, n);
+                add_requests(&mut file, raw, NO_MODEL, n);
             }
         }
     }
 
-    let park_until = crate::pool::start_of_day(tz, date.succ_opt().unwrap_or(date)).with_timezone(&Utc);
+    let park_until = calendar::start_of_day(tz, date.succ_opt().unwrap_or(date)).with_timezone(&Utc);
     match obj.get("exhausted_keys") {
         None | Some(Value::Null) => {}
         Some(Value::Array(keys)) => {
@@ -227,7 +232,7 @@ fn parse_seed(obj: &Map<String, Value>, tz: Tz) -> Result<UsageFile, String> {
                 let raw = raw.as_str().ok_or_else(|| {
                     "seed usage file: \"exhausted_keys\" holds something other than a key string".to_string()
                 })?;
-                park(&mut file, raw, crate::pool::ALL_MODELS, park_until);
+                park(&mut file, raw, ALL_MODELS, park_until);
             }
         }
         Some(Value::Object(per_key)) => {
@@ -235,14 +240,14 @@ fn parse_seed(obj: &Map<String, Value>, tz: Tz) -> Result<UsageFile, String> {
                 let models = models.as_array().ok_or_else(|| {
                     format!(
                         "seed usage file: \"exhausted_keys\" of key {} is not a list of models",
-                        crate::pool::mask(raw)
+                        keyfile::mask(raw)
                     )
                 })?;
                 for model in models {
                     let model = model.as_str().ok_or_else(|| {
                         format!(
                             "seed usage file: \"exhausted_keys\" of key {} holds a non-string model",
-                            crate::pool::mask(raw)
+                            keyfile::mask(raw)
                         )
                     })?;
                     park(&mut file, raw, model, park_until);
@@ -276,7 +281,7 @@ fn count(n: &Value, field: &str, raw: &str) -> Result<u64, String> {
         .ok_or_else(|| {
             format!(
                 "seed usage file: \"{field}\" of key {} is not a non-negative whole number",
-                crate::pool::mask(raw)
+                keyfile::mask(raw)
             )
         })
 }
@@ -289,8 +294,8 @@ fn record_for<'a>(file: &'a mut UsageFile, raw: &str) -> Option<&'a mut KeyRecor
     }
     let record = file
         .keys
-        .entry(crate::pool::fingerprint(raw))
-        .or_insert_with(|| KeyRecord { masked: crate::pool::mask(raw), ..KeyRecord::default() });
+        .entry(keyfile::fingerprint(raw))
+        .or_insert_with(|| KeyRecord { masked: keyfile::mask(raw), ..KeyRecord::default() });
     Some(record)
 }
 
@@ -311,7 +316,7 @@ fn park(file: &mut UsageFile, raw: &str, model: &str, until: DateTime<Utc>) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::pool::{ALL_MODELS, NO_MODEL, fingerprint, mask};
+    use crate::keyfile::{fingerprint, mask};
     use chrono::TimeZone;
 
     const LA: Tz = chrono_tz::America::Los_Angeles;

@@ -85,7 +85,7 @@ fn metrics_are_valid_prometheus_text_and_count_what_happened() {
     assert_eq!(m["gkm_keys_usable"], 3.0);
     assert_eq!(m["gkm_workers_busy"], 1.0, "the /metrics request itself");
     assert_eq!(m["gkm_request_duration_seconds_count{route=\"native\"}"], 5.0);
-    let fp = gemini_key_manager::pool::fingerprint(KEYS[0]);
+    let fp = gemini_key_manager::keyfile::fingerprint(KEYS[0]);
     assert_eq!(m[&format!("gkm_key_state{{key=\"{fp}\",state=\"parked\"}}")], 1.0);
     let per_key: f64 =
         m.iter().filter(|(k, _)| k.starts_with("gkm_key_requests_today")).map(|(_, v)| v).sum();
@@ -155,7 +155,7 @@ fn the_dashboard_takes_basic_bearer_or_key_and_shows_masked_keys_only() {
         let html = a.text();
         assert!(html.contains("<svg"), "inline SVG charts");
         for k in KEYS {
-            assert!(html.contains(&gemini_key_manager::pool::mask(k)));
+            assert!(html.contains(&gemini_key_manager::keyfile::mask(k)));
             assert!(!html.contains(k), "raw key on the page");
         }
         assert!(html.contains("parked"), "the parked key shows its state");

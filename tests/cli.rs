@@ -97,7 +97,7 @@ fn usage_prints_todays_table_and_json() {
     let (code, out, err) = run(bin().arg("usage").arg("--usage-file").arg(&usage_file));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("gemini-2.5-flash") && out.contains("TOTAL"), "{out}");
-    assert!(out.contains(&gemini_key_manager::pool::fingerprint(KEYS[0])));
+    assert!(out.contains(&gemini_key_manager::keyfile::fingerprint(KEYS[0])));
     assert!(!out.contains(KEYS[0]));
     let (code, out, _) = run(bin().args(["usage", "--json", "--usage-file"]).arg(&usage_file));
     assert_eq!(code, 0);

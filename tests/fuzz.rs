@@ -37,8 +37,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
+use gemini_key_manager::keyfile::KeySpec;
 use gemini_key_manager::openai::{self, StreamTranslator, TranslateError};
-use gemini_key_manager::pool::{self, KeySpec, KeyState};
+use gemini_key_manager::pool::KeyState;
 use gemini_key_manager::quota::{self, Outcome};
 use gemini_key_manager::store_format::{self, UsageFile};
 use gemini_key_manager::{affinity, keyfile, router, sse, usage};
@@ -1742,7 +1743,7 @@ fn pool_snapshot() -> BoxedStrategy<UsageFile> {
                     continue;
                 }
                 let idx = i % specs.len();
-                let fp = pool::fingerprint(&specs[idx].key);
+                let fp = keyfile::fingerprint(&specs[idx].key);
                 pool.record(idx, &fp, model, &outcome, tokens, now);
             }
             pool.snapshot(now)
@@ -1788,7 +1789,7 @@ proptest! {
                     prop_assert!(!debug.contains(k.as_str()), "raw key {k} in {debug}");
                 }
                 for fp in file.keys.keys() {
-                    prop_assert!(keys.iter().any(|k| pool::fingerprint(k) == *fp), "unknown fingerprint {fp}");
+                    prop_assert!(keys.iter().any(|k| keyfile::fingerprint(k) == *fp), "unknown fingerprint {fp}");
                 }
                 // Request totals: model_counts, plus flat counts of keys model_counts does not cover.
                 let model_counts = seed.get("model_counts").and_then(Value::as_object);
@@ -2130,7 +2131,7 @@ const REDACT_SECRETS: [&str; 4] = [
 
 fn redactor_for_fuzz() -> gemini_key_manager::redact::Redactor {
     let pairs: Vec<(String, String)> =
-        REDACT_SECRETS.iter().map(|s| (s.to_string(), gemini_key_manager::pool::mask(s))).collect();
+        REDACT_SECRETS.iter().map(|s| (s.to_string(), gemini_key_manager::keyfile::mask(s))).collect();
     gemini_key_manager::redact::Redactor::new(&pairs)
 }
 

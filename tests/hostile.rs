@@ -21,11 +21,7 @@ fn busy(proxy: &Proxy) -> usize {
 }
 
 fn wait_idle(proxy: &Proxy, within: Duration) {
-    let deadline = Instant::now() + within;
-    while busy(proxy) != 0 {
-        assert!(Instant::now() < deadline, "{} workers still busy", busy(proxy));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(within, "every worker idle", || busy(proxy) == 0);
 }
 
 #[test]
@@ -94,22 +90,17 @@ fn a_client_that_stops_reading_a_stream_releases_its_worker_after_the_write_time
     let mut first = [0u8; 64];
     let _ = s.read(&mut first).unwrap();
     // Now read nothing more: the 25 MB stream fills every socket buffer and the worker blocks.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), "the worker is released", || {
         let a = post_json(&format!("{}{GEN}", proxy.url), &generate_body());
-        if a.status == 200 {
-            break;
+        if a.status != 200 {
+            assert_eq!(a.status, 503, "the only worker is busy meanwhile");
         }
-        assert_eq!(a.status, 503, "the only worker is busy meanwhile");
-        assert!(Instant::now() < deadline, "the worker was never released");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        a.status == 200
+    });
     // The upstream stream was dropped too (the mock's writes fail once the proxy let go).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while mock.stream_aborted_count() == 0 {
-        assert!(Instant::now() < deadline, "the upstream stream was never dropped");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(Duration::from_secs(10), "the upstream stream is dropped", || {
+        mock.stream_aborted_count() != 0
+    });
     drop(s);
 }
 
@@ -164,16 +155,13 @@ fn ten_thousand_abrupt_disconnects_leave_no_worker_stuck_and_panic_no_thread() {
     wait_idle(&proxy, Duration::from_secs(20));
     // Connections of the storm that the kernel had queued may still be arriving; while they do,
     // the proxy may rightly shed (503). It must come back to 200 on its own.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), "no more shedding after the storm", || {
         let a = post_json(&format!("{}{GEN}", proxy.url), &generate_body());
-        if a.status == 200 {
-            break;
+        if a.status != 200 {
+            assert_eq!(a.status, 503, "{}", a.text());
         }
-        assert_eq!(a.status, 503, "{}", a.text());
-        assert!(Instant::now() < deadline, "still shedding after the storm");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        a.status == 200
+    });
     wait_idle(&proxy, Duration::from_secs(5));
     let m = send("GET", &format!("{}/metrics", proxy.url), &[("x-goog-api-key", TOKEN)], b"").text();
     assert!(m.contains("gkm_workers_busy 1\n"), "only the /metrics request itself is busy");

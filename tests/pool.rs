@@ -28,7 +28,7 @@ fn status(proxy: &Proxy) -> Value {
 }
 
 fn key_status(proxy: &Proxy, key: &str) -> Value {
-    let fp = gemini_key_manager::pool::fingerprint(key);
+    let fp = gemini_key_manager::keyfile::fingerprint(key);
     status(proxy)["keys"].as_array().unwrap().iter().find(|k| k["id"] == fp).cloned().expect("key in /status")
 }
 
@@ -43,15 +43,6 @@ fn cooling_seconds_left(proxy: &Proxy, key: &str) -> i64 {
 
 fn keys_seen(mock: &MockUpstream) -> Vec<String> {
     mock.requests().iter().map(|r| r.key.clone().unwrap_or_default()).collect()
-}
-
-/// Wait for a condition that the proxy reaches by itself (reload poll, re-probe), bounded.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -196,7 +187,9 @@ fn disabled_keys_come_back_when_a_reprobe_succeeds() {
     }
     assert_eq!(key_status(&proxy, KEYS[0])["state"], "disabled");
     mock.set_valid_keys(&KEYS); // the operator fixed the key at Google's end
-    eventually("the re-probe re-enables the key", || key_status(&proxy, KEYS[0])["state"] == "usable");
+    eventually(Duration::from_secs(15), "the re-probe re-enables the key", || {
+        key_status(&proxy, KEYS[0])["state"] == "usable"
+    });
     let probes: Vec<_> = mock.requests().into_iter().filter(|r| r.path == "/v1beta/models").collect();
     assert!(probes.iter().any(|r| r.key.as_deref() == Some(KEYS[0])), "models.list with that key");
 }
@@ -210,12 +203,12 @@ fn the_key_file_is_reloaded_when_it_changes_keeping_the_books_of_keys_that_stay(
     }
     let key_file = proxy.dir.join("key.txt");
     std::fs::write(&key_file, format!("{}\n{}\n", KEYS[1], KEYS[2])).unwrap();
-    eventually("the new key joins", || {
+    eventually(Duration::from_secs(15), "the new key joins", || {
         status(&proxy)["keys"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|k| k["id"] == gemini_key_manager::pool::fingerprint(KEYS[2]))
+            .any(|k| k["id"] == gemini_key_manager::keyfile::fingerprint(KEYS[2]))
     });
     let s = status(&proxy);
     assert_eq!(s["keys"].as_array().unwrap().len(), 2, "KEYS[0] left the pool");
