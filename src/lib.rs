@@ -284,12 +284,7 @@ fn log_request(r: &RequestRecord) {
     if !log::log_enabled!(level) {
         return;
     }
-    // The first few keys tried, then how many more (a walk over a big pool would fill a screen).
-    let keys = match r.keys.len() {
-        0 => "-".to_string(),
-        n if n <= LOGGED_KEYS => r.keys.join(","),
-        n => format!("{},+{} more", r.keys[..LOGGED_KEYS].join(","), n - LOGGED_KEYS),
-    };
+    let keys = keys_field(&r.keys);
     let line = format!(
         "{} {} model={} surface={} status={} attempts={} keys={} latency_ms={:.1}{}{}{}",
         r.method,
@@ -305,6 +300,16 @@ fn log_request(r: &RequestRecord) {
         r.note.as_deref().map(|n| format!(" note=\"{n}\"")).unwrap_or_default(),
     );
     log::log!(level, "{line}");
+}
+
+/// The `keys=` field of a log line: the first few keys tried, then how many more (a walk over a
+/// big pool would fill a screen).
+fn keys_field(keys: &[String]) -> String {
+    match keys.len() {
+        0 => "-".to_string(),
+        n if n <= LOGGED_KEYS => keys.join(","),
+        n => format!("{},+{} more", keys[..LOGGED_KEYS].join(","), n - LOGGED_KEYS),
+    }
 }
 
 /// A running proxy.
@@ -408,4 +413,15 @@ pub fn start(config: Config) -> Result<Handle, String> {
 
 fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_log_line_lists_the_first_five_keys_and_counts_the_rest() {
+        let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+        assert_eq!(super::keys_field(&[]), "-");
+        assert_eq!(super::keys_field(&keys[..5]), "k0,k1,k2,k3,k4");
+        assert_eq!(super::keys_field(&keys), "k0,k1,k2,k3,k4,+295 more");
+    }
 }

@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::mock_upstream::{internal_500_echoing, rate_limited_429_no_details, suspended_403_echoing};
+use support::mock_upstream::{
+    internal_500_echoing, key_invalid_400_echoing, rate_limited_429_no_details, suspended_403_echoing,
+};
 use support::*;
 
 const GEN: &str = "/v1beta/models/gemini-2.5-flash:generateContent";
@@ -177,9 +179,13 @@ fn no_key_or_token_in_logs_at_trace_or_in_any_state_or_admin_page() {
         post_json(&format!("{url}{GEN}"), &generate_body());
         post_openai(&format!("{url}/v1/chat/completions"), &chat_body(false));
     }
-    mock.set_key_reply(KEYS[2], internal_500_echoing(KEYS[2]));
-    let a = post_json(&format!("{url}{GEN}"), &generate_body());
-    assert_clean("answer", &answer_text(&a));
+    mock.set_key_reply(KEYS[2], key_invalid_400_echoing(KEYS[2]));
+    for _ in 0..2 {
+        let a = post_json(&format!("{url}{GEN}"), &generate_body());
+        assert_clean("answer", &answer_text(&a));
+        let a = post_openai(&format!("{url}/v1/chat/completions"), &chat_body(true));
+        assert_clean("answer", &answer_text(&a));
+    }
     let auth = [("x-goog-api-key", TOKEN)];
     let mut pages = String::new();
     for page in ["/status", "/metrics", "/dashboard"] {
@@ -189,6 +195,7 @@ fn no_key_or_token_in_logs_at_trace_or_in_any_state_or_admin_page() {
     }
     assert_clean("admin pages", &pages);
     assert!(pages.contains("CONSUMER_SUSPENDED"), "the suspended key is shown disabled");
+    assert!(pages.contains("API_KEY_INVALID"), "the invalid key is shown disabled");
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
     let console = stderr.join().unwrap().join("\n");

@@ -193,6 +193,20 @@ pub fn suspended_403_echoing(key: &str) -> Reply {
     )
 }
 
+/// An invalid key's 400 whose message and `LocalizedMessage` quote the key (as some of Google's
+/// answers to a malformed or leaked key do).
+pub fn key_invalid_400_echoing(key: &str) -> Reply {
+    let msg = format!("API key not valid. Please pass a valid API key. (key: {key})");
+    Reply::json(
+        400,
+        json!({"error": {"code": 400, "message": msg, "status": "INVALID_ARGUMENT",
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+             "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": msg}]}}),
+    )
+}
+
 /// A 500 whose message echoes the key that made the request.
 pub fn internal_500_echoing(key: &str) -> Reply {
     google_error_reply(500, "INTERNAL", &format!("Internal error while serving api_key:{key}"))
