@@ -140,11 +140,6 @@ impl Ctx {
     }
 }
 
-/// The CSS class of a state's badge: its name.
-fn class(s: KeyStateName) -> &'static str {
-    s.as_str()
-}
-
 /// A shape as well as a colour and the text, so that no state is told by colour alone.
 fn symbol(s: KeyStateName) -> &'static str {
     match s {
@@ -214,7 +209,7 @@ fn redact_keys(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// A string from the JSON, ready for the page: raw-key-looking parts masked, then escaped.
+/// A string from the view, ready for the page: raw-key-looking parts masked, then escaped.
 fn text(s: &str) -> String {
     escape(&redact_keys(s))
 }
@@ -318,7 +313,7 @@ fn totals(out: &mut String, status: &StatusView, keys: &[Card]) {
         let n = count(s);
         out.push_str(&format!(
             "<li class=\"badge {0}{3}\"><span aria-hidden=\"true\">{1}</span> {2} {0}</li>\n",
-            class(s),
+            s.as_str(),
             symbol(s),
             thousands(n),
             if n == 0 { " zero" } else { "" }
@@ -375,7 +370,7 @@ fn key_cards(out: &mut String, keys: &[Card], ctx: &Ctx) {
             "<article class=\"card key\">\n<div class=\"khead\"><h3 class=\"mono\">{}</h3>\
              <span class=\"badge {}\"><span aria-hidden=\"true\">{}</span> {}</span></div>\n<dl class=\"meta\">\n",
             text(&key.masked),
-            class(key.state),
+            key.state.as_str(),
             symbol(key.state),
             badge_text(card, ctx)
         ));
