@@ -1,10 +1,13 @@
-//! The subcommands other than `serve`: `healthcheck` (and, later, `usage` and `check-keys`).
+//! The subcommands other than `serve`: `healthcheck`, `usage` and `check-keys`.
 //!
 //! They print to stdout and return the process exit status; they never start the server.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
+
+use crate::status::{self, KeyStateName, ModelView, Totals, UsageKeyView, UsageReport};
 
 /// `GET http://127.0.0.1:PORT/healthz`: 0 on 200, 1 otherwise (for Docker's HEALTHCHECK in a
 /// scratch image, where there is no curl).
@@ -67,108 +70,103 @@ pub fn usage(cfg: &crate::config::Config, json: bool) -> i32 {
     0
 }
 
-/// The facts `usage` prints, as JSON (also its `--json` output).
+/// The facts `usage` prints (its `--json` output is this, serialized): today's counts per key
+/// and model (zero when the file is from another day), and the limits still running at `now`.
 pub fn usage_report(
     file: &crate::store_format::UsageFile,
     tz: chrono_tz::Tz,
     now: chrono::DateTime<chrono::Utc>,
-) -> serde_json::Value {
-    use serde_json::json;
+) -> UsageReport {
     let today = crate::calendar::quota_day_at(tz, now);
     let current = file.quota_day == today;
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.filter(|t| *t > now)
-            .map(|t| json!(t.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)))
-            .unwrap_or(serde_json::Value::Null)
-    };
-    let (mut total_req, mut total_tok) = (0u64, 0u64);
-    let keys: Vec<serde_json::Value> = file
+    let time =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.filter(|t| *t > now).map(|t| status::in_zone(t, tz));
+    let mut totals = Totals::default();
+    let keys: Vec<UsageKeyView> = file
         .keys
         .iter()
         .map(|(id, k)| {
-            let mut models = serde_json::Map::new();
+            let mut models = BTreeMap::new();
             let (mut req, mut tok) = (0u64, 0u64);
             let (mut parked, mut cooling) = (false, false);
             for (name, m) in &k.models {
                 let (r, t) = if current { (m.requests, m.tokens) } else { (0, 0) };
                 req += r;
                 tok += t;
-                let parked_until = if current { time(m.parked_until) } else { serde_json::Value::Null };
+                let parked_until = if current { time(m.parked_until) } else { None };
                 let cooling_until = time(m.cooling_until);
-                parked |= !parked_until.is_null();
-                cooling |= !cooling_until.is_null();
-                if r > 0 || !parked_until.is_null() || !cooling_until.is_null() {
+                parked |= parked_until.is_some();
+                cooling |= cooling_until.is_some();
+                if r > 0 || parked_until.is_some() || cooling_until.is_some() {
                     models.insert(
                         name.clone(),
-                        json!({"requests": r, "tokens": t, "parked_until": parked_until, "cooling_until": cooling_until}),
+                        ModelView { requests: r, tokens: t, parked_until, cooling_until },
                     );
                 }
             }
-            total_req += req;
-            total_tok += tok;
-            let state = crate::pool::state_name(k.disabled.is_some(), parked, cooling);
-            json!({"id": id, "masked": k.masked, "project": k.project, "state": state,
-                   "disabled_reason": k.disabled, "requests": req, "tokens": tok, "models": models})
+            totals.requests += req;
+            totals.tokens += tok;
+            UsageKeyView {
+                id: id.clone(),
+                masked: k.masked.clone(),
+                project: k.project.clone(),
+                state: KeyStateName::of(k.disabled.is_some(), parked, cooling),
+                disabled_reason: k.disabled.clone(),
+                requests: req,
+                tokens: tok,
+                models,
+            }
         })
         .collect();
-    json!({
-        "quota_day": today.to_string(),
-        "timezone": tz.name(),
-        "next_reset": crate::calendar::next_reset_at(tz, now).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        "file_quota_day": file.quota_day.to_string(),
-        "keys": keys,
-        "totals": {"requests": total_req, "tokens": total_tok},
-    })
+    UsageReport {
+        quota_day: today,
+        timezone: tz.name().to_string(),
+        next_reset: crate::calendar::next_reset_at(tz, now).fixed_offset(),
+        file_quota_day: file.quota_day,
+        keys,
+        totals,
+    }
 }
 
 /// The human-readable table of a `usage_report`.
-pub fn usage_table(r: &serde_json::Value) -> String {
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
-    let mut out = format!(
-        "quota day {} ({}), next reset {}\n",
-        s(&r["quota_day"]),
-        s(&r["timezone"]),
-        s(&r["next_reset"])
-    );
-    if r["file_quota_day"] != r["quota_day"] {
-        out.push_str(&format!(
-            "no requests yet today (the file's last day is {})\n",
-            s(&r["file_quota_day"])
-        ));
+pub fn usage_table(r: &UsageReport) -> String {
+    let time =
+        |t: &chrono::DateTime<chrono::FixedOffset>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let day = |d: &chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+    let mut out =
+        format!("quota day {} ({}), next reset {}\n", day(&r.quota_day), r.timezone, time(&r.next_reset));
+    if r.file_quota_day != r.quota_day {
+        out.push_str(&format!("no requests yet today (the file's last day is {})\n", day(&r.file_quota_day)));
     }
     out.push_str(&format!(
         "{:<13} {:<14} {:<14} {:<9} {:<24} {:>9} {:>12}\n",
         "KEY", "MASKED", "PROJECT", "STATE", "MODEL", "REQUESTS", "TOKENS"
     ));
-    for k in r["keys"].as_array().into_iter().flatten() {
+    for k in &r.keys {
         let head = format!(
             "{:<13} {:<14} {:<14} {:<9}",
-            s(&k["id"]),
-            s(&k["masked"]),
-            k["project"].as_str().unwrap_or("-"),
-            s(&k["state"])
+            k.id,
+            k.masked,
+            k.project.as_deref().unwrap_or("-"),
+            k.state.as_str()
         );
-        let models = k["models"].as_object().filter(|m| !m.is_empty());
-        match models {
-            None => out.push_str(&format!("{head} {:<24} {:>9} {:>12}\n", "-", 0, 0)),
-            Some(models) => {
-                for (name, m) in models {
-                    let mut note = String::new();
-                    if let Some(t) = m["parked_until"].as_str() {
-                        note = format!("  parked until {t}");
-                    } else if let Some(t) = m["cooling_until"].as_str() {
-                        note = format!("  cooling until {t}");
-                    }
-                    out.push_str(&format!(
-                        "{head} {:<24} {:>9} {:>12}{note}\n",
-                        name,
-                        crate::dashboard::thousands(m["requests"].as_u64().unwrap_or(0)),
-                        crate::dashboard::thousands(m["tokens"].as_u64().unwrap_or(0))
-                    ));
-                }
-            }
+        if k.models.is_empty() {
+            out.push_str(&format!("{head} {:<24} {:>9} {:>12}\n", "-", 0, 0));
         }
-        if let Some(reason) = k["disabled_reason"].as_str() {
+        for (name, m) in &k.models {
+            let note = match (&m.parked_until, &m.cooling_until) {
+                (Some(t), _) => format!("  parked until {}", time(t)),
+                (None, Some(t)) => format!("  cooling until {}", time(t)),
+                (None, None) => String::new(),
+            };
+            out.push_str(&format!(
+                "{head} {:<24} {:>9} {:>12}{note}\n",
+                name,
+                crate::dashboard::thousands(m.requests),
+                crate::dashboard::thousands(m.tokens)
+            ));
+        }
+        if let Some(reason) = &k.disabled_reason {
             out.push_str(&format!("{:<13} disabled: {reason}\n", ""));
         }
     }
@@ -179,8 +177,8 @@ pub fn usage_table(r: &serde_json::Value) -> String {
         "",
         "",
         "",
-        crate::dashboard::thousands(r["totals"]["requests"].as_u64().unwrap_or(0)),
-        crate::dashboard::thousands(r["totals"]["tokens"].as_u64().unwrap_or(0))
+        crate::dashboard::thousands(r.totals.requests),
+        crate::dashboard::thousands(r.totals.tokens)
     ));
     out
 }
@@ -221,4 +219,90 @@ pub fn check_keys(cfg: &crate::config::Config) -> i32 {
         );
     }
     if invalid > 0 { 1 } else { 0 }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::store_format::{KeyRecord, ModelRecord, UsageFile};
+    use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+
+    const LA: chrono_tz::Tz = chrono_tz::America::Los_Angeles;
+
+    /// 2026-11-22 10:00 in Los Angeles.
+    fn now() -> DateTime<Utc> {
+        LA.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).single().unwrap().with_timezone(&Utc)
+    }
+
+    fn file(day: NaiveDate) -> UsageFile {
+        let mut file = UsageFile::new(day, "America/Los_Angeles");
+        let flash = ModelRecord { requests: 1234, tokens: 56_789, ..ModelRecord::default() };
+        let parked = ModelRecord {
+            parked_until: Some(now() + chrono::Duration::hours(14)),
+            cooling_until: Some(now() - chrono::Duration::seconds(1)),
+            ..ModelRecord::default()
+        };
+        let key = KeyRecord {
+            masked: "AIza…XyZ1".into(),
+            project: Some("proj-a".into()),
+            models: BTreeMap::from([
+                ("gemini-2.5-flash".to_string(), flash),
+                ("gemini-2.5-pro".to_string(), parked),
+                ("old".to_string(), ModelRecord::default()),
+            ]),
+            ..KeyRecord::default()
+        };
+        let off = KeyRecord {
+            masked: "…78".into(),
+            disabled: Some("API_KEY_INVALID".into()),
+            ..KeyRecord::default()
+        };
+        file.keys = BTreeMap::from([("3f2a9c1b7e4d".to_string(), key), ("9b71e0c4a2f5".to_string(), off)]);
+        file
+    }
+
+    #[test]
+    fn report_of_todays_file() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        let r = usage_report(&file(today), LA, now());
+        assert_eq!((r.quota_day, r.file_quota_day), (today, today));
+        assert_eq!(r.totals, Totals { requests: 1234, tokens: 56_789 });
+        let k = &r.keys[0];
+        assert_eq!(k.state, KeyStateName::Parked);
+        assert_eq!(
+            k.models.keys().collect::<Vec<_>>(),
+            ["gemini-2.5-flash", "gemini-2.5-pro"],
+            "idle models left out"
+        );
+        assert_eq!(k.models["gemini-2.5-pro"].cooling_until, None, "an expired cooldown is not shown");
+        assert_eq!(r.keys[1].state, KeyStateName::Disabled);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["next_reset"], "2026-11-23T00:00:00-08:00");
+        assert_eq!(v["keys"][0]["models"]["gemini-2.5-pro"]["parked_until"], "2026-11-23T00:00:00-08:00");
+        assert_eq!(v["keys"][1]["project"], serde_json::Value::Null);
+        assert_eq!(serde_json::from_value::<UsageReport>(v).unwrap(), r);
+        let table = usage_table(&r);
+        assert!(table.starts_with(
+            "quota day 2026-11-22 (America/Los_Angeles), next reset 2026-11-23T00:00:00-08:00\n"
+        ));
+        assert!(!table.contains("no requests yet today"));
+        assert!(table.contains("gemini-2.5-flash             1,234       56,789\n"), "{table}");
+        assert!(table.contains("  parked until 2026-11-23T00:00:00-08:00\n"), "{table}");
+        assert!(table.contains("9b71e0c4a2f5  …78            -              disabled  -                                0            0\n"), "{table}");
+        assert!(table.contains("              disabled: API_KEY_INVALID\n"), "{table}");
+        assert!(table.ends_with("    1,234       56,789\n"), "{table}");
+    }
+
+    #[test]
+    fn report_of_a_past_days_file_counts_nothing_and_drops_its_parks() {
+        let yesterday = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+        let r = usage_report(&file(yesterday), LA, now());
+        assert_eq!(r.file_quota_day, yesterday);
+        assert_eq!(r.totals, Totals::default());
+        assert_eq!(r.keys[0].state, KeyStateName::Usable);
+        assert!(r.keys[0].models.is_empty());
+        let table = usage_table(&r);
+        assert!(table.contains("no requests yet today (the file's last day is 2026-11-21)\n"), "{table}");
+    }
 }

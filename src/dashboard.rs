@@ -1,36 +1,37 @@
-//! The `/dashboard` page: one self-contained HTML5 document rendered from the pool's `/status` JSON
-//! and its 30-day usage history (header with the reset countdown, totals, one card per key with
-//! today's usage per model as bars, a 30-day chart of requests, a footer).
+//! The `/dashboard` page: one self-contained HTML5 document rendered from the pool's typed
+//! `/status` view ([`StatusView`]) and its 30-day usage history (header with the reset countdown,
+//! totals, one card per key with today's usage per model as bars, a 30-day chart of requests, a
+//! footer).
 //!
 //! It owns only the rendering. It is a pure function of its inputs: it never does I/O, takes no
 //! lock and never reads the clock (`now` is a parameter). The page has no scripts, no external
 //! assets and no links: an inline `<style>`, inline SVG and a 30-second `<meta>` refresh.
 //!
-//! Every string taken from the JSON is HTML-escaped, and anything in it that looks like a raw
+//! Every string taken from the view is HTML-escaped, and anything in it that looks like a raw
 //! Google API key (`AIza` and 20 or more key characters) is masked before it is escaped, so that
-//! the page shows keys by mask and fingerprint only. A missing or oddly typed field is treated as
-//! absent: no input makes it panic.
+//! the page shows keys by mask and fingerprint only. No input makes it panic (counts saturate,
+//! dates at chrono's limits are skipped).
 
 use chrono::{DateTime, Days, FixedOffset, NaiveDate, TimeDelta, Utc};
-use serde_json::Value;
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use crate::status::{KeyStateName, KeyView, ModelView, StatusView};
+use crate::store_format::DayTotals;
 
 /// How many past quota days the chart shows before today.
 const HISTORY_DAYS: u64 = 30;
 
-/// Renders the dashboard. `status` is the `/status` JSON of the pool, `history` maps day
-/// (`YYYY-MM-DD`) → fingerprint → `{"requests": n, "tokens": n}` for up to the last 30 days
-/// (today excluded: today's totals come from `status`), `now` is the current instant.
-pub fn render(status: &Value, history: &Value, now: DateTime<Utc>) -> String {
-    let next_reset = time_at(status, "next_reset");
-    let today = str_at(status, "quota_day")
-        .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
-        .or_else(|| next_reset.and_then(|t| t.date_naive().checked_sub_days(Days::new(1))));
-    let ctx = Ctx { now, today };
-    let keys: Vec<KeyView> = match status.get("keys") {
-        Some(Value::Array(items)) => items.iter().map(KeyView::parse).collect(),
-        _ => Vec::new(),
-    };
+/// Renders the dashboard. `status` is the pool's `/status` view, `history` maps day →
+/// fingerprint → totals for up to the last 30 days (today excluded: today's totals come from
+/// `status`), `now` is the current instant.
+pub fn render(
+    status: &StatusView,
+    history: &BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
+    now: DateTime<Utc>,
+) -> String {
+    let ctx = Ctx { now, today: status.quota_day };
+    let keys: Vec<Card> = status.keys.iter().map(Card::new).collect();
 
     let mut out = String::with_capacity(16 * 1024);
     out.push_str(concat!(
@@ -43,7 +44,7 @@ pub fn render(status: &Value, history: &Value, now: DateTime<Utc>) -> String {
     ));
     out.push_str(STYLE);
     out.push_str("</style>\n</head>\n<body>\n<main>\n");
-    header(&mut out, status, &ctx, next_reset);
+    header(&mut out, status, &ctx);
     totals(&mut out, status, &keys);
     key_cards(&mut out, &keys, &ctx);
     history_chart(&mut out, status, history, &keys, &ctx);
@@ -124,14 +125,14 @@ footer p{margin:4px 0}
 /// What formatting times needs: the instant of rendering and the quota day (for "today or not").
 struct Ctx {
     now: DateTime<Utc>,
-    today: Option<NaiveDate>,
+    today: NaiveDate,
 }
 
 impl Ctx {
     /// `10:01` on the quota day, `Nov 23 00:00` on another day (in the time's own offset: the
     /// status gives its times in the reset zone).
     fn when(&self, t: DateTime<FixedOffset>) -> String {
-        if Some(t.date_naive()) == self.today {
+        if t.date_naive() == self.today {
             t.format("%H:%M").to_string()
         } else {
             t.format("%b %-d %H:%M").to_string()
@@ -139,114 +140,30 @@ impl Ctx {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    Usable,
-    Cooling,
-    Parked,
-    Disabled,
-    Unknown,
-}
-
-impl State {
-    fn parse(s: Option<&str>) -> State {
-        match s {
-            Some("usable") => State::Usable,
-            Some("cooling") => State::Cooling,
-            Some("parked") => State::Parked,
-            Some("disabled") => State::Disabled,
-            _ => State::Unknown,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            State::Usable => "usable",
-            State::Cooling => "cooling",
-            State::Parked => "parked",
-            State::Disabled => "disabled",
-            State::Unknown => "unknown",
-        }
-    }
-
-    /// A shape as well as a colour and the text, so that no state is told by colour alone.
-    fn symbol(self) -> &'static str {
-        match self {
-            State::Usable => "✓",
-            State::Cooling => "◔",
-            State::Parked => "‖",
-            State::Disabled => "✕",
-            State::Unknown => "?",
-        }
+/// A shape as well as a colour and the text, so that no state is told by colour alone.
+fn symbol(s: KeyStateName) -> &'static str {
+    match s {
+        KeyStateName::Usable => "✓",
+        KeyStateName::Cooling => "◔",
+        KeyStateName::Parked => "‖",
+        KeyStateName::Disabled => "✕",
     }
 }
 
-struct ModelView<'a> {
-    name: &'a str,
-    requests: u64,
-    tokens: u64,
-    parked_until: Option<DateTime<FixedOffset>>,
-    cooling_until: Option<DateTime<FixedOffset>>,
+/// A key as its card shows it: the models busiest first (requests, then tokens, then name).
+struct Card<'a> {
+    key: &'a KeyView,
+    models: Vec<(&'a str, &'a ModelView)>,
 }
 
-struct KeyView<'a> {
-    id: Option<&'a str>,
-    masked: Option<&'a str>,
-    project: Option<&'a str>,
-    state: State,
-    raw_state: Option<&'a str>,
-    reason: Option<&'a str>,
-    last_used: Option<DateTime<FixedOffset>>,
-    requests: u64,
-    tokens: u64,
-    models: Vec<ModelView<'a>>,
-}
-
-impl<'a> KeyView<'a> {
-    fn parse(v: &'a Value) -> KeyView<'a> {
-        let mut models: Vec<ModelView> = match v.get("models") {
-            Some(Value::Object(map)) => map
-                .iter()
-                .map(|(name, m)| ModelView {
-                    name,
-                    requests: count_at(m, "requests").unwrap_or(0),
-                    tokens: count_at(m, "tokens").unwrap_or(0),
-                    parked_until: time_at(m, "parked_until"),
-                    cooling_until: time_at(m, "cooling_until"),
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        models.sort_by(|a, b| {
-            b.requests.cmp(&a.requests).then(b.tokens.cmp(&a.tokens)).then(a.name.cmp(b.name))
+impl<'a> Card<'a> {
+    fn new(key: &'a KeyView) -> Card<'a> {
+        let mut models: Vec<(&str, &ModelView)> = key.models.iter().map(|(n, m)| (n.as_str(), m)).collect();
+        models.sort_by(|(an, a), (bn, b)| {
+            b.requests.cmp(&a.requests).then(b.tokens.cmp(&a.tokens)).then(an.cmp(bn))
         });
-        let sum = |f: fn(&ModelView) -> u64| models.iter().fold(0u64, |acc, m| acc.saturating_add(f(m)));
-        let raw_state = str_at(v, "state");
-        KeyView {
-            id: str_at(v, "id"),
-            masked: str_at(v, "masked"),
-            project: str_at(v, "project"),
-            state: State::parse(raw_state),
-            raw_state,
-            reason: str_at(v, "disabled_reason"),
-            last_used: time_at(v, "last_used"),
-            requests: count_at(v, "requests").unwrap_or_else(|| sum(|m| m.requests)),
-            tokens: count_at(v, "tokens").unwrap_or_else(|| sum(|m| m.tokens)),
-            models,
-        }
+        Card { key, models }
     }
-}
-
-fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn count_at(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
-}
-
-fn time_at(v: &Value, key: &str) -> Option<DateTime<FixedOffset>> {
-    str_at(v, key).and_then(|s| DateTime::parse_from_rfc3339(s).ok())
 }
 
 /// HTML-escapes `s` for text and for double- or single-quoted attribute values.
@@ -292,7 +209,7 @@ fn redact_keys(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// A string from the JSON, ready for the page: raw-key-looking parts masked, then escaped.
+/// A string from the view, ready for the page: raw-key-looking parts masked, then escaped.
 fn text(s: &str) -> String {
     escape(&redact_keys(s))
 }
@@ -348,75 +265,56 @@ fn model_label(name: &str) -> String {
     if name == "*" { "all models".to_string() } else { text(name) }
 }
 
-fn header(out: &mut String, status: &Value, ctx: &Ctx, next_reset: Option<DateTime<FixedOffset>>) {
+fn header(out: &mut String, status: &StatusView, ctx: &Ctx) {
+    let reset = status.next_reset;
     out.push_str("<header>\n<h1>gemini-key-manager</h1>\n<p class=\"sub\">");
-    match str_at(status, "quota_day") {
-        Some(day) => out.push_str(&format!("Quota day <strong>{}</strong>", text(day))),
-        None => out.push_str("Quota day unknown"),
-    }
-    match str_at(status, "timezone") {
-        Some(tz) => out.push_str(&format!(" · times in <strong>{}</strong>", text(tz))),
-        None => out.push_str(" · time zone unknown"),
-    }
-    if let Some(reset) = next_reset {
-        let local_now = ctx.now.with_timezone(reset.offset());
-        out.push_str(&format!(" · as of {}", local_now.format("%H:%M")));
-    }
+    out.push_str(&format!("Quota day <strong>{}</strong>", status.quota_day.format("%Y-%m-%d")));
+    out.push_str(&format!(" · times in <strong>{}</strong>", text(&status.timezone)));
+    let local_now = ctx.now.with_timezone(reset.offset());
+    out.push_str(&format!(" · as of {}", local_now.format("%H:%M")));
     out.push_str("</p>\n<p class=\"reset\">");
-    match next_reset {
-        Some(reset) => {
-            let left = reset.with_timezone(&Utc).signed_duration_since(ctx.now);
-            let at = format!(
-                "<time datetime=\"{}\">{}</time>",
-                escape(&reset.to_rfc3339()),
-                reset.format("%Y-%m-%d %H:%M (UTC%:z)")
-            );
-            if left > TimeDelta::zero() {
-                out.push_str(&format!(
-                    "<strong>resets in {}</strong> <span class=\"when\">· at {at}</span>",
-                    span(left)
-                ));
-            } else {
-                out.push_str(&format!(
-                    "<strong>reset due</strong> <span class=\"when\">· was at {at}, {} ago</span>",
-                    span(-left)
-                ));
-            }
-        }
-        None => out.push_str("<strong>reset time unknown</strong>"),
+    let left = reset.with_timezone(&Utc).signed_duration_since(ctx.now);
+    let at = format!(
+        "<time datetime=\"{}\">{}</time>",
+        escape(&reset.to_rfc3339()),
+        reset.format("%Y-%m-%d %H:%M (UTC%:z)")
+    );
+    if left > TimeDelta::zero() {
+        out.push_str(&format!(
+            "<strong>resets in {}</strong> <span class=\"when\">· at {at}</span>",
+            span(left)
+        ));
+    } else {
+        out.push_str(&format!(
+            "<strong>reset due</strong> <span class=\"when\">· was at {at}, {} ago</span>",
+            span(-left)
+        ));
     }
     out.push_str("</p>\n</header>\n");
 }
 
-fn totals(out: &mut String, status: &Value, keys: &[KeyView]) {
-    let totals = status.get("totals").unwrap_or(&Value::Null);
-    let sum = |f: fn(&KeyView) -> u64| keys.iter().fold(0u64, |acc, k| acc.saturating_add(f(k)));
-    let requests = count_at(totals, "requests").unwrap_or_else(|| sum(|k| k.requests));
-    let tokens = count_at(totals, "tokens").unwrap_or_else(|| sum(|k| k.tokens));
-    let count = |s: State| keys.iter().filter(|k| k.state == s).count() as u64;
+fn totals(out: &mut String, status: &StatusView, keys: &[Card]) {
+    let count = |s: KeyStateName| keys.iter().filter(|k| k.key.state == s).count() as u64;
     let total = keys.len() as u64;
     out.push_str(
         "<section aria-labelledby=\"totals-h\">\n<h2 id=\"totals-h\">Today</h2>\n<div class=\"stats\">\n",
     );
     for (value, label) in [
-        (thousands(requests), "requests"),
-        (thousands(tokens), "tokens"),
-        (format!("{} / {}", thousands(count(State::Usable)), thousands(total)), "keys usable"),
+        (thousands(status.totals.requests), "requests"),
+        (thousands(status.totals.tokens), "tokens"),
+        (format!("{} / {}", thousands(count(KeyStateName::Usable)), thousands(total)), "keys usable"),
     ] {
         out.push_str(&format!(
             "<div class=\"card stat\"><span class=\"v\">{value}</span><span class=\"l\">{label}</span></div>\n"
         ));
     }
     out.push_str("</div>\n<ul class=\"states\" aria-label=\"Keys per state\">\n");
-    for s in [State::Usable, State::Cooling, State::Parked, State::Disabled, State::Unknown] {
+    for s in KeyStateName::ALL {
         let n = count(s);
-        if s == State::Unknown && n == 0 {
-            continue;
-        }
         out.push_str(&format!(
             "<li class=\"badge {0}{3}\"><span aria-hidden=\"true\">{1}</span> {2} {0}</li>\n",
-            s.name(),
-            s.symbol(),
+            s.as_str(),
+            symbol(s),
             thousands(n),
             if n == 0 { " zero" } else { "" }
         ));
@@ -426,14 +324,14 @@ fn totals(out: &mut String, status: &Value, keys: &[KeyView]) {
 
 /// The badge text after the symbol: `usable`, `cooling until 10:05 for gemini-2.5-flash`,
 /// `parked until 00:00 for all models`, `disabled: API_KEY_INVALID`.
-fn badge_text(key: &KeyView, ctx: &Ctx) -> String {
+fn badge_text(card: &Card, ctx: &Ctx) -> String {
     let until = |pick: fn(&ModelView) -> Option<DateTime<FixedOffset>>, word: &str| {
         let mut groups: Vec<(DateTime<FixedOffset>, Vec<String>)> = Vec::new();
-        for m in &key.models {
+        for (name, m) in &card.models {
             if let Some(t) = pick(m) {
                 match groups.iter_mut().find(|(g, _)| *g == t) {
-                    Some((_, names)) => names.push(model_label(m.name)),
-                    None => groups.push((t, vec![model_label(m.name)])),
+                    Some((_, names)) => names.push(model_label(name)),
+                    None => groups.push((t, vec![model_label(name)])),
                 }
             }
         }
@@ -447,40 +345,37 @@ fn badge_text(key: &KeyView, ctx: &Ctx) -> String {
             .collect();
         format!("{word} {}", parts.join("; "))
     };
-    match key.state {
-        State::Usable => "usable".to_string(),
-        State::Cooling => until(|m| m.cooling_until, "cooling"),
-        State::Parked => until(|m| m.parked_until, "parked"),
-        State::Disabled => match key.reason {
+    match card.key.state {
+        KeyStateName::Usable => "usable".to_string(),
+        KeyStateName::Cooling => until(|m| m.cooling_until, "cooling"),
+        KeyStateName::Parked => until(|m| m.parked_until, "parked"),
+        KeyStateName::Disabled => match &card.key.disabled_reason {
             Some(r) => format!("disabled: {}", text(r)),
             None => "disabled".to_string(),
-        },
-        State::Unknown => match key.raw_state {
-            Some(s) => format!("state: {}", text(s)),
-            None => "state unknown".to_string(),
         },
     }
 }
 
-fn key_cards(out: &mut String, keys: &[KeyView], ctx: &Ctx) {
+fn key_cards(out: &mut String, keys: &[Card], ctx: &Ctx) {
     out.push_str("<section aria-labelledby=\"keys-h\">\n<h2 id=\"keys-h\">Keys</h2>\n");
     if keys.is_empty() {
         out.push_str("<p class=\"card none\">No keys are loaded.</p>\n</section>\n");
         return;
     }
-    let max = keys.iter().flat_map(|k| k.models.iter().map(|m| m.requests)).max().unwrap_or(0);
+    let max = keys.iter().flat_map(|k| k.models.iter().map(|(_, m)| m.requests)).max().unwrap_or(0);
     out.push_str("<div class=\"keys\">\n");
-    for key in keys {
-        let masked = key.masked.map_or_else(|| "(no mask)".to_string(), text);
+    for card in keys {
+        let key = card.key;
         out.push_str(&format!(
-            "<article class=\"card key\">\n<div class=\"khead\"><h3 class=\"mono\">{masked}</h3>\
+            "<article class=\"card key\">\n<div class=\"khead\"><h3 class=\"mono\">{}</h3>\
              <span class=\"badge {}\"><span aria-hidden=\"true\">{}</span> {}</span></div>\n<dl class=\"meta\">\n",
-            key.state.name(),
-            key.state.symbol(),
-            badge_text(key, ctx)
+            text(&key.masked),
+            key.state.as_str(),
+            symbol(key.state),
+            badge_text(card, ctx)
         ));
-        let id = key.id.map_or_else(|| "unknown".to_string(), |id| format!("<code>{}</code>", text(id)));
-        let project = key.project.map_or_else(|| "—".to_string(), text);
+        let id = format!("<code>{}</code>", text(&key.id));
+        let project = key.project.as_deref().map_or_else(|| "—".to_string(), text);
         let last_used = match key.last_used {
             Some(t) => {
                 let ago = ctx.now.signed_duration_since(t.with_timezone(&Utc));
@@ -501,19 +396,19 @@ fn key_cards(out: &mut String, keys: &[KeyView], ctx: &Ctx) {
             out.push_str(&format!("<dt>{label}</dt><dd>{value}</dd>\n"));
         }
         out.push_str("</dl>\n");
-        model_bars(out, key, max, ctx);
+        model_bars(out, card, max, ctx);
         out.push_str("</article>\n");
     }
     out.push_str("</div>\n</section>\n");
 }
 
-fn model_bars(out: &mut String, key: &KeyView, max: u64, ctx: &Ctx) {
-    if key.models.is_empty() {
+fn model_bars(out: &mut String, card: &Card, max: u64, ctx: &Ctx) {
+    if card.models.is_empty() {
         out.push_str("<p class=\"none\">No requests today.</p>\n");
         return;
     }
     out.push_str("<ul class=\"models\" aria-label=\"Today per model\">\n");
-    for m in &key.models {
+    for (name, m) in &card.models {
         let mut tags = String::new();
         if let Some(t) = m.parked_until {
             tags.push_str(&format!(" <span class=\"tag parked\">parked until {}</span>", ctx.when(t)));
@@ -530,7 +425,7 @@ fn model_bars(out: &mut String, key: &KeyView, max: u64, ctx: &Ctx) {
              <span class=\"mnum\">{} · {}</span></div>\
              <svg class=\"bar\" viewBox=\"0 0 100 8\" preserveAspectRatio=\"none\" aria-hidden=\"true\">\
              <rect class=\"t\" width=\"100\" height=\"8\"/><rect class=\"f\" width=\"{width:.1}\" height=\"8\"/></svg></li>\n",
-            model_label(m.name),
+            model_label(name),
             plural(m.requests, "request", "requests"),
             plural(m.tokens, "token", "tokens"),
         ));
@@ -540,65 +435,35 @@ fn model_bars(out: &mut String, key: &KeyView, max: u64, ctx: &Ctx) {
 
 /// One day of the chart: requests, tokens and keys used, or `None` for a day without a record.
 struct Day {
-    date: Option<NaiveDate>,
+    date: NaiveDate,
     label: String,
     totals: Option<(u64, u64, usize)>,
     today: bool,
 }
 
 /// Sums `history[day]` over fingerprints: (requests, tokens, keys used).
-fn day_totals(per_key: &Value) -> Option<(u64, u64, usize)> {
-    let map = per_key.as_object()?;
-    Some(map.values().fold((0u64, 0u64, 0usize), |(r, t, k), v| {
-        let (vr, vt) = (count_at(v, "requests").unwrap_or(0), count_at(v, "tokens").unwrap_or(0));
-        (r.saturating_add(vr), t.saturating_add(vt), k + usize::from(vr > 0 || vt > 0))
-    }))
+fn day_totals(per_key: &BTreeMap<String, DayTotals>) -> (u64, u64, usize) {
+    per_key.values().fold((0u64, 0u64, 0usize), |(r, t, k), v| {
+        (r.saturating_add(v.requests), t.saturating_add(v.tokens), k + usize::from(!v.is_zero()))
+    })
 }
 
-fn history_chart(out: &mut String, status: &Value, history: &Value, keys: &[KeyView], ctx: &Ctx) {
-    let past: Vec<(NaiveDate, (u64, u64, usize))> = match history.as_object() {
-        Some(map) => map
-            .iter()
-            .filter_map(|(day, v)| Some((NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?, day_totals(v)?)))
-            .collect(),
-        None => Vec::new(),
-    };
-    let totals = status.get("totals").unwrap_or(&Value::Null);
-    let sum = |f: fn(&KeyView) -> u64| keys.iter().fold(0u64, |acc, k| acc.saturating_add(f(k)));
-    let today_totals = (
-        count_at(totals, "requests").unwrap_or_else(|| sum(|k| k.requests)),
-        count_at(totals, "tokens").unwrap_or_else(|| sum(|k| k.tokens)),
-        keys.iter().filter(|k| k.requests > 0).count(),
-    );
+fn history_chart(
+    out: &mut String,
+    status: &StatusView,
+    history: &BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
+    keys: &[Card],
+    ctx: &Ctx,
+) {
+    let today_totals =
+        (status.totals.requests, status.totals.tokens, keys.iter().filter(|k| k.key.requests > 0).count());
 
-    // The 30 days before the quota day, then today; without a quota day, the recorded days.
+    // The 30 days before the quota day, then today.
     let mut days: Vec<Day> = Vec::with_capacity(HISTORY_DAYS as usize + 1);
-    match ctx.today {
-        Some(today) => {
-            for back in (1..=HISTORY_DAYS).rev() {
-                let Some(date) = today.checked_sub_days(Days::new(back)) else { continue };
-                let totals = past.iter().find(|(d, _)| *d == date).map(|(_, t)| *t);
-                days.push(Day {
-                    date: Some(date),
-                    label: date.format("%b\u{a0}%-d").to_string(),
-                    totals,
-                    today: false,
-                });
-            }
-        }
-        None => {
-            let mut recorded = past.clone();
-            recorded.sort_by_key(|(d, _)| *d);
-            let skip = recorded.len().saturating_sub(HISTORY_DAYS as usize);
-            for (date, totals) in recorded.into_iter().skip(skip) {
-                days.push(Day {
-                    date: Some(date),
-                    label: date.format("%b\u{a0}%-d").to_string(),
-                    totals: Some(totals),
-                    today: false,
-                });
-            }
-        }
+    for back in (1..=HISTORY_DAYS).rev() {
+        let Some(date) = ctx.today.checked_sub_days(Days::new(back)) else { continue };
+        let totals = history.get(&date).map(day_totals);
+        days.push(Day { date, label: date.format("%b\u{a0}%-d").to_string(), totals, today: false });
     }
     days.push(Day { date: ctx.today, label: "today".to_string(), totals: Some(today_totals), today: true });
 
@@ -665,17 +530,16 @@ fn history_chart(out: &mut String, status: &Value, history: &Value, keys: &[KeyV
     let last = days.len().saturating_sub(1);
     for (i, day) in days.iter().enumerate() {
         let x = LEFT + slot * (first + i) as f64;
-        let tip = match (day.date, day.totals) {
-            (date, Some((r, t, k))) => format!(
+        let tip = match day.totals {
+            Some((r, t, k)) => format!(
                 "{}{}: {}, {}, {}",
-                date.map_or_else(String::new, |d| d.format("%Y-%m-%d").to_string()),
+                day.date.format("%Y-%m-%d"),
                 if day.today { " (today, so far)" } else { "" },
                 plural(r, "request", "requests"),
                 plural(t, "token", "tokens"),
                 plural(k as u64, "key", "keys"),
             ),
-            (Some(d), None) => format!("{}: no record", d.format("%Y-%m-%d")),
-            (None, None) => "no record".to_string(),
+            None => format!("{}: no record", day.date.format("%Y-%m-%d")),
         };
         out.push_str(&format!(
             "<g><title>{tip}</title><rect class=\"hit\" x=\"{x:.1}\" y=\"{TOP}\" width=\"{slot:.1}\" height=\"{plot_h:.1}\"/>"
@@ -712,11 +576,10 @@ fn history_chart(out: &mut String, status: &Value, history: &Value, keys: &[KeyV
     );
     for day in days.iter().rev() {
         let Some((r, t, k)) = day.totals else { continue };
-        let name = match (day.date, day.today) {
-            (Some(d), true) => format!("{} (today)", d.format("%Y-%m-%d")),
-            (None, true) => "today".to_string(),
-            (Some(d), false) => d.format("%Y-%m-%d").to_string(),
-            (None, false) => day.label.clone(),
+        let name = if day.today {
+            format!("{} (today)", day.date.format("%Y-%m-%d"))
+        } else {
+            day.date.format("%Y-%m-%d").to_string()
         };
         out.push_str(&format!(
             "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
@@ -762,15 +625,26 @@ fn footer(out: &mut String, ctx: &Ctx) {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    type History = BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>;
+
+    /// A `/status` document as the typed view (the way a client would read it back).
+    fn view(v: Value) -> StatusView {
+        serde_json::from_value(v).expect("a valid /status document")
+    }
+
+    fn no_history() -> History {
+        History::new()
+    }
 
     /// 2026-11-22 16:48 in Los Angeles (UTC−8): 7 h 12 min before the reset.
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 23, 0, 48, 0).single().expect("valid instant")
     }
 
-    fn realistic_status() -> Value {
-        json!({
+    fn realistic_status() -> StatusView {
+        view(json!({
             "quota_day": "2026-11-22", "timezone": "America/Los_Angeles",
             "next_reset": "2026-11-23T00:00:00-08:00",
             "totals": {"requests": 1312, "tokens": 2_461_380},
@@ -791,17 +665,18 @@ mod tests {
                  "state": "disabled", "disabled_reason": "API_KEY_INVALID", "last_used": "2026-11-20T13:02:00-08:00",
                  "requests": 0, "tokens": 0, "models": {}}
             ]
-        })
+        }))
     }
 
-    fn realistic_history() -> Value {
-        json!({
+    fn realistic_history() -> History {
+        serde_json::from_value(json!({
             "2026-11-17": {"3f2a9c1b7e4d": {"requests": 820, "tokens": 1_402_000}, "9b71e0c4a2f5": {"requests": 310, "tokens": 512_000}},
             "2026-11-18": {"3f2a9c1b7e4d": {"requests": 1503, "tokens": 2_840_100}, "9b71e0c4a2f5": {"requests": 402, "tokens": 700_340}, "c05d8e62f19a": {"requests": 12, "tokens": 9000}},
             "2026-11-19": {"3f2a9c1b7e4d": {"requests": 640, "tokens": 1_002_000}},
             "2026-11-20": {"3f2a9c1b7e4d": {"requests": 1990, "tokens": 3_530_000}, "9b71e0c4a2f5": {"requests": 720, "tokens": 1_150_000}, "c05d8e62f19a": {"requests": 33, "tokens": 41_000}},
             "2026-11-21": {"3f2a9c1b7e4d": {"requests": 1102, "tokens": 1_960_000}, "9b71e0c4a2f5": {"requests": 95, "tokens": 120_500}}
-        })
+        }))
+        .expect("a valid history")
     }
 
     #[test]
@@ -849,9 +724,9 @@ mod tests {
         assert_eq!(redact_keys("AIza…XyZ1"), "AIza…XyZ1");
         assert_eq!(redact_keys("AIzaShort AIza"), "AIzaShort AIza");
         let mut status = realistic_status();
-        status["keys"][0]["project"] = json!(format!("leaked {raw}"));
-        status["keys"][1]["masked"] = json!(raw);
-        let html = render(&status, &json!({}), now());
+        status.keys[0].project = Some(format!("leaked {raw}"));
+        status.keys[1].masked = raw.to_string();
+        let html = render(&status, &no_history(), now());
         assert!(!html.contains("AIzaSy"), "no raw key on the page");
         assert!(html.contains("leaked AIza…3456"));
     }
@@ -896,26 +771,26 @@ mod tests {
     #[test]
     fn masked_value_is_rendered_escaped_and_as_given() {
         let mut status = realistic_status();
-        status["keys"][0]["masked"] = json!("AIza…<b>&\"");
-        let html = render(&status, &json!({}), now());
+        status.keys[0].masked = "AIza…<b>&\"".to_string();
+        let html = render(&status, &no_history(), now());
         assert!(html.contains("<h3 class=\"mono\">AIza…&lt;b&gt;&amp;&quot;</h3>"));
     }
 
     #[test]
     fn reset_already_due_and_far_away() {
         let late = now() + TimeDelta::hours(8);
-        let html = render(&realistic_status(), &json!({}), late);
+        let html = render(&realistic_status(), &no_history(), late);
         assert!(html.contains("reset due"));
         assert!(html.contains("48 min ago"));
         let early = now() - TimeDelta::hours(30);
-        assert!(render(&realistic_status(), &json!({}), early).contains("resets in 1 d 13 h"));
+        assert!(render(&realistic_status(), &no_history(), early).contains("resets in 1 d 13 h"));
     }
 
     #[test]
     fn empty_pool() {
-        let status = json!({"quota_day": "2026-11-22", "timezone": "America/Los_Angeles",
-            "next_reset": "2026-11-23T00:00:00-08:00", "totals": {"requests": 0, "tokens": 0}, "keys": []});
-        let html = render(&status, &json!({}), now());
+        let status = view(json!({"quota_day": "2026-11-22", "timezone": "America/Los_Angeles",
+            "next_reset": "2026-11-23T00:00:00-08:00", "totals": {"requests": 0, "tokens": 0}, "keys": []}));
+        let html = render(&status, &no_history(), now());
         assert!(html.contains("No keys are loaded."));
         assert!(html.contains("0 / 0"));
         assert!(html.contains("No usage recorded in the last 30 days."));
@@ -924,42 +799,66 @@ mod tests {
     }
 
     #[test]
-    fn garbage_never_panics() {
-        let garbage = [
-            json!(42),
-            json!(null),
-            json!("x"),
-            json!([1, 2]),
-            json!({"keys": "x"}),
-            json!({"keys": [1, null, "x", {"models": 3}, {"models": {"m": 7}}, {"state": 5, "requests": -3}]}),
-            json!({"quota_day": 7, "next_reset": "not a time", "totals": "lots", "timezone": ["x"]}),
-            json!({"quota_day": "2026-13-45", "next_reset": "2026-11-23T00:00:00-08:00",
-                   "keys": [{"masked": 1, "id": {}, "last_used": "yesterday", "requests": 1.5,
-                             "models": {"*": {"requests": u64::MAX, "tokens": "many", "parked_until": 3}}}]}),
-            json!({"quota_day": "-262143-01-01", "totals": {"requests": u64::MAX, "tokens": u64::MAX}}),
-        ];
-        let histories = [
-            json!(42),
-            json!({"keys": "x"}),
-            json!({"2026-11-20": 5, "bad day": {"a": {"requests": 1}}, "2026-11-21": {"a": "x", "b": {"requests": "2"}}}),
-            json!({"2026-11-20": {"a": {"requests": u64::MAX}, "b": {"requests": u64::MAX}}}),
-        ];
-        for status in &garbage {
-            for history in &histories {
-                let html = render(status, history, now());
-                assert!(html.ends_with("</html>\n"));
-                assert!(html.contains("gemini-key-manager"));
+    fn extremes_never_panic() {
+        // The view is typed, so the garbage of old (wrong types, missing fields, unknown states)
+        // cannot reach the page; what is left are extreme values.
+        let base = realistic_status();
+        let mut huge = base.clone();
+        huge.totals = crate::status::Totals { requests: u64::MAX, tokens: u64::MAX };
+        for k in &mut huge.keys {
+            (k.requests, k.tokens) = (u64::MAX, u64::MAX);
+            for m in k.models.values_mut() {
+                (m.requests, m.tokens) = (u64::MAX, u64::MAX);
             }
         }
-        let html = render(&json!({"keys": [{"state": "<odd>"}]}), &json!(null), now());
-        assert!(html.contains("state: &lt;odd&gt;"));
+        let mut odd = base.clone();
+        odd.timezone = "<odd> & \"zone\"".into();
+        odd.keys[0].id = String::new();
+        odd.keys[0].masked = String::new();
+        odd.keys[0].last_used = DateTime::parse_from_rfc3339("2030-01-01T00:00:00+14:00").ok();
+        let (pro, flash) = (odd.keys[1].models["gemini-2.5-pro"], odd.keys[1].models["gemini-2.5-flash"]);
+        odd.keys[1].models.insert("*".into(), pro);
+        odd.keys[1].models.insert("<b>".into(), flash);
+        odd.next_reset = DateTime::parse_from_rfc3339("2026-11-23T00:00:00-12:00").expect("valid");
+        let mut first_day = base.clone();
+        first_day.quota_day = NaiveDate::MIN;
+        let mut last_day = base.clone();
+        last_day.quota_day = NaiveDate::MAX;
+        last_day.next_reset = DateTime::parse_from_rfc3339("9999-12-31T23:59:59+00:00").expect("valid");
+        let mut empty = base.clone();
+        empty.keys.clear();
+        let statuses = [base, huge, odd, first_day, last_day, empty];
+
+        let max = DayTotals { requests: u64::MAX, tokens: u64::MAX };
+        let in_window = NaiveDate::from_ymd_opt(2026, 11, 20).expect("valid");
+        let histories: [History; 4] = [
+            no_history(),
+            realistic_history(),
+            History::from([(in_window, BTreeMap::from([("a".into(), max), ("b".into(), max)]))]),
+            History::from([
+                (NaiveDate::MIN, BTreeMap::from([("a".into(), max)])),
+                (NaiveDate::MAX, BTreeMap::from([("a".into(), DayTotals::default())])),
+                (in_window, BTreeMap::new()),
+            ]),
+        ];
+        for status in &statuses {
+            for history in &histories {
+                for now in [now(), DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+                    let html = render(status, history, now);
+                    assert!(html.ends_with("</html>\n"));
+                    assert!(html.contains("gemini-key-manager"));
+                }
+            }
+        }
     }
 
     #[test]
     fn all_models_park_reads_all_models() {
-        let status = json!({"quota_day": "2026-11-22", "keys": [{"id": "a", "masked": "AIza…aaaa", "state": "parked",
-            "models": {"*": {"requests": 0, "tokens": 0, "parked_until": "2026-11-23T00:00:00-08:00"}}}]});
-        let html = render(&status, &json!({}), now());
+        let status = view(json!({"quota_day": "2026-11-22", "timezone": "America/Los_Angeles",
+            "next_reset": "2026-11-23T00:00:00-08:00", "totals": {"requests": 0, "tokens": 0},
+            "keys": [{"id": "a", "masked": "AIza…aaaa", "state": "parked", "requests": 0, "tokens": 0,
+                      "models": {"*": {"requests": 0, "tokens": 0, "parked_until": "2026-11-23T00:00:00-08:00"}}}]}));
+        let html = render(&status, &no_history(), now());
         assert!(html.contains("parked until Nov 23 00:00 for all models"));
     }
 

@@ -4,6 +4,7 @@
 //! `Handle`; `main.rs` only parses the command line and calls into here. See ARCHITECTURE.md for
 //! the map of modules and the invariants they keep.
 
+pub mod admin;
 pub mod affinity;
 pub mod background;
 pub mod calendar;
@@ -25,6 +26,7 @@ pub mod relay;
 pub mod router;
 pub mod server;
 pub mod sse;
+pub mod status;
 pub mod store;
 pub mod store_format;
 pub mod transport;
@@ -92,97 +94,6 @@ impl App {
         self.save.wanted();
     }
 
-    /// The `/status` document (SPEC §4).
-    pub fn status_json(&self) -> serde_json::Value {
-        let now = Utc::now();
-        let mut pool = self.pool.lock();
-        pool.rollover(now);
-        pool.status(now)
-    }
-
-    /// `/metrics` in the Prometheus text exposition format.
-    pub fn metrics_text(&self) -> String {
-        use std::fmt::Write;
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut out = String::with_capacity(8192);
-        self.metrics.render(&mut out);
-        let status = self.status_json();
-        let keys = status["keys"].as_array().cloned().unwrap_or_default();
-        let usable = keys.iter().filter(|k| k["state"] != "disabled").count();
-        let st = &self.server_stats;
-        let gauges: [(&str, &str, &str, u64); 7] = [
-            ("gkm_keys_usable", "gauge", "Keys not disabled.", usable as u64),
-            ("gkm_keys_total", "gauge", "Keys in the pool.", keys.len() as u64),
-            (
-                "gkm_workers_busy",
-                "gauge",
-                "Workers serving a request now.",
-                st.busy_workers.load(Relaxed) as u64,
-            ),
-            ("gkm_queue_depth", "gauge", "Requests waiting for a worker.", st.queued.load(Relaxed) as u64),
-            (
-                "gkm_requests_shed_total",
-                "counter",
-                "Requests answered 503 because every worker was busy.",
-                st.shed.load(Relaxed) as u64,
-            ),
-            (
-                "gkm_handler_panics_total",
-                "counter",
-                "Handler panics turned into 500s.",
-                st.panics.load(Relaxed) as u64,
-            ),
-            (
-                "gkm_log_lines_dropped_total",
-                "counter",
-                "Log lines dropped because the writer fell behind.",
-                logging::dropped_lines(),
-            ),
-        ];
-        for (name, kind, help, value) in gauges {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
-        }
-        out.push_str("# HELP gkm_key_requests_today Requests counted today per key and model.\n# TYPE gkm_key_requests_today gauge\n");
-        let mut tokens = String::new();
-        for k in &keys {
-            let id = k["id"].as_str().unwrap_or("");
-            if let Some(models) = k["models"].as_object() {
-                for (model, m) in models {
-                    let model = model.replace(['"', '\\', '\n'], "_");
-                    let labels = format!("key=\"{id}\",model=\"{model}\"");
-                    let _ = writeln!(
-                        out,
-                        "gkm_key_requests_today{{{labels}}} {}",
-                        m["requests"].as_u64().unwrap_or(0)
-                    );
-                    let _ = writeln!(
-                        tokens,
-                        "gkm_key_tokens_today{{{labels}}} {}",
-                        m["tokens"].as_u64().unwrap_or(0)
-                    );
-                }
-            }
-        }
-        out.push_str("# HELP gkm_key_tokens_today Tokens counted today per key and model.\n# TYPE gkm_key_tokens_today gauge\n");
-        out.push_str(&tokens);
-        out.push_str(
-            "# HELP gkm_key_state Each key's state (1 for the current one).\n# TYPE gkm_key_state gauge\n",
-        );
-        for k in &keys {
-            let id = k["id"].as_str().unwrap_or("");
-            for state in ["usable", "cooling", "parked", "disabled"] {
-                let v = u8::from(k["state"] == state);
-                let _ = writeln!(out, "gkm_key_state{{key=\"{id}\",state=\"{state}\"}} {v}");
-            }
-        }
-        let _ = write!(
-            out,
-            "# HELP gkm_build_info Build information.\n# TYPE gkm_build_info gauge\ngkm_build_info{{version=\"{}\"}} 1\n",
-            env!("CARGO_PKG_VERSION")
-        );
-        out
-    }
-
     /// A resumable upload session the proxy itself started: its id is the follow-up's credential.
     fn known_upload(&self, target: &Target) -> bool {
         target.path.starts_with("/upload/")
@@ -199,34 +110,15 @@ impl App {
             Route::OpenAiModels { id } => openai_api::models(self, ex, id.as_deref()),
             Route::OpenAiEmbeddings => openai_api::embeddings(self, ex),
             Route::Status => {
-                ex.respond(Reply::json(200, &self.status_json()));
+                ex.respond(admin::status_reply(self)?);
                 Ok(())
             }
             Route::Metrics => {
-                ex.respond(Reply {
-                    status: 200,
-                    headers: vec![("Content-Type".into(), "text/plain; version=0.0.4; charset=utf-8".into())],
-                    body: self.metrics_text().into_bytes(),
-                });
+                ex.respond(admin::metrics_reply(self));
                 Ok(())
             }
             Route::Dashboard => {
-                let now = Utc::now();
-                let status = self.status_json();
-                let history = serde_json::to_value(self.pool.lock().history()).unwrap_or_default();
-                let html = dashboard::render(&status, &history, now);
-                ex.respond(Reply {
-                    status: 200,
-                    headers: vec![
-                        ("Content-Type".into(), "text/html; charset=utf-8".into()),
-                        ("Cache-Control".into(), "no-store".into()),
-                        (
-                            "Content-Security-Policy".into(),
-                            "default-src 'none'; style-src 'unsafe-inline'; img-src data:".into(),
-                        ),
-                    ],
-                    body: html.into_bytes(),
-                });
+                ex.respond(admin::dashboard_reply(self));
                 Ok(())
             }
             Route::NotFound => Err(ProxyError::NotFound {

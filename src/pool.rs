@@ -27,10 +27,10 @@
 use crate::calendar::{next_reset_at, quota_day_at};
 use crate::keyfile::{KeySpec, fingerprint, mask};
 use crate::quota::Outcome;
+use crate::status::{self, KeyStateName, KeyView, ModelView, StatusView, Totals};
 use crate::store_format::{ALL_MODELS, DayTotals, KeyRecord, ModelRecord, NO_MODEL, UsageFile};
-use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
-use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
@@ -71,20 +71,6 @@ impl fmt::Debug for Pick {
                 .field("model", model)
                 .finish(),
         }
-    }
-}
-
-/// A key's state as `/status` names it: disabled wins over parked (for some model), parked over
-/// cooling, and a key with none of these is usable.
-pub fn state_name(disabled: bool, parked: bool, cooling: bool) -> &'static str {
-    if disabled {
-        "disabled"
-    } else if parked {
-        "parked"
-    } else if cooling {
-        "cooling"
-    } else {
-        "usable"
     }
 }
 
@@ -216,10 +202,6 @@ fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 
 fn later(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
     Some(a.map_or(b, |a| a.max(b)))
-}
-
-fn rfc3339(t: DateTime<Utc>, tz: Tz) -> Value {
-    Value::String(t.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, false))
 }
 
 /// The pool's whole state. See the module comment for the rules.
@@ -627,15 +609,15 @@ impl KeyState {
         self.prune_history();
     }
 
-    /// The `/status` JSON of SPEC §4: times RFC 3339 in the reset zone, `null` where nothing
+    /// The `/status` view of SPEC §4: times in the reset zone, `None` (`null`) where nothing
     /// applies; `state` is `disabled`, else `parked` (for some model), else `cooling` (for some
     /// model), else `usable`. Limits of the key's project show under each model, also models
     /// without requests today; a limit for every model shows under `"*"`. It reads the state as it
     /// is (`&self`): call [`KeyState::rollover`] first, under the same lock, so that an idle
     /// pool's counts and `quota_day` are today's.
-    pub fn status(&self, now: DateTime<Utc>) -> Value {
+    pub fn status(&self, now: DateTime<Utc>) -> StatusView {
         let tz = self.tz;
-        let time = |t: Option<DateTime<Utc>>| t.map_or(Value::Null, |t| rfc3339(t, tz));
+        let time = |t: Option<DateTime<Utc>>| t.map(|t| status::in_zone(t, tz));
         let mut total = Usage::default();
         let mut keys = Vec::with_capacity(self.keys.len());
         for key in &self.keys {
@@ -650,43 +632,40 @@ impl KeyState {
                 parked |= limit.parked(now).is_some();
                 cooling |= limit.cooling(now).is_some();
             }
-            let mut models = Map::new();
+            let mut models = BTreeMap::new();
             for name in names {
                 let usage = key.usage.get(name).copied().unwrap_or_default();
                 let limit = self.limits.get(&(pid.clone(), name.to_string())).copied().unwrap_or_default();
-                models.insert(
-                    name.to_string(),
-                    json!({
-                        "requests": usage.requests,
-                        "tokens": usage.tokens,
-                        "parked_until": time(limit.parked(now)),
-                        "cooling_until": time(limit.cooling(now)),
-                    }),
-                );
+                let view = ModelView {
+                    requests: usage.requests,
+                    tokens: usage.tokens,
+                    parked_until: time(limit.parked(now)),
+                    cooling_until: time(limit.cooling(now)),
+                };
+                models.insert(name.to_string(), view);
             }
-            let state = state_name(key.disabled.is_some(), parked, cooling);
             let totals = key.totals();
             total.requests = total.requests.saturating_add(totals.requests);
             total.tokens = total.tokens.saturating_add(totals.tokens);
-            keys.push(json!({
-                "id": key.fingerprint,
-                "masked": key.masked,
-                "project": key.project,
-                "state": state,
-                "disabled_reason": key.disabled.as_ref().map(|(r, _)| r),
-                "last_used": time(key.last_used),
-                "requests": totals.requests,
-                "tokens": totals.tokens,
-                "models": models,
-            }));
+            keys.push(KeyView {
+                id: key.fingerprint.clone(),
+                masked: key.masked.clone(),
+                project: key.project.clone(),
+                state: KeyStateName::of(key.disabled.is_some(), parked, cooling),
+                disabled_reason: key.disabled.as_ref().map(|(r, _)| r.clone()),
+                last_used: time(key.last_used),
+                requests: totals.requests,
+                tokens: totals.tokens,
+                models,
+            });
         }
-        json!({
-            "quota_day": self.quota_day.format("%Y-%m-%d").to_string(),
-            "timezone": tz.name(),
-            "next_reset": self.next_reset(now).to_rfc3339_opts(SecondsFormat::Secs, false),
-            "totals": {"requests": total.requests, "tokens": total.tokens},
-            "keys": keys,
-        })
+        StatusView {
+            quota_day: self.quota_day,
+            timezone: tz.name().to_string(),
+            next_reset: self.next_reset(now).fixed_offset(),
+            totals: Totals { requests: total.requests, tokens: total.tokens },
+            keys,
+        }
     }
 }
 
@@ -701,6 +680,7 @@ fn dedup(keys: Vec<KeySpec>) -> Vec<KeySpec> {
 mod tests {
     use super::*;
     use chrono::{TimeZone, Timelike};
+    use serde_json::{Value, json};
     use std::time::Duration as StdDuration;
 
     const LA: Tz = chrono_tz::America::Los_Angeles;
@@ -758,6 +738,11 @@ mod tests {
 
     fn per_minute(secs: u64) -> Outcome {
         Outcome::QuotaPerMinute { retry: StdDuration::from_secs(secs) }
+    }
+
+    /// The `/status` document as JSON, for the assertions that read it by path.
+    fn status_json(s: &KeyState, now: DateTime<Utc>) -> Value {
+        serde_json::to_value(s.status(now)).unwrap()
     }
 
     fn record(s: &mut KeyState, idx: usize, model: Option<&str>, o: Outcome, now: DateTime<Utc>) -> Recorded {
@@ -835,7 +820,7 @@ mod tests {
         ];
         let s = KeyState::new(list, LA, t0());
         assert_eq!(s.len(), 2);
-        assert_eq!(s.status(t0())["keys"][0]["project"], "a");
+        assert_eq!(status_json(&s, t0())["keys"][0]["project"], "a");
     }
 
     // ---- outcomes -------------------------------------------------------------------------
@@ -847,7 +832,7 @@ mod tests {
         assert_eq!(s.record(0, &fp, FLASH, &Outcome::Success, 100, t0()), Recorded::Counted);
         s.record(0, &fp, FLASH, &Outcome::Success, 57, t0());
         s.record(0, &fp, None, &Outcome::Success, 0, t0());
-        let st = s.status(t0());
+        let st = status_json(&s, t0());
         let k = &st["keys"][0];
         assert_eq!(k["requests"], 3);
         assert_eq!(k["tokens"], 157);
@@ -864,7 +849,7 @@ mod tests {
         for o in [Outcome::Transient, Outcome::ClientError] {
             assert_eq!(record(&mut s, 0, FLASH, o, t0()), Recorded::Nothing);
         }
-        let st = s.status(t0());
+        let st = status_json(&s, t0());
         assert_eq!(st["keys"][0]["state"], "usable");
         assert_eq!(st["keys"][0]["requests"], 0);
         assert_eq!(st["keys"][0]["last_used"], Value::Null);
@@ -942,7 +927,7 @@ mod tests {
         let reset = la(2026, 11, 23, 0, 0);
         assert_eq!(r, Recorded::Parked { until: reset });
         assert_eq!(reset, utc(2026, 11, 23, 8, 0, 0), "Pacific midnight is 08:00 UTC in winter");
-        let st = s.status(t0());
+        let st = status_json(&s, t0());
         assert_eq!(st["keys"][0]["state"], "parked");
         assert_eq!(st["keys"][0]["models"]["gemini-2.5-flash"]["parked_until"], "2026-11-23T00:00:00-08:00");
         assert_eq!(picked(&s.pick(FLASH, &[], reset - Duration::seconds(1))), 1);
@@ -956,7 +941,7 @@ mod tests {
         record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
         let order: Vec<usize> = (0..4).map(|_| picked(&s.pick(FLASH, &[], t0()))).collect();
         assert_eq!(order, vec![2, 3, 2, 3], "key 1 shares key 0's project");
-        let st = s.status(t0());
+        let st = status_json(&s, t0());
         assert_eq!(st["keys"][1]["state"], "parked");
         assert_eq!(st["keys"][2]["state"], "usable");
     }
@@ -965,7 +950,7 @@ mod tests {
     fn unlabelled_keys_are_their_own_projects() {
         let mut s = pool(2, t0());
         record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
-        assert_eq!(s.status(t0())["keys"][1]["state"], "usable");
+        assert_eq!(status_json(&s, t0())["keys"][1]["state"], "usable");
     }
 
     #[test]
@@ -975,7 +960,7 @@ mod tests {
         assert_eq!(record(&mut s, 0, FLASH, o, t0()), Recorded::Disabled);
         assert_eq!(picked(&s.pick(None, &[], t0())), 1);
         assert_eq!(picked(&s.pick(None, &[], t0())), 1);
-        let st = s.status(t0());
+        let st = status_json(&s, t0());
         assert_eq!(st["keys"][0]["state"], "disabled");
         assert_eq!(st["keys"][0]["disabled_reason"], "API_KEY_INVALID");
         assert_eq!(st["keys"][1]["disabled_reason"], Value::Null);
@@ -1011,7 +996,7 @@ mod tests {
         assert_eq!(picked(&s.pick(FLASH, &[], t0())), 1);
         assert_eq!(picked(&s.pick(PRO, &[], t0())), 1);
         assert_eq!(s.usable_count(t0()), 1);
-        let st = s.status(t0());
+        let st = status_json(&s, t0());
         assert_eq!(st["keys"][0]["state"], "cooling");
         assert!(st["keys"][0]["models"][ALL_MODELS]["cooling_until"].is_string());
     }
@@ -1064,7 +1049,7 @@ mod tests {
         // Reload drops key 0's predecessor position: key(0) now sits at index 1.
         s.reload(vec![KeySpec::new(&key(5), None), KeySpec::new(&key(0), None)]).unwrap();
         assert_eq!(s.record(idx, &fp, FLASH, &Outcome::Success, 3, t0()), Recorded::Counted);
-        let st = s.status(t0());
+        let st = status_json(&s, t0());
         assert_eq!(st["keys"][0]["requests"], 0, "the key now at index 0 is not charged");
         assert_eq!(st["keys"][1]["requests"], 1);
         // A key that left the pool is ignored.
@@ -1093,7 +1078,7 @@ mod tests {
         assert_eq!(report.removed, vec![fingerprint(&key(2))]);
         assert_eq!(report.reenabled, vec![fingerprint(&key(1))]);
         assert_eq!(s.len(), 3);
-        let st = s.status(t0());
+        let st = status_json(&s, t0());
         assert_eq!(st["keys"][0]["id"], fingerprint(&key(1)).as_str());
         assert_eq!(st["keys"][0]["state"], "usable", "re-enabled");
         assert_eq!(st["keys"][1]["state"], "parked", "park kept");
@@ -1115,12 +1100,12 @@ mod tests {
         record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
         // key 1 moves to project q: no longer parked; key 0 stays parked with project p.
         s.reload(specs(&[Some("p"), Some("q"), Some("q")])).unwrap();
-        let st = s.status(t0());
+        let st = status_json(&s, t0());
         assert_eq!(st["keys"][0]["state"], "parked");
         assert_eq!(st["keys"][1]["state"], "usable");
         // Project p vanishes entirely: its limits go with it.
         s.reload(specs(&[Some("r"), Some("q"), Some("q")])).unwrap();
-        assert_eq!(s.status(t0())["keys"][0]["state"], "usable");
+        assert_eq!(status_json(&s, t0())["keys"][0]["state"], "usable");
     }
 
     // ---- the quota day --------------------------------------------------------------------
@@ -1159,7 +1144,7 @@ mod tests {
             record(&mut s, 0, FLASH, Outcome::RateLimited, end);
         }
         assert!(matches!(s.pick(FLASH, &[], end), Pick::Exhausted { .. }));
-        assert_eq!(s.status(end)["keys"][0]["state"], "parked");
+        assert_eq!(status_json(&s, end)["keys"][0]["state"], "parked");
     }
 
     #[test]
@@ -1176,7 +1161,7 @@ mod tests {
         let day = &s.history()[&date(2026, 11, 22)];
         assert_eq!(day[&fingerprint(&key(0))], DayTotals { requests: 1, tokens: 10 });
         assert!(!day.contains_key(&fingerprint(&key(1))), "no zero rows");
-        let st = s.status(midnight);
+        let st = status_json(&s, midnight);
         assert_eq!(st["keys"][0]["requests"], 0);
         assert_eq!(st["keys"][1]["state"], "cooling", "per-minute cooldown runs on past midnight");
         assert_eq!(st["keys"][1]["models"]["gemini-2.5-flash"], Value::Null);
@@ -1237,7 +1222,7 @@ mod tests {
                       "models": {"gemini-2.5-flash": {"requests": 1, "tokens": 3400,
                                                       "parked_until": null, "cooling_until": null}}}]
         });
-        assert_eq!(s.status(at), expected);
+        assert_eq!(status_json(&s, at), expected);
     }
 
     #[test]
@@ -1253,17 +1238,17 @@ mod tests {
         for (outcome, state) in cases {
             let mut s = pool(1, t0());
             record(&mut s, 0, FLASH, outcome.clone(), t0());
-            assert_eq!(s.status(t0())["keys"][0]["state"], state, "after {outcome:?}");
+            assert_eq!(status_json(&s, t0())["keys"][0]["state"], state, "after {outcome:?}");
         }
         // Expired limits show as usable and as nulls.
         let mut s = pool(1, t0());
         record(&mut s, 0, FLASH, per_minute(10), t0());
         let later = t0() + Duration::seconds(10);
-        assert_eq!(s.status(later)["keys"][0]["state"], "usable");
+        assert_eq!(status_json(&s, later)["keys"][0]["state"], "usable");
         // Parked beats cooling.
         record(&mut s, 0, PRO, per_minute(10), later);
         record(&mut s, 0, FLASH, Outcome::QuotaPerDay, later);
-        assert_eq!(s.status(later)["keys"][0]["state"], "parked");
+        assert_eq!(status_json(&s, later)["keys"][0]["state"], "parked");
     }
 
     #[test]
@@ -1271,7 +1256,7 @@ mod tests {
         let mut s = KeyState::new(specs(&[Some("p"), None]), LA, t0());
         use_key(&mut s, FLASH, Outcome::Success, t0());
         record(&mut s, 1, FLASH, Outcome::KeyInvalid { reason: "CONSUMER_SUSPENDED".into() }, t0());
-        let text = s.status(t0()).to_string() + &serde_json::to_string(&s.snapshot(t0())).unwrap();
+        let text = status_json(&s, t0()).to_string() + &serde_json::to_string(&s.snapshot(t0())).unwrap();
         assert!(!text.contains("TESTKEY"), "{text}");
     }
 
@@ -1315,7 +1300,7 @@ mod tests {
         let mut fresh = pool(2, today);
         fresh.restore(&file, today);
         assert_eq!(fresh.quota_day(), date(2026, 11, 23));
-        let st = fresh.status(today);
+        let st = status_json(&fresh, today);
         assert_eq!(st["totals"]["requests"], 0);
         assert_eq!(st["keys"][1]["state"], "disabled", "disabled survives");
         assert_eq!(
@@ -1336,7 +1321,7 @@ mod tests {
             .insert("abcdefabcdef".into(), DayTotals { requests: 9, tokens: 9 });
         let mut other = KeyState::new(vec![KeySpec::new(&key(7), None)], LA, t0());
         other.restore(&file, t0());
-        assert_eq!(other.status(t0())["totals"]["requests"], 0);
+        assert_eq!(status_json(&other, t0())["totals"]["requests"], 0);
         assert_eq!(other.history()[&date(2026, 11, 1)]["abcdefabcdef"].requests, 9);
     }
 
@@ -1351,7 +1336,7 @@ mod tests {
         let file = crate::store_format::parse_usage(text.as_bytes(), LA).unwrap();
         let mut s = pool(2, t0());
         s.restore(&file, t0());
-        let st = s.status(t0());
+        let st = status_json(&s, t0());
         assert_eq!(st["keys"][0]["models"][NO_MODEL]["requests"], 12);
         assert_eq!(st["keys"][0]["state"], "parked");
         assert_eq!(st["keys"][0]["models"][ALL_MODELS]["parked_until"], "2026-11-23T00:00:00-08:00");
@@ -1381,7 +1366,7 @@ mod tests {
         file.quota_day = date(2026, 11, 23);
         let mut fresh = pool(1, t0());
         fresh.restore(&file, t0());
-        assert_eq!(fresh.status(t0())["totals"]["requests"], 1);
+        assert_eq!(status_json(&fresh, t0())["totals"]["requests"], 1);
         assert_eq!(fresh.quota_day(), date(2026, 11, 22));
     }
 
