@@ -13,7 +13,6 @@
 //! dates at chrono's limits are skipped).
 
 use chrono::{DateTime, Days, FixedOffset, NaiveDate, TimeDelta, Utc};
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::status::{KeyStateName, KeyView, ModelView, StatusView};
@@ -182,36 +181,9 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Masks anything that looks like a raw Google API key (`AIza` followed by 20 or more key
-/// characters) the way the pool masks keys: `AIza…` and the last 4 characters.
-fn redact_keys(s: &str) -> Cow<'_, str> {
-    const PREFIX: &str = "AIza";
-    if !s.contains(PREFIX) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(at) = rest.find(PREFIX) {
-        let (before, from) = rest.split_at(at);
-        let after = from.get(PREFIX.len()..).unwrap_or("");
-        let run = after.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_').count();
-        out.push_str(before);
-        out.push_str(PREFIX);
-        if run >= 20 {
-            out.push('…');
-            out.push_str(after.get(run - 4..run).unwrap_or(""));
-        } else {
-            out.push_str(after.get(..run).unwrap_or(""));
-        }
-        rest = after.get(run..).unwrap_or("");
-    }
-    out.push_str(rest);
-    Cow::Owned(out)
-}
-
 /// A string from the view, ready for the page: raw-key-looking parts masked, then escaped.
 fn text(s: &str) -> String {
-    escape(&redact_keys(s))
+    escape(&crate::redact::key_shapes(s))
 }
 
 /// `12345` → `12,345`.
@@ -719,10 +691,10 @@ mod tests {
     #[test]
     fn raw_keys_are_masked_everywhere() {
         let raw = "AIzaSyABCDEFGHIJKLMNOPQRSTUVWXYZ0123456";
-        assert_eq!(redact_keys(raw), "AIza…3456");
-        assert_eq!(redact_keys(&format!("key={raw}!")), "key=AIza…3456!");
-        assert_eq!(redact_keys("AIza…XyZ1"), "AIza…XyZ1");
-        assert_eq!(redact_keys("AIzaShort AIza"), "AIzaShort AIza");
+        assert_eq!(crate::redact::key_shapes(raw), "AIza…3456");
+        assert_eq!(crate::redact::key_shapes(&format!("key={raw}!")), "key=AIza…3456!");
+        assert_eq!(crate::redact::key_shapes("AIza…XyZ1"), "AIza…XyZ1");
+        assert_eq!(crate::redact::key_shapes("AIzaShort AIza"), "AIzaShort AIza");
         let mut status = realistic_status();
         status.keys[0].project = Some(format!("leaked {raw}"));
         status.keys[1].masked = raw.to_string();

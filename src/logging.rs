@@ -28,34 +28,10 @@ enum Msg {
 }
 
 /// Mask every registered secret (`redact::current`) and anything shaped like a Google API key
-/// (`AIza` + 35 characters: a key that is not in the pool, such as one a client sent).
+/// (`redact::key_shapes`: a key that is not in the pool, such as one a client sent).
 pub fn redact(line: &str) -> String {
     let r = crate::redact::current();
-    redact_key_shapes(&r.text(line))
-}
-
-fn redact_key_shapes(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    let mut copied = 0;
-    while let Some(pos) = s[i..].find("AIza") {
-        let start = i + pos;
-        let mut end = start + 4;
-        while end < bytes.len()
-            && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'-' || bytes[end] == b'_')
-        {
-            end += 1;
-        }
-        if end - start >= 30 {
-            out.push_str(&s[copied..start]);
-            out.push_str("AIza[REDACTED]");
-            copied = end;
-        }
-        i = end;
-    }
-    out.push_str(&s[copied..]);
-    out
+    crate::redact::key_shapes(&r.text(line)).into_owned()
 }
 
 /// Lines dropped because the writer thread could not keep up.

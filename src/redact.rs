@@ -254,6 +254,34 @@ pub fn current() -> Arc<Redactor> {
     }
 }
 
+/// Masks anything shaped like a Google API key (`AIza` followed by 20 or more key characters),
+/// in the pool or not (a key a client sent, an old one), the way the pool masks keys: `AIza…` and
+/// the last 4 characters. Log lines and admin pages pass it after the registered secrets.
+pub fn key_shapes(s: &str) -> Cow<'_, str> {
+    const PREFIX: &str = "AIza";
+    if !s.contains(PREFIX) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find(PREFIX) {
+        let (before, from) = rest.split_at(at);
+        let after = from.get(PREFIX.len()..).unwrap_or("");
+        let run = after.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_').count();
+        out.push_str(before);
+        out.push_str(PREFIX);
+        if run >= 20 {
+            out.push('…');
+            out.push_str(after.get(run - 4..run).unwrap_or(""));
+        } else {
+            out.push_str(after.get(..run).unwrap_or(""));
+        }
+        rest = after.get(run..).unwrap_or("");
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
