@@ -113,6 +113,18 @@ const OPTIONS: &[OptSpec] = &[
     },
     OptSpec { flag: "log-keep", env: "LOG_KEEP", default: "5", help: "rotated log files kept" },
     OptSpec {
+        flag: "model-alias",
+        env: "MODEL_ALIASES",
+        default: "",
+        help: "PATTERN=MODEL,... : the Gemini model for a model a client names (* glob, first match wins)",
+    },
+    OptSpec {
+        flag: "keepalive-secs",
+        env: "STREAM_KEEPALIVE_SECS",
+        default: "15",
+        help: "seconds of upstream silence before a stream gets a keep-alive (0 = never)",
+    },
+    OptSpec {
         flag: "max-attempts",
         env: "MAX_ATTEMPTS",
         default: "3",
@@ -166,6 +178,10 @@ pub struct Config {
     pub reprobe_interval: Duration,
     pub log_max_bytes: u64,
     pub log_keep: usize,
+    /// `--model-alias`: the Gemini model for a model a client names.
+    pub aliases: crate::alias::Aliases,
+    /// Upstream silence before a stream gets a keep-alive; zero: never.
+    pub keepalive: Duration,
     /// Transient failures (5xx, timeouts, connection errors) retried on at most this many keys.
     pub max_attempts: u32,
     /// All attempts of one request fit in this (SPEC §5 retry budget).
@@ -340,6 +356,7 @@ impl Config {
         let log_max_bytes = num("log-max-bytes", 1024, 1 << 40);
         let log_keep = num("log-keep", 0, 1000) as usize;
         let max_attempts = num("max-attempts", 1, 1000) as u32;
+        let keepalive = Duration::from_secs(num("keepalive-secs", 0, 3600));
         let request_deadline = Duration::from_secs(num("request-deadline", 1, 86_400));
 
         let host = raw.get("host").trim().to_string();
@@ -391,6 +408,10 @@ impl Config {
         if raw.get("usage-file").trim().is_empty() {
             errors.push(format!("{}: a path is required", origin("usage-file")));
         }
+        let aliases = crate::alias::Aliases::parse(raw.get("model-alias")).unwrap_or_else(|e| {
+            errors.push(format!("{}: {e}", origin("model-alias")));
+            crate::alias::Aliases::default()
+        });
         let log_dir = match raw.get("log-dir") {
             "" => None,
             d => Some(PathBuf::from(d)),
@@ -416,6 +437,8 @@ impl Config {
             reprobe_interval,
             log_max_bytes,
             log_keep,
+            aliases,
+            keepalive,
             max_attempts,
             request_deadline,
             client_timeout: crate::server::CLIENT_TIMEOUT,

@@ -22,11 +22,17 @@ const MAX_BUFFERED_ANSWER: u64 = 64 << 20;
 /// Serve a native route (or Gemini's own OpenAI layer, with `KeyStyle::Bearer`).
 pub fn handle(app: &App, ex: &mut Exchange, target: &Target, key_style: KeyStyle) -> Result<(), ProxyError> {
     let body = ex.read_body(app.config.max_body_bytes)?;
-    let model = quota::model_from_path(&target.path);
+    let mut model = quota::model_from_path(&target.path);
+    let mut path = target.path.clone();
+    if let Some(asked) = model.clone()
+        && let Some(gemini) = app.config.aliases.resolve(&asked)
+    {
+        path = alias_path(&path, &asked, gemini);
+        model = Some(gemini.to_string());
+    }
     ex.record.model = model.clone();
     let query = upstream::strip_key_param(&target.query);
-    let path_and_query =
-        if query.is_empty() { target.path.clone() } else { format!("{}?{query}", target.path) };
+    let path_and_query = if query.is_empty() { path } else { format!("{path}?{query}") };
     let method = ex.method.clone();
     let out = Outgoing {
         method: &method,
@@ -57,6 +63,24 @@ pub fn handle(app: &App, ex: &mut Exchange, target: &Target, key_style: KeyStyle
     remember_created(app, &body, &used);
     ex.respond(Reply { status, headers, body });
     Ok(())
+}
+
+/// `path` with the model segment `models/{asked}` (before `:method` or the end) naming `gemini`.
+fn alias_path(path: &str, asked: &str, gemini: &str) -> String {
+    for marker in ["/models/", "/tunedModels/"] {
+        let mut from = 0;
+        while let Some(i) = path[from..].find(marker) {
+            let start = from + i + marker.len();
+            let rest = &path[start..];
+            if let Some(after) = rest.strip_prefix(asked)
+                && (after.is_empty() || after.starts_with([':', '/']))
+            {
+                return format!("{}{gemini}{after}", &path[..start]);
+            }
+            from = start;
+        }
+    }
+    path.to_string()
 }
 
 /// Files and caches an answer created belong to the key that made them.
@@ -96,4 +120,19 @@ fn rewrite_upload_url(app: &App, ex: &Exchange, headers: &mut [(String, String)]
     *url = format!("{scheme}://{host}{}?{query}", target.path);
     app.affinity.lock().remember(&affinity::upload_name(&upload_id), &used.fingerprint, Utc::now());
     app.save.wanted();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_alias_names_the_gemini_model_in_the_path() {
+        let p =
+            super::alias_path("/v1beta/models/claude-x:streamGenerateContent", "claude-x", "gemini-2.5-pro");
+        assert_eq!(p, "/v1beta/models/gemini-2.5-pro:streamGenerateContent");
+        assert_eq!(
+            super::alias_path("/v1/models/gpt-4o", "gpt-4o", "gemini-2.5-flash"),
+            "/v1/models/gemini-2.5-flash"
+        );
+        assert_eq!(super::alias_path("/v1/models/gpt-4o-mini:x", "gpt-4o", "g"), "/v1/models/gpt-4o-mini:x");
+    }
 }

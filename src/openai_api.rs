@@ -70,6 +70,15 @@ fn read_json_answer(answer: Answer) -> Result<Value, ProxyError> {
     Ok(v)
 }
 
+/// Replace a request body's `model` by its alias's Gemini model; the model the client named, if
+/// an alias applied.
+pub fn apply_alias(app: &App, req: &mut Value) -> Option<String> {
+    let asked = req.get("model").and_then(Value::as_str)?.to_string();
+    let gemini = app.config.aliases.resolve(&asked)?;
+    req["model"] = Value::String(gemini.to_string());
+    Some(asked)
+}
+
 fn post(path: String, body: &[u8]) -> Outgoing<'_> {
     Outgoing {
         method: "POST",
@@ -82,8 +91,11 @@ fn post(path: String, body: &[u8]) -> Outgoing<'_> {
 
 /// `POST /v1/chat/completions`.
 pub fn chat(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
-    let req = json_body(ex, app)?;
+    let mut req = json_body(ex, app)?;
+    // The answer names the model the client asked for; upstream, an alias's Gemini model.
+    let asked = apply_alias(app, &mut req);
     let call = openai::chat_request_to_gemini(&req).map_err(translate_error)?;
+    let asked = asked.unwrap_or_else(|| call.model.clone());
     ex.record.model = Some(call.model.clone());
     let body = serde_json::to_vec(&call.body).map_err(|e| ProxyError::Internal { message: e.to_string() })?;
     let model_path = format!("/v1beta/models/{}", call.model);
@@ -101,7 +113,7 @@ pub fn chat(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     if !call.stream {
         let answer = read_json_answer(answer)?;
         app.record_success(&used, Some(&call.model), crate::usage::tokens(&answer).unwrap_or(0));
-        let chat = openai::gemini_response_to_chat(&answer, &call.model, &id, created);
+        let chat = openai::gemini_response_to_chat(&answer, &asked, &id, created);
         ex.respond(Reply::json(200, &chat));
         return Ok(());
     }
@@ -110,7 +122,7 @@ pub fn chat(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
         ("Cache-Control".to_string(), "no-cache".to_string()),
     ];
     let mut chat = ChatStream {
-        translator: StreamTranslator::new(&call.model, &id, created, call.include_usage),
+        translator: StreamTranslator::new(&asked, &id, created, call.include_usage),
         framer: Framer::default(),
         tokens: None,
     };
@@ -182,9 +194,14 @@ pub fn models(app: &App, ex: &mut Exchange, id: Option<&str>) -> Result<(), Prox
     };
     if let Some(id) = id {
         let id = openai::types::strip_models_prefix(id);
-        let (resp, _) = upstream::call_with_keys(app, ex, None, &get(format!("/v1beta/models/{id}")), None)?;
-        let model = read_json_answer(resp)?;
-        ex.respond(Reply::json(200, &openai::model_to_openai(&model)));
+        let gemini = app.config.aliases.upstream(id);
+        let (resp, _) =
+            upstream::call_with_keys(app, ex, None, &get(format!("/v1beta/models/{gemini}")), None)?;
+        let mut model = openai::model_to_openai(&read_json_answer(resp)?);
+        if gemini != id {
+            model["id"] = Value::String(id.to_string());
+        }
+        ex.respond(Reply::json(200, &model));
         return Ok(());
     }
     let mut pages = Vec::new();
@@ -204,7 +221,23 @@ pub fn models(app: &App, ex: &mut Exchange, id: Option<&str>) -> Result<(), Prox
             break;
         }
     }
-    ex.respond(Reply::json(200, &openai::models_to_openai(&pages)));
+    let mut list = openai::models_to_openai(&pages);
+    // Alias names are models too (patterns with `*` are not ids of their own).
+    if let Some(data) = list.get_mut("data").and_then(Value::as_array_mut) {
+        let aliases: Vec<Value> = app
+            .config
+            .aliases
+            .names()
+            .filter_map(|(name, gemini)| {
+                let target = data.iter().find(|m| m["id"] == gemini)?;
+                let mut entry = target.clone();
+                entry["id"] = Value::String(name.to_string());
+                Some(entry)
+            })
+            .collect();
+        data.extend(aliases);
+    }
+    ex.respond(Reply::json(200, &list));
     Ok(())
 }
 
@@ -219,7 +252,8 @@ fn percent_encode(s: &str) -> String {
 
 /// `POST /v1/embeddings`, via batchEmbedContents.
 pub fn embeddings(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
-    let req = json_body(ex, app)?;
+    let mut req = json_body(ex, app)?;
+    apply_alias(app, &mut req);
     let call = openai::embeddings_request_to_gemini(&req).map_err(translate_error)?;
     ex.record.model = Some(call.model.clone());
     let body = serde_json::to_vec(&call.body).map_err(|e| ProxyError::Internal { message: e.to_string() })?;
