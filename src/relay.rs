@@ -30,6 +30,102 @@ pub trait Transform {
     fn fail(&mut self, message: &str, out: &mut Vec<u8>) -> bool;
     /// The tokens the stream reported so far.
     fn tokens(&self) -> Option<u64>;
+    /// A keep-alive while the upstream is silent for `--keepalive-secs` (Anthropic's `ping`):
+    /// append it and return true, or return false when the surface sends none (the default).
+    fn keepalive(&mut self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+    /// Whether this surface sends keep-alives at all (then the upstream is read on a thread of
+    /// its own, so that silence can be noticed).
+    fn wants_keepalive(&self) -> bool {
+        false
+    }
+}
+
+/// One step of reading the upstream.
+enum Piece {
+    /// A piece arrived: `Source::data` holds it.
+    Data,
+    End,
+    Failed(std::io::Error),
+    Silent,
+}
+
+/// The upstream body, read directly, or on a reader thread when keep-alives are wanted.
+enum Source {
+    /// The reader, its buffer, and how much of it the last piece filled.
+    Direct(Box<dyn Read + Send>, Vec<u8>, usize),
+    /// Pieces from the reader thread, the keep-alive interval, the last piece.
+    Threaded(crossbeam_channel::Receiver<std::io::Result<Vec<u8>>>, std::time::Duration, Vec<u8>),
+}
+
+impl Source {
+    fn new(reader: impl Read + Send + 'static, keepalive: Option<std::time::Duration>) -> Source {
+        let Some(every) = keepalive else {
+            return Source::Direct(Box::new(reader), vec![0u8; READ_BUFFER], 0);
+        };
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let mut reader = reader;
+        let spawned = std::thread::Builder::new().name("stream-reader".into()).spawn(move || {
+            let mut buf = vec![0u8; READ_BUFFER];
+            loop {
+                let piece = match reader.read(&mut buf) {
+                    Ok(n) => Ok(buf[..n].to_vec()),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(e),
+                };
+                let last = !matches!(piece, Ok(ref p) if !p.is_empty());
+                // The relay gone (client left): dropping the reader drops the upstream request.
+                if tx.send(piece).is_err() || last {
+                    return;
+                }
+            }
+        });
+        match spawned {
+            Ok(_) => Source::Threaded(rx, every, Vec::new()),
+            Err(e) => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let _ = tx.send(Err(std::io::Error::other(format!("cannot start a stream reader: {e}"))));
+                Source::Threaded(rx, every, Vec::new())
+            }
+        }
+    }
+
+    fn next(&mut self) -> Piece {
+        match self {
+            Source::Direct(reader, buf, len) => loop {
+                match reader.read(buf) {
+                    Ok(0) => return Piece::End,
+                    Ok(n) => {
+                        *len = n;
+                        return Piece::Data;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Piece::Failed(e),
+                }
+            },
+            Source::Threaded(rx, every, last) => match rx.recv_timeout(*every) {
+                Ok(Ok(p)) if p.is_empty() => Piece::End,
+                Ok(Ok(p)) => {
+                    *last = p;
+                    Piece::Data
+                }
+                Ok(Err(e)) => Piece::Failed(e),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => Piece::Silent,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    Piece::Failed(std::io::Error::other("the stream reader ended"))
+                }
+            },
+        }
+    }
+
+    /// The piece the last `next` returned as `Piece::Data`.
+    fn data(&self) -> &[u8] {
+        match self {
+            Source::Direct(_, buf, len) => &buf[..*len],
+            Source::Threaded(_, _, last) => last,
+        }
+    }
 }
 
 /// Native streams: the bytes pass as they are; tokens from the last chunk that carried usage.
@@ -78,16 +174,25 @@ pub fn stream(
             return Ok(());
         }
     };
-    let mut reader = answer.into_reader();
-    let mut buf = vec![0u8; READ_BUFFER];
+    let every = app.config.keepalive;
+    let keepalive = (transform.wants_keepalive() && !every.is_zero()).then_some(every);
+    let mut source = Source::new(answer.into_reader(), keepalive);
     let mut out = Vec::new();
     // Ok(()) at a clean end; Err((log note, message)) when the upstream broke or reported an error.
     let ended: Result<(), (&str, String)> = loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
+        match source.next() {
+            Piece::End => break Ok(()),
+            Piece::Data => {}
+            Piece::Silent => {
+                out.clear();
+                if transform.keepalive(&mut out) && writer.send(&out).is_err() {
+                    ex.record.client_gone = true;
+                    app.record_success(used, model, transform.tokens().unwrap_or(0));
+                    return Ok(());
+                }
+                continue;
+            }
+            Piece::Failed(e) => {
                 break Err(match upstream::read_failure(&e) {
                     ProxyError::UpstreamTimeout => (
                         "upstream timeout mid-stream",
@@ -96,9 +201,9 @@ pub fn stream(
                     _ => ("upstream broke mid-stream", "The upstream connection broke mid-stream".into()),
                 });
             }
-        };
+        }
         out.clear();
-        let fed = transform.feed(&buf[..n], &mut out);
+        let fed = transform.feed(source.data(), &mut out);
         if !out.is_empty() {
             if ex.record.first_byte.is_none() {
                 ex.record.first_byte = Some(ex.started.elapsed());
