@@ -10,6 +10,7 @@ use serde_json::json;
 pub enum Surface {
     Native,
     OpenAi,
+    Anthropic,
     Admin,
 }
 
@@ -18,6 +19,7 @@ impl Surface {
         match self {
             Surface::Native => "native",
             Surface::OpenAi => "openai",
+            Surface::Anthropic => "anthropic",
             Surface::Admin => "admin",
         }
     }
@@ -190,6 +192,12 @@ impl ProxyError {
             ),
             (ProxyError::UpstreamStatus { body, .. }, Surface::OpenAi) => {
                 Reply::json(status, &crate::openai::gemini_error_to_openai(status, body))
+            }
+            (ProxyError::UpstreamStatus { body, .. }, Surface::Anthropic) => {
+                Reply::json(status, &crate::anthropic::gemini_error_to_anthropic(status, body))
+            }
+            (_, Surface::Anthropic) => {
+                Reply::json(status, &crate::anthropic::anthropic_error_body(status, &self.message()))
             }
             (_, Surface::OpenAi) => {
                 let param = match self {

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod affinity;
 pub mod alias;
+pub mod anthropic_api;
 pub mod background;
 pub mod calendar;
 pub mod commands;
@@ -60,6 +61,8 @@ pub struct App {
     pub server_stats: Arc<server::ServerStats>,
     /// Ask the persistence thread for a save (never blocks).
     pub save: store::SaveSignal,
+    /// Models' output token limits (the Anthropic route clamps `max_tokens` to them).
+    pub output_limits: anthropic_api::OutputLimits,
 }
 
 impl App {
@@ -72,6 +75,7 @@ impl App {
             metrics: metrics::Metrics::default(),
             server_stats: Arc::new(server::ServerStats::default()),
             save,
+            output_limits: anthropic_api::OutputLimits::default(),
             config,
         }
     }
@@ -110,6 +114,8 @@ impl App {
             Route::OpenAiChat => openai_api::chat(self, ex),
             Route::OpenAiModels { id } => openai_api::models(self, ex, id.as_deref()),
             Route::OpenAiEmbeddings => openai_api::embeddings(self, ex),
+            Route::AnthropicMessages => anthropic_api::messages(self, ex),
+            Route::AnthropicCountTokens => anthropic_api::count_tokens(self, ex),
             Route::Status => {
                 ex.respond(admin::status_reply(self)?);
                 Ok(())

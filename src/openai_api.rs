@@ -24,7 +24,7 @@ const MAX_ANSWER: u64 = 64 << 20;
 /// Most model-list pages fetched for one `/v1/models`.
 const MAX_MODEL_PAGES: usize = 20;
 
-fn translate_error(e: TranslateError) -> ProxyError {
+pub(crate) fn translate_error(e: TranslateError) -> ProxyError {
     match e.status {
         404 => ProxyError::NotFound { message: e.message },
         _ => ProxyError::BadRequest { message: e.message, param: e.param },
@@ -32,7 +32,7 @@ fn translate_error(e: TranslateError) -> ProxyError {
 }
 
 /// Parse a JSON request body; a malformed one is a 400 that says where.
-fn json_body(ex: &mut Exchange, app: &App) -> Result<Value, ProxyError> {
+pub(crate) fn json_body(ex: &mut Exchange, app: &App) -> Result<Value, ProxyError> {
     let body = ex.read_body(app.config.max_body_bytes)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ProxyError::bad_request("The request body is empty; a JSON object is required", None));
@@ -46,14 +46,14 @@ fn json_body(ex: &mut Exchange, app: &App) -> Result<Value, ProxyError> {
 }
 
 /// A response id that is unique within this process and across restarts.
-fn new_id(prefix: &str) -> String {
+pub(crate) fn new_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
     format!("{prefix}-{nanos:x}{n:04x}")
 }
 
-fn read_json_answer(answer: Answer) -> Result<Value, ProxyError> {
+pub(crate) fn read_json_answer(answer: Answer) -> Result<Value, ProxyError> {
     let bytes = answer.read_whole(MAX_ANSWER)?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| ProxyError::UpstreamIo {
         message: format!("the upstream answered something that is not JSON: {e}"),
@@ -79,7 +79,7 @@ pub fn apply_alias(app: &App, req: &mut Value) -> Option<String> {
     Some(asked)
 }
 
-fn post(path: String, body: &[u8]) -> Outgoing<'_> {
+pub(crate) fn post(path: String, body: &[u8]) -> Outgoing<'_> {
     Outgoing {
         method: "POST",
         path_and_query: path,
@@ -177,7 +177,7 @@ impl relay::Transform for ChatStream {
     }
 }
 
-fn push_event(out: &mut Vec<u8>, chunk: &Value) {
+pub(crate) fn push_event(out: &mut Vec<u8>, chunk: &Value) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(chunk.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");

@@ -89,6 +89,10 @@ pub enum Route {
         id: Option<String>,
     },
     OpenAiEmbeddings,
+    /// Anthropic's Messages API (`POST /v1/messages`).
+    AnthropicMessages,
+    /// `POST /v1/messages/count_tokens`.
+    AnthropicCountTokens,
     Status,
     Metrics,
     Dashboard,
@@ -103,6 +107,8 @@ impl Route {
             Route::OpenAiChat => "chat_completions",
             Route::OpenAiModels { .. } => "models",
             Route::OpenAiEmbeddings => "embeddings",
+            Route::AnthropicMessages => "messages",
+            Route::AnthropicCountTokens => "count_tokens",
             Route::Status => "status",
             Route::Metrics => "metrics",
             Route::Dashboard => "dashboard",
@@ -116,6 +122,7 @@ impl Route {
             | Route::OpenAiModels { .. }
             | Route::OpenAiEmbeddings
             | Route::GeminiOpenAi => Surface::OpenAi,
+            Route::AnthropicMessages | Route::AnthropicCountTokens => Surface::Anthropic,
             Route::Status | Route::Metrics | Route::Dashboard => Surface::Admin,
             Route::Native | Route::NotFound => Surface::Native,
         }
@@ -128,6 +135,8 @@ pub fn route(method: &str, path: &str, bearer: bool) -> Route {
     match (method, path) {
         ("POST", "/v1/chat/completions") => return Route::OpenAiChat,
         ("POST", "/v1/embeddings") => return Route::OpenAiEmbeddings,
+        ("POST", "/v1/messages") => return Route::AnthropicMessages,
+        ("POST", "/v1/messages/count_tokens") => return Route::AnthropicCountTokens,
         ("GET", "/status") => return Route::Status,
         ("GET", "/metrics") => return Route::Metrics,
         ("GET", "/dashboard") => return Route::Dashboard,
@@ -160,6 +169,8 @@ pub struct Presented {
     pub bearer: Option<String>,
     pub basic_password: Option<String>,
     pub query: Option<String>,
+    /// `x-api-key: T`, as Anthropic clients send it.
+    pub api_key: Option<String>,
 }
 
 impl Presented {
@@ -177,16 +188,21 @@ impl Presented {
             bearer: scheme("bearer"),
             basic_password: scheme("basic").and_then(|b| basic_password(&b)),
             query: target.query_param("key"),
+            api_key: header("x-api-key"),
         }
     }
 
     pub fn any(&self) -> bool {
-        self.goog.is_some() || self.bearer.is_some() || self.query.is_some() || self.basic_password.is_some()
+        self.goog.is_some()
+            || self.bearer.is_some()
+            || self.query.is_some()
+            || self.basic_password.is_some()
+            || self.api_key.is_some()
     }
 
     /// True when one of the presented credentials equals one of `tokens`.
     pub fn matches(&self, tokens: &[String], allow_basic: bool) -> bool {
-        let mut candidates = vec![&self.goog, &self.bearer, &self.query];
+        let mut candidates = vec![&self.goog, &self.bearer, &self.query, &self.api_key];
         if allow_basic {
             candidates.push(&self.basic_password);
         }

@@ -1,0 +1,175 @@
+//! The Anthropic Messages routes: `POST /v1/messages` (streamed or not) and
+//! `POST /v1/messages/count_tokens`, served through the key pool (SPEC §12).
+//!
+//! This module does the I/O around the pure translation core in `anthropic/`: it reads the
+//! request, resolves the model (aliases, the model's output limit for the `max_tokens` clamp),
+//! asks `upstream` for an answer, and writes Anthropic objects, or Anthropic stream events
+//! through the shared relay (with `ping` events while the upstream is silent). It never builds an
+//! error body itself: errors go back as `ProxyError`, shaped once in `error.rs`.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use crate::App;
+use crate::anthropic::{self, MessagesStream};
+use crate::error::{ProxyError, Reply};
+use crate::google_error::GoogleError;
+use crate::openai_api::{json_body, new_id, post, read_json_answer, translate_error};
+use crate::server::Exchange;
+use crate::sse::Framer;
+use crate::upstream::{self, KeyStyle, Outgoing};
+use crate::{affinity, relay};
+
+/// Output token limits of models, from models.get, kept for the process's life (they do not
+/// change); a model whose lookup failed is not clamped.
+#[derive(Default)]
+pub struct OutputLimits(Mutex<HashMap<String, Option<u64>>>);
+
+/// The model a request names (400 naming the field when it is missing).
+fn model_of(req: &Value) -> Result<String, ProxyError> {
+    req.get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.trim().is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ProxyError::bad_request("model: a model name is required", Some("model")))
+}
+
+/// `outputTokenLimit` of a Gemini model (models.get through the pool, once per model).
+fn output_limit(app: &App, ex: &mut Exchange, model: &str) -> Option<u64> {
+    if let Some(known) = app.output_limits.0.lock().get(model) {
+        return *known;
+    }
+    let get = Outgoing {
+        method: "GET",
+        path_and_query: format!("/v1beta/models/{model}"),
+        headers: Vec::new(),
+        body: &[],
+        key_style: KeyStyle::GoogHeader,
+    };
+    let attempts = ex.record.attempts;
+    let limit = upstream::call_with_keys(app, ex, None, &get, None)
+        .ok()
+        .and_then(|(answer, _)| read_json_answer(answer).ok())
+        .and_then(|m| m.get("outputTokenLimit").and_then(Value::as_u64));
+    // The lookup is not one of the request's attempts.
+    ex.record.attempts = attempts;
+    ex.record.keys.clear();
+    app.output_limits.0.lock().insert(model.to_string(), limit);
+    limit
+}
+
+/// `POST /v1/messages`.
+pub fn messages(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
+    let mut req = json_body(ex, app)?;
+    let asked = model_of(&req)?;
+    let gemini = app.config.aliases.upstream(&asked).to_string();
+    req["model"] = Value::String(gemini.clone());
+    let limit = output_limit(app, ex, &gemini);
+    let call = anthropic::messages_request_to_gemini(&req, limit).map_err(translate_error)?;
+    ex.record.model = Some(call.model.clone());
+    let body = serde_json::to_vec(&call.body).map_err(|e| ProxyError::Internal { message: e.to_string() })?;
+    let model_path = format!("/v1beta/models/{}", call.model);
+    let path = if call.stream {
+        format!("{model_path}:streamGenerateContent?alt=sse")
+    } else {
+        format!("{model_path}:generateContent")
+    };
+    let out = post(path, &body);
+    let names = affinity::referenced("", None, &body);
+    let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
+    let (answer, used) = upstream::call_with_keys(app, ex, Some(&call.model), &out, pinned.as_deref())?;
+    let id = new_id("msg");
+    if !call.stream {
+        let answer = read_json_answer(answer)?;
+        app.record_success(&used, Some(&call.model), crate::usage::tokens(&answer).unwrap_or(0));
+        ex.respond(Reply::json(200, &anthropic::gemini_response_to_message(&answer, &asked, &id)));
+        return Ok(());
+    }
+    let headers = [
+        ("Content-Type".to_string(), "text/event-stream; charset=utf-8".to_string()),
+        ("Cache-Control".to_string(), "no-cache".to_string()),
+    ];
+    let mut events =
+        MessagesEvents { translator: MessagesStream::new(&asked, &id), framer: Framer::default(), tokens: None };
+    relay::stream(app, ex, answer, &used, Some(&call.model), (200, &headers), &mut events)
+}
+
+/// Gemini SSE events in, Anthropic stream events out (the relay's transform for `/v1/messages`
+/// with `stream: true`), `ping` while the upstream is silent.
+struct MessagesEvents {
+    translator: MessagesStream,
+    framer: Framer,
+    tokens: Option<u64>,
+}
+
+impl MessagesEvents {
+    fn write(out: &mut Vec<u8>, events: Vec<(String, Value)>) {
+        for (name, value) in events {
+            out.extend_from_slice(&anthropic::sse(&name, &value));
+        }
+    }
+}
+
+impl relay::Transform for MessagesEvents {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        for payload in self.framer.feed(data) {
+            let Ok(event) = serde_json::from_slice::<Value>(&payload) else {
+                log::debug!("skipping an upstream event that is not JSON");
+                continue;
+            };
+            if let Some(t) = crate::usage::tokens(&event) {
+                self.tokens = Some(t);
+            }
+            if let Some(err) = GoogleError::from_value(&event) {
+                let msg = if err.message.is_empty() { "upstream error event" } else { err.message.as_str() };
+                return Err(format!("The upstream reported an error mid-stream: {msg}"));
+            }
+            Self::write(out, self.translator.feed(&event));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        Self::write(out, self.translator.finish());
+    }
+
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) -> bool {
+        // No retry and no status change once bytes went out: an Anthropic error event ends it.
+        let (name, value) = MessagesStream::error_event(message);
+        out.extend_from_slice(&anthropic::sse(&name, &value));
+        true
+    }
+
+    fn tokens(&self) -> Option<u64> {
+        self.tokens
+    }
+
+    fn keepalive(&mut self, out: &mut Vec<u8>) -> bool {
+        let (name, value) = MessagesStream::ping();
+        out.extend_from_slice(&anthropic::sse(&name, &value));
+        true
+    }
+
+    fn wants_keepalive(&self) -> bool {
+        true
+    }
+}
+
+/// `POST /v1/messages/count_tokens` → Gemini `countTokens`.
+pub fn count_tokens(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
+    let mut req = json_body(ex, app)?;
+    let asked = model_of(&req)?;
+    req["model"] = Value::String(app.config.aliases.upstream(&asked).to_string());
+    let (model, body) = anthropic::count_tokens_request_to_gemini(&req).map_err(translate_error)?;
+    ex.record.model = Some(model.clone());
+    let body = serde_json::to_vec(&body).map_err(|e| ProxyError::Internal { message: e.to_string() })?;
+    let out = post(format!("/v1beta/models/{model}:countTokens"), &body);
+    let (answer, used) = upstream::call_with_keys(app, ex, Some(&model), &out, None)?;
+    let answer = read_json_answer(answer)?;
+    app.record_success(&used, Some(&model), 0);
+    ex.respond(Reply::json(200, &anthropic::count_tokens_response(&answer)));
+    Ok(())
+}
