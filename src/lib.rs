@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod affinity;
+pub mod anthropic;
 pub mod background;
 pub mod calendar;
 pub mod commands;
