@@ -133,7 +133,8 @@ fn message_parts(m: &Obj, p: &str, walk: &mut Walk) -> Result<Vec<Value>, Transl
                     }
                 };
                 let mut part = json!({"functionCall": {"name": name, "args": input}});
-                if let Some(sig) = pending.take().or_else(|| signature_from_tool_call_id(id)) {
+                // The id's own signature first: a pending one came from a thought part before it.
+                if let Some(sig) = signature_from_tool_call_id(id).or_else(|| pending.take()) {
                     part["thoughtSignature"] = Value::String(sig);
                 }
                 parts.push(part);
@@ -465,11 +466,16 @@ mod tests {
             contents[1]["parts"],
             json!([
                 {"text": "I will call f.", "thoughtSignature": "c2lnMQ=="},
-                // The thinking block's signature wins over the one in the id.
-                {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2lnMg=="},
+                // The id's signature wins over a thinking block's (which Gemini put on a thought part).
+                {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2lnMw=="},
                 {"functionCall": {"name": "g", "args": {}}, "thoughtSignature": "c2lnNA=="}
             ])
         );
+        // An id without a signature takes the thinking block's.
+        let contents = messages(json!([{"role": "user", "content": "x"}, {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "", "signature": "not base64?"},
+            {"type": "tool_use", "id": "toolu_x", "name": "f", "input": {}}]}]));
+        assert_eq!(contents[1]["parts"][0]["thoughtSignature"], "not base64?");
         // A signature after the last part goes on the last unsigned part.
         let contents = messages(json!([{"role": "user", "content": "x"}, {"role": "assistant", "content": [
             {"type": "text", "text": "Answer"}, {"type": "thinking", "thinking": "", "signature": "c2lnNQ=="}]}]));

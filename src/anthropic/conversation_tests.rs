@@ -236,3 +236,31 @@ fn a_text_answers_signature_comes_back_on_its_text_part() {
         json!([{"text": "Paris is sunny.", "thoughtSignature": "c2lnVA=="}])
     );
 }
+
+#[test]
+fn signatures_on_a_thought_part_and_on_the_call_each_keep_the_calls_own() {
+    let answer = json!({"candidates": [{"content": {"parts": [
+        {"text": "plan", "thought": true, "thoughtSignature": "dGhvdWdodA=="},
+        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": SIGNATURE}]}}]});
+    let message = client_copy(&gemini_response_to_message(&answer, "gemini-2.5-flash", "msg_two"));
+    assert_eq!(
+        message["content"][0],
+        json!({"type": "thinking", "thinking": "plan", "signature": "dGhvdWdodA=="})
+    );
+    let id = message["content"][1]["id"].clone();
+    assert_signed_call(&turn_two("gemini-2.5-flash", message["content"].clone(), &id));
+}
+
+#[test]
+fn a_non_base64_call_signature_travels_in_a_thinking_block() {
+    let answer = json!({"candidates": [{"content": {"parts": [
+        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "opaque/sig?"}]}}]});
+    let message = client_copy(&gemini_response_to_message(&answer, "gemini-2.5-flash", "msg_nb"));
+    assert_eq!(
+        message["content"][0],
+        json!({"type": "thinking", "thinking": "", "signature": "opaque/sig?"})
+    );
+    let id = message["content"][1]["id"].clone();
+    let body = turn_two("gemini-2.5-flash", message["content"].clone(), &id);
+    assert_eq!(body["contents"][1]["parts"][0]["thoughtSignature"], "opaque/sig?");
+}
