@@ -92,8 +92,11 @@ pub fn messages(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
         ("Content-Type".to_string(), "text/event-stream; charset=utf-8".to_string()),
         ("Cache-Control".to_string(), "no-cache".to_string()),
     ];
-    let mut events =
-        MessagesEvents { translator: MessagesStream::new(&asked, &id), framer: Framer::default(), tokens: None };
+    let mut events = MessagesEvents {
+        translator: MessagesStream::new(&asked, &id),
+        framer: Framer::default(),
+        tokens: None,
+    };
     relay::stream(app, ex, answer, &used, Some(&call.model), (200, &headers), &mut events)
 }
 
@@ -148,6 +151,8 @@ impl relay::Transform for MessagesEvents {
     }
 
     fn keepalive(&mut self, out: &mut Vec<u8>) -> bool {
+        // A ping never comes before message_start.
+        Self::write(out, self.translator.start());
         let (name, value) = MessagesStream::ping();
         out.extend_from_slice(&anthropic::sse(&name, &value));
         true

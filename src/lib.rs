@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod affinity;
 pub mod alias;
+pub mod anthropic;
 pub mod anthropic_api;
 pub mod background;
 pub mod calendar;

@@ -90,7 +90,8 @@ fn a_claude_code_shaped_request_is_answered_and_nothing_gemini_refuses_goes_upst
     let sent = sent.json().unwrap();
     let mut keys = Vec::new();
     keys_anywhere(&sent, &mut keys);
-    for refused in ["cache_control", "context_management", "output_config", "metadata", "thinking", "display"] {
+    for refused in ["cache_control", "context_management", "output_config", "metadata", "thinking", "display"]
+    {
         assert!(!keys.iter().any(|k| k == refused), "{refused} went upstream: {sent}");
     }
     assert_eq!(sent["generationConfig"]["maxOutputTokens"], 65536, "clamped to the model's limit: {sent}");
@@ -113,7 +114,10 @@ fn tool_use_over_two_turns_brings_the_thought_signature_back() {
     assert_eq!(m["stop_reason"], "tool_use", "{m}");
     let content = m["content"].as_array().unwrap().clone();
     let tool_use = content.iter().find(|b| b["type"] == "tool_use").unwrap();
-    assert_eq!((tool_use["name"].as_str(), &tool_use["input"]), (Some("get_weather"), &json!({"city": "Paris"})));
+    assert_eq!(
+        (tool_use["name"].as_str(), &tool_use["input"]),
+        (Some("get_weather"), &json!({"city": "Paris"}))
+    );
     let sent = mock.requests().last().unwrap().json().unwrap();
     let mut keys = Vec::new();
     keys_anywhere(&sent, &mut keys);
@@ -158,7 +162,10 @@ fn a_stream_arrives_in_pieces_with_pings_while_the_upstream_is_silent() {
         }
     }
     let total = started.elapsed();
-    assert!(first_delta.unwrap() + Duration::from_millis(2000) < total, "the first delta came early: {first_delta:?} of {total:?}");
+    assert!(
+        first_delta.unwrap() + Duration::from_millis(2000) < total,
+        "the first delta came early: {first_delta:?} of {total:?}"
+    );
     let evs = events(&text);
     let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
@@ -197,7 +204,13 @@ fn count_tokens_goes_to_gemini_count_tokens() {
 fn errors_are_in_anthropics_shape() {
     let mock = MockUpstream::start(&KEYS);
     let proxy = proxy(&mock);
-    let kind = |a: &Answer| (a.status, a.json()["type"].as_str().map(str::to_string), a.json()["error"]["type"].as_str().map(str::to_string));
+    let kind = |a: &Answer| {
+        (
+            a.status,
+            a.json()["type"].as_str().map(str::to_string),
+            a.json()["error"]["type"].as_str().map(str::to_string),
+        )
+    };
     // Wrong token.
     let a = send("POST", &format!("{}/v1/messages", proxy.url), &[("x-api-key", "wrong")], b"{}");
     assert_eq!(kind(&a), (401, Some("error".into()), Some("authentication_error".into())));
@@ -209,15 +222,24 @@ fn errors_are_in_anthropics_shape() {
     assert_eq!((a.status, kind(&a).2.as_deref()), (400, Some("invalid_request_error")));
     // A URL image is refused, never fetched.
     let before = mock.request_count();
-    let a = messages(&proxy, &json!({"model": "gemini-2.5-flash", "max_tokens": 10, "messages": [{"role": "user", "content": [
-        {"type": "image", "source": {"type": "url", "url": "http://127.0.0.1:1/cat.png"}}]}]}));
+    let a = messages(
+        &proxy,
+        &json!({"model": "gemini-2.5-flash", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": "http://127.0.0.1:1/cat.png"}}]}]}),
+    );
     assert_eq!((a.status, kind(&a).2.as_deref()), (400, Some("invalid_request_error")), "{}", a.text());
     assert!(mock.requests()[before..].iter().all(|r| !r.path.contains("generateContent")));
     // Every key exhausted: 503 overloaded_error with Retry-After.
-    let a = messages(&proxy, &json!({"model": "exhausted-model", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}));
+    let a = messages(
+        &proxy,
+        &json!({"model": "exhausted-model", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+    );
     assert_eq!((a.status, kind(&a).2.as_deref()), (503, Some("overloaded_error")), "{}", a.text());
     assert!(a.header("retry-after").is_some());
     // An upstream 4xx, translated.
-    let a = messages(&proxy, &json!({"model": "no-such-model", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}));
+    let a = messages(
+        &proxy,
+        &json!({"model": "no-such-model", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+    );
     assert_eq!((a.status, kind(&a).2.as_deref()), (404, Some("not_found_error")), "{}", a.text());
 }
