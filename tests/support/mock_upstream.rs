@@ -982,7 +982,17 @@ fn call_model(
                 let state = shared.lock();
                 (state.stream_delay, state.stream_events)
             };
-            let events = stream_events(model, &response_id, prompt, n);
+            // A function call (tools offered, no tool result yet) streams as one event, as Gemini
+            // sends it; an answer the unary path refuses is refused here too.
+            let events = match answer_generate(model, &response_id, body, prompt) {
+                Reply::Json { status: 200, body: whole }
+                    if whole.pointer("/candidates/0/content/parts/0/functionCall").is_some() =>
+                {
+                    vec![whole]
+                }
+                Reply::Json { status: 200, .. } => stream_events(model, &response_id, prompt, n),
+                refused => return refused,
+            };
             if rec.query_param("alt").as_deref() == Some("sse") {
                 Reply::Sse { events, delay, then: StreamEnd::Finish }
             } else {
