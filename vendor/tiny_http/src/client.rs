@@ -32,6 +32,8 @@ pub struct ClientConnection {
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
 
+    // gemini-key-manager patch: bytes of the current request head read so far (bounded by
+    // MAX_HEADER_BYTES; zero while the connection is idle between requests)
     header_bytes: usize,
 
     // true if the connection goes through SSL
@@ -44,13 +46,14 @@ pub struct ClientConnection {
     close_after: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Error that can happen when reading a request.
 /// Request line plus headers may not exceed this many bytes (gemini-key-manager patch).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The message of the error `read_next_line` returns past `MAX_HEADER_BYTES` (answered 431).
 const HEADER_TOO_LARGE: &str = "request header block too large";
 /// A request line longer than this is answered 414 (gemini-key-manager patch, RFC 9112 §3).
 pub const MAX_REQUEST_LINE: usize = 16 * 1024;
 
+/// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
     WrongRequestLine,
@@ -227,6 +230,7 @@ impl Iterator for ClientConnection {
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
+        // (gemini-key-manager patch: or the application answered with `Connection: close`)
         if self.no_more_requests || self.close_after.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
         }
@@ -251,6 +255,7 @@ impl Iterator for ClientConnection {
                                  // se we have to close
                 }
 
+                // gemini-key-manager patch: a request head over MAX_HEADER_BYTES.
                 Err(ReadError::ReadIoError(ref err))
                     if err.kind() == ErrorKind::InvalidData
                         && err.to_string() == HEADER_TOO_LARGE =>
@@ -272,6 +277,8 @@ impl Iterator for ClientConnection {
                     return None;
                 }
 
+                // gemini-key-manager patch: a read timeout is `WouldBlock` on Linux (SO_RCVTIMEO),
+                // which the original took for a broken connection (closed without an answer).
                 Err(ReadError::ReadIoError(ref err))
                     if err.kind() == ErrorKind::TimedOut || err.kind() == ErrorKind::WouldBlock =>
                 {

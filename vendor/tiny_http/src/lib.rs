@@ -332,6 +332,7 @@ impl Server {
                 match new_client {
                     Ok(client) => {
                         let messages = inside_messages.clone();
+                        // gemini-key-manager patch: the filter, applied below
                         let filter = filter.clone();
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
@@ -359,12 +360,9 @@ impl Server {
                         }));
                     }
 
-                    // gemini-key-manager patch (upstream issue #283): one failed accept()
-                    // used to stop accepting for good. Errors that concern one connection
-                    // or a passing shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM) are logged
-                    // and accepting resumes; anything else is handed to `recv()`.
-                    // The listening socket carries SO_RCVTIMEO (inherited by accepted sockets),
-                    // so accept() itself times out when nobody connects: not an error.
+                    // gemini-key-manager patch: the listening socket carries SO_RCVTIMEO
+                    // (inherited by accepted sockets), so accept() itself times out when
+                    // nobody connects: not an error.
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -373,6 +371,10 @@ impl Server {
                     {
                         continue;
                     }
+                    // gemini-key-manager patch (upstream issue #283): one failed accept()
+                    // used to stop accepting for good. Errors that concern one connection
+                    // or a passing shortage (see `is_transient_accept_error`) are logged
+                    // and accepting resumes; anything else is handed to `recv()`.
                     Err(e) if is_transient_accept_error(&e) => {
                         log::warn!("accept() failed, continuing: {}", e);
                         thread::sleep(std::time::Duration::from_millis(50));
@@ -484,10 +486,11 @@ impl Drop for Server {
     }
 }
 
-/// See [`Server::from_listener_with_filter`].
+/// See [`Server::from_listener_with_filter`] (gemini-key-manager patch).
 pub type RequestFilter = Arc<dyn Fn(Request) -> Option<Request> + Send + Sync + 'static>;
 
-/// Accept errors that concern a single connection or a passing resource shortage.
+/// Accept errors that concern a single connection or a passing resource shortage
+/// (gemini-key-manager patch).
 fn is_transient_accept_error(e: &IoError) -> bool {
     use std::io::ErrorKind::*;
     if matches!(

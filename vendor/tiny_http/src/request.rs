@@ -316,14 +316,15 @@ impl Request {
 
     /// Returns a list of all headers sent by the client.
     #[inline]
-    /// Takes the request's headers out (gemini-key-manager patch: the proxy keeps its own copy,
-    /// so the strings move instead of being copied; `headers()` is empty afterwards).
-    pub fn take_headers(&mut self) -> Vec<Header> {
-        std::mem::take(&mut self.headers)
-    }
-
     pub fn headers(&self) -> &[Header] {
         &self.headers
+    }
+
+    /// Takes the request's headers out (gemini-key-manager patch: the proxy keeps its own copy,
+    /// so the strings move instead of being copied; `headers()` is empty afterwards).
+    #[inline]
+    pub fn take_headers(&mut self) -> Vec<Header> {
+        std::mem::take(&mut self.headers)
     }
 
     /// The connection's TCP socket, for a body timeout or a liveness probe (gemini-key-manager

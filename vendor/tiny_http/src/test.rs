@@ -73,6 +73,8 @@ impl From<TestRequest> for Request {
             Some(mock.remote_addr),
             mock.body.as_bytes(),
             std::io::sink(),
+            // gemini-key-manager patch: no socket, a request line within the limit, a close
+            // flag of its own
             None,
             false,
             Default::default(),
