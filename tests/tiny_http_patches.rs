@@ -398,6 +398,57 @@ fn patch_3_accepting_resumes_after_accept_fails_with_emfile() {
     });
 }
 
+// ---- Patch 17: a socket that cannot be duplicated is dropped, not a panic -----------------------
+
+/// Regression (found while writing the patch 3 test): with exactly one descriptor free, accept()
+/// took it and the duplicate of the socket failed (EMFILE); `try_clone().unwrap()` panicked the
+/// accept thread and the server stopped accepting without any error reaching `recv()`.
+#[test]
+fn patch_17_a_socket_that_cannot_be_duplicated_is_dropped_and_accepting_goes_on() {
+    isolated("patch_17_a_socket_that_cannot_be_duplicated_is_dropped_and_accepting_goes_on", || {
+        capture_logs();
+        let normal = set_open_file_limit(64);
+        let (listener, addr) = bind(None);
+        let server = Arc::new(Server::from_listener(listener, None).unwrap());
+        // Every descriptor but two in use: the client's socket takes one, accept() the other,
+        // and the duplicate of the accepted socket fails.
+        let mut files = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            files.push(f);
+        }
+        drop(files.pop());
+        drop(files.pop());
+        let mut refused = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => panic!("connect: {e}"),
+        };
+        let (level, text) = wait_for_log(|_, text| text.starts_with("cannot duplicate"))
+            .expect("the accept thread said it dropped the connection");
+        assert_eq!(level, log::Level::Warn, "{text}");
+        refused.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(matches!(refused.read(&mut buf), Ok(0) | Err(_)), "the dropped connection is closed");
+        // The accept thread lives on: with descriptors free, the next connection is served.
+        drop(files);
+        set_open_file_limit(normal);
+        let (tx, served) = mpsc::channel();
+        {
+            let server = server.clone();
+            thread::spawn(move || {
+                let outcome = server.recv().map(|rq| {
+                    let path = rq.url().to_string();
+                    answer(rq, &path);
+                });
+                tx.send(outcome.map_err(|e| e.to_string())).unwrap();
+            });
+        }
+        let mut s = connect(addr);
+        s.write_all(b"GET /after-dup-failure HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(served.recv_timeout(LIMIT).expect("served"), Ok(()));
+        assert_eq!(read_exactly(&mut s, canned("/after-dup-failure").len()), canned("/after-dup-failure"));
+    });
+}
+
 // ---- Patch 4: accept() timing out is not an error -------------------------------------------------
 
 #[test]

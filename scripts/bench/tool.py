@@ -7,6 +7,7 @@
   tool.py cpu PID                           CPU seconds used so far by PID (all threads) and its children
   tool.py report RESULTS TTFE_JSON          print the final table and ratios from the collected results
   tool.py check-openai ANSWER EXPECTED      is ANSWER the OpenAI chat completion of the Gemini answer EXPECTED
+  tool.py check-anthropic ANSWER EXPECTED   is ANSWER the Anthropic message of the Gemini answer EXPECTED
   tool.py report-streams IDLE_RSS IDLE_THREADS AFTER_RSS AFTER_THREADS NAME=JSON NAME=JSON...
                                             the concurrent-streams section (streams.py outputs, direct first)
   tool.py report-workers RESULTS            the throughput-by-worker-count section
@@ -213,6 +214,22 @@ def check_openai(answer_path, expected_path):
         sys.exit(f"content {text[:80]!r} is not the upstream's text {want[:80]!r}")
 
 
+def check_anthropic(answer_path, expected_path):
+    """Exit 1 with a reason unless the answer is an Anthropic message carrying the Gemini answer's text."""
+    with open(expected_path, encoding="utf-8") as f:
+        expected = json.load(f)
+    want = "".join(p.get("text", "") for p in expected["candidates"][0]["content"]["parts"])
+    try:
+        with open(answer_path, encoding="utf-8") as f:
+            got = json.load(f)
+        text = "".join(b.get("text", "") for b in got["content"] if b.get("type") == "text")
+        kind = got.get("type")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"not an Anthropic message: {e}")
+    if kind != "message" or text != want:
+        sys.exit(f"type {kind!r}, text {text[:80]!r}, expected {want[:80]!r}")
+
+
 def load_json(path):
     try:
         with open(path, encoding="utf-8") as f:
@@ -304,11 +321,19 @@ def report_openai(results_path, ttfe_path):
         parts.append(f"openai/native saturating throughput = {so['rps'] / sn['rps']:.2f}; "
                      f"added p50 {so['p50'] - sn['p50']:+.3f} ms, p99 {so['p99'] - sn['p99']:+.2f} ms; "
                      f"added cpu {so['cpu'] - sn['cpu']:+.1f} us/req")
+    sa = get("saturating", "gkm-anthropic")
+    if sn and sa and sn["rps"]:
+        parts.append(f"anthropic/native saturating throughput = {sa['rps'] / sn['rps']:.2f}; "
+                     f"added p50 {sa['p50'] - sn['p50']:+.3f} ms; added cpu {sa['cpu'] - sn['cpu']:+.1f} us/req")
     ln, lo = get("light", "gkm-native"), get("light", "gkm-openai")
     if ln and lo and ln["rps"]:
         parts.append(f"light load: openai/native throughput = {lo['rps'] / ln['rps']:.2f}; "
                      f"added p50 {lo['p50'] - ln['p50']:+.3f} ms, p99 {lo['p99'] - ln['p99']:+.2f} ms, "
                      f"mean cycle {lo['cycle'] - ln['cycle']:+.3f} ms; added cpu {lo['cpu'] - ln['cpu']:+.1f} us/req")
+    la = get("light", "gkm-anthropic")
+    if ln and la and ln["rps"]:
+        parts.append(f"light load: anthropic/native throughput = {la['rps'] / ln['rps']:.2f}; "
+                     f"added p50 {la['p50'] - ln['p50']:+.3f} ms; added cpu {la['cpu'] - ln['cpu']:+.1f} us/req")
     t = load_json(ttfe_path)
     if "openai" in t:
         o, p = t["openai"], t["proxied"]
@@ -335,6 +360,8 @@ def main(argv):
         report(argv[1], argv[2])
     elif len(argv) == 3 and argv[0] == "check-openai":
         check_openai(argv[1], argv[2])
+    elif len(argv) == 3 and argv[0] == "check-anthropic":
+        check_anthropic(argv[1], argv[2])
     elif len(argv) >= 7 and argv[0] == "report-streams":
         report_streams(*argv[1:5], argv[5:])
     elif len(argv) == 2 and argv[0] == "report-workers":
