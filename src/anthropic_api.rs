@@ -9,19 +9,16 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
 use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::App;
 use crate::anthropic::{self, MessagesStream};
 use crate::error::{ProxyError, Reply};
-use crate::google_error::GoogleError;
-use crate::openai_api::{json_body, new_id, post, read_json_answer, translate_error};
+use crate::openai_api::{generate, json_body, new_id, post, read_json_answer, translate_error};
+use crate::relay;
 use crate::server::Exchange;
-use crate::sse::Framer;
 use crate::upstream::{self, KeyStyle, Outgoing};
-use crate::{affinity, relay};
 
 /// Output token limits of models, from models.get, kept for the process's life (they do not
 /// change); a model whose lookup failed is not clamped.
@@ -70,17 +67,7 @@ pub fn messages(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     let limit = output_limit(app, ex, &gemini);
     let call = anthropic::messages_request_to_gemini(&req, limit).map_err(translate_error)?;
     ex.record.model = Some(call.model.clone());
-    let body = serde_json::to_vec(&call.body).map_err(|e| ProxyError::Internal { message: e.to_string() })?;
-    let model_path = format!("/v1beta/models/{}", call.model);
-    let path = if call.stream {
-        format!("{model_path}:streamGenerateContent?alt=sse")
-    } else {
-        format!("{model_path}:generateContent")
-    };
-    let out = post(path, &body);
-    let names = affinity::referenced("", None, &body);
-    let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
-    let (answer, used) = upstream::call_with_keys(app, ex, Some(&call.model), &out, pinned.as_deref())?;
+    let (answer, used) = generate(app, ex, &call.model, call.stream, &call.body)?;
     let id = new_id("msg");
     if !call.stream {
         let answer = read_json_answer(answer)?;
@@ -94,8 +81,7 @@ pub fn messages(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     ];
     let mut events = MessagesEvents {
         translator: MessagesStream::new(&asked, &id),
-        framer: Framer::default(),
-        tokens: None,
+        events: relay::GeminiEvents::default(),
     };
     relay::stream(app, ex, answer, &used, Some(&call.model), (200, &headers), &mut events)
 }
@@ -104,8 +90,7 @@ pub fn messages(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
 /// with `stream: true`), `ping` while the upstream is silent.
 struct MessagesEvents {
     translator: MessagesStream,
-    framer: Framer,
-    tokens: Option<u64>,
+    events: relay::GeminiEvents,
 }
 
 impl MessagesEvents {
@@ -118,21 +103,8 @@ impl MessagesEvents {
 
 impl relay::Transform for MessagesEvents {
     fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        for payload in self.framer.feed(data) {
-            let Ok(event) = serde_json::from_slice::<Value>(&payload) else {
-                log::debug!("skipping an upstream event that is not JSON");
-                continue;
-            };
-            if let Some(t) = crate::usage::tokens(&event) {
-                self.tokens = Some(t);
-            }
-            if let Some(err) = GoogleError::from_value(&event) {
-                let msg = if err.message.is_empty() { "upstream error event" } else { err.message.as_str() };
-                return Err(format!("The upstream reported an error mid-stream: {msg}"));
-            }
-            Self::write(out, self.translator.feed(&event));
-        }
-        Ok(())
+        let translator = &mut self.translator;
+        self.events.feed(data, |event| Self::write(out, translator.feed(event)))
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
@@ -147,7 +119,7 @@ impl relay::Transform for MessagesEvents {
     }
 
     fn tokens(&self) -> Option<u64> {
-        self.tokens
+        self.events.tokens()
     }
 
     fn keepalive(&mut self, out: &mut Vec<u8>) -> bool {

@@ -15,7 +15,6 @@ use crate::error::{ProxyError, Reply};
 use crate::google_error::GoogleError;
 use crate::openai::{self, StreamTranslator, TranslateError};
 use crate::server::Exchange;
-use crate::sse::Framer;
 use crate::upstream::{self, Answer, KeyStyle, Outgoing};
 use crate::{affinity, relay};
 
@@ -79,6 +78,27 @@ pub fn apply_alias(app: &App, req: &mut Value) -> Option<String> {
     Some(asked)
 }
 
+/// A translated surface's call: `generateContent` (or `streamGenerateContent?alt=sse`) of a
+/// Gemini `body` for `model`, through the pool, pinned to the key of any file or cache it names.
+pub(crate) fn generate(
+    app: &App,
+    ex: &mut Exchange,
+    model: &str,
+    stream: bool,
+    body: &Value,
+) -> Result<(Answer, upstream::KeyUsed), ProxyError> {
+    let body = serde_json::to_vec(body).map_err(|e| ProxyError::Internal { message: e.to_string() })?;
+    let path = if stream {
+        format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
+    } else {
+        format!("/v1beta/models/{model}:generateContent")
+    };
+    let out = post(path, &body);
+    let names = affinity::referenced("", None, &body);
+    let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
+    upstream::call_with_keys(app, ex, Some(model), &out, pinned.as_deref())
+}
+
 pub(crate) fn post(path: String, body: &[u8]) -> Outgoing<'_> {
     Outgoing {
         method: "POST",
@@ -97,17 +117,7 @@ pub fn chat(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     let call = openai::chat_request_to_gemini(&req).map_err(translate_error)?;
     let asked = asked.unwrap_or_else(|| call.model.clone());
     ex.record.model = Some(call.model.clone());
-    let body = serde_json::to_vec(&call.body).map_err(|e| ProxyError::Internal { message: e.to_string() })?;
-    let model_path = format!("/v1beta/models/{}", call.model);
-    let path = if call.stream {
-        format!("{model_path}:streamGenerateContent?alt=sse")
-    } else {
-        format!("{model_path}:generateContent")
-    };
-    let out = post(path, &body);
-    let names = affinity::referenced("", None, &body);
-    let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
-    let (answer, used) = upstream::call_with_keys(app, ex, Some(&call.model), &out, pinned.as_deref())?;
+    let (answer, used) = generate(app, ex, &call.model, call.stream, &call.body)?;
     let id = new_id("chatcmpl");
     let created = Utc::now().timestamp();
     if !call.stream {
@@ -123,8 +133,7 @@ pub fn chat(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     ];
     let mut chat = ChatStream {
         translator: StreamTranslator::new(&asked, &id, created, call.include_usage),
-        framer: Framer::default(),
-        tokens: None,
+        events: relay::GeminiEvents::default(),
     };
     relay::stream(app, ex, answer, &used, Some(&call.model), (200, &headers), &mut chat)
 }
@@ -133,29 +142,17 @@ pub fn chat(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
 /// `/v1/chat/completions` with `stream: true`).
 struct ChatStream {
     translator: StreamTranslator,
-    framer: Framer,
-    tokens: Option<u64>,
+    events: relay::GeminiEvents,
 }
 
 impl relay::Transform for ChatStream {
     fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        for payload in self.framer.feed(data) {
-            let Ok(event) = serde_json::from_slice::<Value>(&payload) else {
-                log::debug!("skipping an upstream event that is not JSON");
-                continue;
-            };
-            if let Some(t) = crate::usage::tokens(&event) {
-                self.tokens = Some(t);
-            }
-            if let Some(err) = GoogleError::from_value(&event) {
-                let msg = if err.message.is_empty() { "upstream error event" } else { err.message.as_str() };
-                return Err(format!("The upstream reported an error mid-stream: {msg}"));
-            }
-            for chunk in self.translator.feed(&event) {
+        let translator = &mut self.translator;
+        self.events.feed(data, |event| {
+            for chunk in translator.feed(event) {
                 push_event(out, &chunk);
             }
-        }
-        Ok(())
+        })
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
@@ -173,7 +170,7 @@ impl relay::Transform for ChatStream {
     }
 
     fn tokens(&self) -> Option<u64> {
-        self.tokens
+        self.events.tokens()
     }
 }
 

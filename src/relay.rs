@@ -152,6 +152,41 @@ impl Transform for Identity {
     }
 }
 
+/// Gemini's stream as events, for the transforms that translate it: frames the bytes, parses
+/// each event, follows its token count, and stops at an error event.
+#[derive(Default)]
+pub struct GeminiEvents {
+    framer: crate::sse::Framer,
+    tokens: Option<u64>,
+}
+
+impl GeminiEvents {
+    /// Feed upstream bytes; `each` gets every complete event in order. `Err(message)` at an error
+    /// event (the events before it were passed on).
+    pub fn feed(&mut self, data: &[u8], mut each: impl FnMut(&serde_json::Value)) -> Result<(), String> {
+        for payload in self.framer.feed(data) {
+            let Ok(event) = serde_json::from_slice::<serde_json::Value>(&payload) else {
+                log::debug!("skipping an upstream event that is not JSON");
+                continue;
+            };
+            if let Some(t) = crate::usage::tokens(&event) {
+                self.tokens = Some(t);
+            }
+            if let Some(err) = crate::google_error::GoogleError::from_value(&event) {
+                let msg = if err.message.is_empty() { "upstream error event" } else { err.message.as_str() };
+                return Err(format!("The upstream reported an error mid-stream: {msg}"));
+            }
+            each(&event);
+        }
+        Ok(())
+    }
+
+    /// The tokens of the last event that carried a count.
+    pub fn tokens(&self) -> Option<u64> {
+        self.tokens
+    }
+}
+
 /// How big a piece is read from the upstream at once.
 const READ_BUFFER: usize = 16 * 1024;
 

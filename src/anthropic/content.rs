@@ -18,8 +18,8 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::fields::{Obj, as_object, bad, field, opt_bool, opt_object, opt_str, req_str};
 use crate::openai::TranslateError;
+use crate::openai::fields::{Obj, as_object, bad, field, opt_bool, opt_object, opt_str, req_str};
 use crate::openai::request::SKIP_THOUGHT_SIGNATURE;
 use crate::openai::response::signature_from_tool_call_id;
 

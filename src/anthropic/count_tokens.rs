@@ -8,9 +8,9 @@
 
 use serde_json::{Value, json};
 
-use super::fields::Obj;
 use super::request::{body_object, parse_model, prompt};
 use crate::openai::TranslateError;
+use crate::openai::fields::Obj;
 use crate::openai::types::strip_models_prefix;
 
 /// (the model as the client named it, the `countTokens` body naming that model).

@@ -20,7 +20,6 @@ mod blocks;
 mod content;
 pub mod count_tokens;
 pub mod error;
-mod fields;
 mod parts;
 pub mod request;
 pub mod response;

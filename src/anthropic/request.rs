@@ -14,12 +14,12 @@
 use serde_json::{Value, json};
 
 use super::content::{contents, system_parts};
-use super::fields::{
-    Obj, bad, field, opt_array, opt_bool, opt_number, opt_object, opt_str, opt_uint, req_str,
-};
 use super::tools::{gemini_tools, tool_config};
 use super::types::MessagesCall;
 use crate::openai::TranslateError;
+use crate::openai::fields::{
+    Obj, bad, field, opt_array, opt_bool, opt_number, opt_object, opt_str, opt_uint, req_str,
+};
 use crate::openai::types::{json_kind, strip_models_prefix};
 
 /// Translates an Anthropic Messages request; model-dependent choices (thinking, Gemini 3's
@@ -111,14 +111,7 @@ pub(super) fn parse_model(obj: &Obj) -> Result<String, TranslateError> {
 /// `contents`, `systemInstruction`, `tools` and `toolConfig`: what generateContent and
 /// countTokens share.
 pub(super) fn prompt(obj: &Obj, gemini_model: &str) -> Result<Obj, TranslateError> {
-    let messages = match field(obj, "messages") {
-        None => return Err(TranslateError::missing("messages")),
-        Some(Value::Array(list)) if list.is_empty() => {
-            return Err(bad("'messages' must contain at least one message.", "messages"));
-        }
-        Some(Value::Array(list)) => list,
-        Some(v) => return Err(TranslateError::wrong_type("messages", "an array", v)),
-    };
+    let messages = crate::openai::fields::req_nonempty_array(obj, "messages")?;
     let system = system_parts(field(obj, "system"))?;
     let contents = contents(messages, gemini_model.starts_with("gemini-3"))?;
     if contents.is_empty() {

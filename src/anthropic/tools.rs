@@ -11,11 +11,10 @@
 //!
 //! Never does I/O, takes a lock, reads the clock or draws randomness.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::fields::{Obj, as_object, bad, field, opt_object, opt_str, req_str};
 use crate::openai::TranslateError;
-use crate::openai::schema::clean_schema;
+use crate::openai::fields::{Obj, as_object, bad, field, opt_object, opt_str, req_str};
 
 /// Gemini `tools` (absent when nothing translatable was declared) and whether it declares functions.
 pub(super) fn gemini_tools(obj: &Obj) -> Result<(Option<Value>, bool), TranslateError> {
@@ -47,25 +46,7 @@ pub(super) fn gemini_tools(obj: &Obj) -> Result<(Option<Value>, bool), Translate
 }
 
 fn declaration(to: &Obj, tp: &str) -> Result<Value, TranslateError> {
-    let name = req_str(to, "name", &format!("{tp}.name"))?;
-    if name.is_empty() {
-        return Err(bad(format!("'{tp}.name' must not be empty."), &format!("{tp}.name")));
-    }
-    let mut declaration = json!({ "name": name });
-    if let Some(description) = opt_str(to, "description", &format!("{tp}.description"))? {
-        declaration["description"] = Value::String(description.to_owned());
-    }
-    let sp = format!("{tp}.input_schema");
-    if let Some(schema) = opt_object(to, "input_schema", &sp)? {
-        let cleaned = clean_schema(&Value::Object(schema.clone()), &sp)?;
-        // Gemini rejects an OBJECT schema without properties: a tool without input declares none.
-        let empty_object = cleaned.get("type").and_then(Value::as_str) == Some("OBJECT")
-            && cleaned.get("properties").and_then(Value::as_object).is_none_or(Map::is_empty);
-        if !empty_object {
-            declaration["parameters"] = cleaned;
-        }
-    }
-    Ok(declaration)
+    crate::openai::tools::function_declaration(to, tp, "input_schema")
 }
 
 /// `tool_choice` -> `toolConfig` (only when functions are declared; always type-checked).

@@ -14,13 +14,13 @@
 mod content;
 pub mod embeddings;
 pub mod error;
-mod fields;
+pub(crate) mod fields;
 pub mod models;
 pub mod request;
 pub mod response;
 pub mod schema;
 pub mod stream;
-mod tools;
+pub(crate) mod tools;
 pub mod types;
 
 #[cfg(test)]

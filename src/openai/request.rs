@@ -39,14 +39,7 @@ pub fn chat_request_to_gemini(req: &Value) -> Result<ChatCall, TranslateError> {
         Some(so) => opt_bool(so, "include_usage", "stream_options.include_usage")?.unwrap_or(false),
         None => false,
     };
-    let messages = match field(obj, "messages") {
-        None => return Err(TranslateError::missing("messages")),
-        Some(Value::Array(list)) if list.is_empty() => {
-            return Err(bad("'messages' must contain at least one message.", "messages"));
-        }
-        Some(Value::Array(list)) => list,
-        Some(v) => return Err(TranslateError::wrong_type("messages", "an array", v)),
-    };
+    let messages = crate::openai::fields::req_nonempty_array(obj, "messages")?;
 
     let gemini3 = model.starts_with("gemini-3");
     let (system_parts, mut contents) = convert_messages(messages, gemini3)?;
@@ -284,11 +277,11 @@ fn generation_config(obj: &Obj, model: &str) -> Result<Obj, TranslateError> {
             gc.insert(gemini.into(), v);
         }
     }
-    let max_tokens = opt_uint(obj, "max_tokens")?;
-    if let Some(n) = opt_uint(obj, "max_completion_tokens")?.or(max_tokens) {
+    let max_tokens = opt_uint(obj, "max_tokens", "max_tokens")?;
+    if let Some(n) = opt_uint(obj, "max_completion_tokens", "max_completion_tokens")?.or(max_tokens) {
         gc.insert("maxOutputTokens".into(), n.into());
     }
-    if let Some(n) = opt_uint(obj, "n")? {
+    if let Some(n) = opt_uint(obj, "n", "n")? {
         if n == 0 {
             return Err(bad("'n' must be at least 1.", "n"));
         }

@@ -33,25 +33,35 @@ pub(super) fn function_declarations(obj: &Obj) -> Result<Option<Vec<Value>>, Tra
         }
         let fp = format!("{tp}.function");
         let function = opt_object(to, "function", &fp)?.ok_or_else(|| TranslateError::missing(&fp))?;
-        let name = req_str(function, "name", &format!("{fp}.name"))?;
-        let mut declaration = json!({ "name": name });
-        if let Some(description) = opt_str(function, "description", &format!("{fp}.description"))? {
-            declaration["description"] = Value::String(description.to_owned());
-        }
-        let pp = format!("{fp}.parameters");
-        if let Some(params) = opt_object(function, "parameters", &pp)? {
-            let cleaned = clean_schema(&Value::Object(params.clone()), &pp)?;
-            // Gemini rejects an OBJECT schema without properties ("should be non-empty for OBJECT
-            // type"): a function without parameters simply declares none.
-            let empty_object = cleaned.get("type").and_then(Value::as_str) == Some("OBJECT")
-                && cleaned.get("properties").and_then(Value::as_object).is_none_or(Map::is_empty);
-            if !empty_object {
-                declaration["parameters"] = cleaned;
-            }
-        }
-        declarations.push(declaration);
+        declarations.push(function_declaration(function, &fp, "parameters")?);
     }
     Ok((!declarations.is_empty()).then_some(declarations))
+}
+
+/// A Gemini `functionDeclaration` from a tool object at `path` whose JSON schema is its field
+/// `schema_key` (OpenAI's `parameters`, Anthropic's `input_schema`), cleaned for Gemini. Shared by
+/// the OpenAI and Anthropic cores.
+pub(crate) fn function_declaration(to: &Obj, path: &str, schema_key: &str) -> Result<Value, TranslateError> {
+    let name = req_str(to, "name", &format!("{path}.name"))?;
+    if name.is_empty() {
+        return Err(bad(format!("'{path}.name' must not be empty."), &format!("{path}.name")));
+    }
+    let mut declaration = json!({ "name": name });
+    if let Some(description) = opt_str(to, "description", &format!("{path}.description"))? {
+        declaration["description"] = Value::String(description.to_owned());
+    }
+    let sp = format!("{path}.{schema_key}");
+    if let Some(schema) = opt_object(to, schema_key, &sp)? {
+        let cleaned = clean_schema(&Value::Object(schema.clone()), &sp)?;
+        // Gemini rejects an OBJECT schema without properties ("should be non-empty for OBJECT
+        // type"): a function without parameters simply declares none.
+        let empty_object = cleaned.get("type").and_then(Value::as_str) == Some("OBJECT")
+            && cleaned.get("properties").and_then(Value::as_object).is_none_or(Map::is_empty);
+        if !empty_object {
+            declaration["parameters"] = cleaned;
+        }
+    }
+    Ok(declaration)
 }
 
 pub(super) fn tool_config(obj: &Obj) -> Result<Option<Value>, TranslateError> {
