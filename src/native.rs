@@ -30,6 +30,9 @@ pub fn handle(app: &App, ex: &mut Exchange, target: &Target, key_style: KeyStyle
         path = alias_path(&path, &asked, gemini);
         model = Some(gemini.to_string());
     }
+    // Else the model the body names (Interactions, caches, tuning, voices: SPEC §5); bodies pass
+    // untouched, so no alias applies there.
+    let model = model.or_else(|| quota::model_from_body(&body));
     ex.record.model = model.clone();
     let query = upstream::strip_key_param(&target.query);
     let path_and_query = if query.is_empty() { path } else { format!("{path}?{query}") };

@@ -268,7 +268,9 @@ impl KeyState {
     }
 
     fn usable(&self, idx: usize, model: Option<&str>, now: DateTime<Utc>) -> bool {
-        self.keys[idx].disabled.is_none() && model.is_none_or(|m| self.blocked_until(idx, m, now).is_none())
+        // A request without a model still may not use a key blocked for all models (SPEC §5).
+        self.keys[idx].disabled.is_none()
+            && self.blocked_until(idx, model.unwrap_or(ALL_MODELS), now).is_none()
     }
 
     /// When key `idx` stops being blocked for `model` (its project's limit for the model or for
@@ -310,7 +312,7 @@ impl KeyState {
         let n = self.keys.len();
         let earliest = (0..n)
             .filter(|&i| self.keys[i].disabled.is_none())
-            .map(|i| model.and_then(|m| self.blocked_until(i, m, now)).unwrap_or(now))
+            .map(|i| self.blocked_until(i, model.unwrap_or(ALL_MODELS), now).unwrap_or(now))
             .min();
         match earliest {
             Some(until) => {
@@ -1343,7 +1345,9 @@ mod tests {
         assert_eq!(st["totals"]["requests"], 14);
         assert_eq!(picked(&s.pick(FLASH, &[], t0())), 1);
         assert_eq!(picked(&s.pick(PRO, &[], t0())), 1);
-        assert_eq!(picked(&s.pick(None, &[], t0())), 0, "model-less requests still use it");
+        // SPEC §5 (version 2): a key blocked for all models is not tried by any request until
+        // the block ends, model-less ones included (version 1 let models.list use it).
+        assert_eq!(picked(&s.pick(None, &[], t0())), 1, "model-less requests do not use it either");
         let saved = serde_json::to_string(&s.snapshot(t0())).unwrap();
         assert!(!saved.contains(&raw0) && !saved.contains(&raw1));
 

@@ -230,6 +230,49 @@ pub fn model_from_path(path: &str) -> Option<String> {
     None
 }
 
+/// The model a request body names, for requests whose path names none (SPEC §5): `model`
+/// (Interactions, cachedContents, decisions), `agent` (agent interactions), `voice.model`,
+/// `baseModel` (tuning); without a `models/` prefix. Only a JSON object is read, and only those
+/// fields (a typed reader: everything else is skipped).
+pub fn model_from_body(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Voice {
+        model: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        model: Option<String>,
+        agent: Option<String>,
+        voice: Option<Voice>,
+        #[serde(rename = "baseModel")]
+        base_model: Option<String>,
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let named: Named = serde_json::from_slice(body).ok()?;
+    let name = named.model.or(named.agent).or(named.voice.and_then(|v| v.model)).or(named.base_model)?;
+    let name = name.trim().trim_start_matches("models/");
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    valid.then(|| name.to_string())
+}
+
+/// The model a 429's `QuotaFailure` names (`quotaDimensions.model`): for the effect of a quota
+/// error it wins over the model of the request (SPEC §5).
+pub fn quota_model(status: u16, body: &[u8]) -> Option<String> {
+    if status != 429 {
+        return None;
+    }
+    let err = GoogleError::parse(body)?;
+    err.details_of("google.rpc.QuotaFailure")
+        .filter_map(|d| d.get("violations")?.as_array())
+        .flatten()
+        .find_map(|v| v.pointer("/quotaDimensions/model")?.as_str().map(str::to_string))
+        .filter(|m| !m.is_empty())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -647,6 +690,33 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(parse_duration(input), *expected, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn model_from_body_and_from_a_quota_failure() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (br#"{"model": "gemini-3-flash", "input": "hi"}"#, Some("gemini-3-flash")),
+            (br#"{"model": "models/gemini-2.5-flash", "contents": []}"#, Some("gemini-2.5-flash")),
+            (br#"{"agent": "deep-research-pro-preview", "input": "x"}"#, Some("deep-research-pro-preview")),
+            (br#"{"voice": {"model": "gemini-tts-1"}}"#, Some("gemini-tts-1")),
+            (br#"{"baseModel": "models/gemini-2.5-flash-001"}"#, Some("gemini-2.5-flash-001")),
+            (br#"{"model": 7}"#, None),
+            (br#"{"model": "a/b"}"#, None),
+            (br#"[{"model": "x"}]"#, None),
+            (b"", None),
+        ];
+        for (body, want) in cases {
+            assert_eq!(model_from_body(body).as_deref(), *want, "{}", String::from_utf8_lossy(body));
+        }
+        let body = serde_json::to_vec(&json!({"error": {"code": 429, "details": [
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0s"},
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+                {"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                 "quotaDimensions": {"location": "global", "model": "gemini-3-flash"}}]}]}}))
+        .unwrap();
+        assert_eq!(quota_model(429, &body).as_deref(), Some("gemini-3-flash"));
+        assert_eq!(quota_model(400, &body), None);
+        assert_eq!(quota_model(429, br#"{"error": {"code": 429}}"#), None);
     }
 
     #[test]

@@ -345,6 +345,7 @@ pub fn call_with_keys(
     let mut last: Option<ProxyError> = None;
     let mut last_was_transient = false;
     let mut transient = 0u32;
+    let mut quota_model: Option<String> = None;
     loop {
         let now = chrono::Utc::now();
         if !tried.is_empty() {
@@ -409,6 +410,7 @@ pub fn call_with_keys(
                 let status = answer.status();
                 let body = answer.read_whole(MAX_ERROR_BODY).unwrap_or_default();
                 let outcome = quota::classify(status, &body);
+                quota_model = quota::quota_model(status, &body);
                 log::debug!("attempt {} key {fingerprint}: {status} {:?}", ex.record.attempts, outcome);
                 let retry_after = retry_after_hint(&outcome);
                 let error = ProxyError::UpstreamStatus { status, body, retry_after };
@@ -431,8 +433,11 @@ pub fn call_with_keys(
         if last_was_transient {
             transient += 1;
         }
-        let recorded = app.pool.lock().record(idx, &fingerprint, model, &outcome, 0, chrono::Utc::now());
-        let what = model.unwrap_or("all models");
+        // The model a 429 names wins over the request's for its effect (SPEC §5).
+        let effect = quota_model.take();
+        let effect = effect.as_deref().or(model);
+        let recorded = app.pool.lock().record(idx, &fingerprint, effect, &outcome, 0, chrono::Utc::now());
+        let what = effect.unwrap_or("all models");
         match recorded {
             Recorded::Parked { until } => {
                 log::warn!(
