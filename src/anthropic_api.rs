@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::App;
 use crate::anthropic::{self, MessagesStream};
 use crate::error::{ProxyError, Reply};
-use crate::openai_api::{generate, json_body, new_id, post, read_json_answer, translate_error};
+use crate::openai_api::{apply_alias, generate, json_body, new_id, post, read_json_answer, translate_error};
 use crate::relay;
 use crate::server::Exchange;
 use crate::upstream::{self, KeyStyle, Outgoing};
@@ -62,8 +62,8 @@ fn output_limit(app: &App, ex: &mut Exchange, model: &str) -> Option<u64> {
 pub fn messages(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     let mut req = json_body(ex, app)?;
     let asked = model_of(&req)?;
-    let gemini = app.config.aliases.upstream(&asked).to_string();
-    req["model"] = Value::String(gemini.clone());
+    apply_alias(app, &mut req);
+    let gemini = model_of(&req)?;
     let limit = output_limit(app, ex, &gemini);
     let call = anthropic::messages_request_to_gemini(&req, limit).map_err(translate_error)?;
     ex.record.model = Some(call.model.clone());
@@ -138,8 +138,8 @@ impl relay::Transform for MessagesEvents {
 /// `POST /v1/messages/count_tokens` → Gemini `countTokens`.
 pub fn count_tokens(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     let mut req = json_body(ex, app)?;
-    let asked = model_of(&req)?;
-    req["model"] = Value::String(app.config.aliases.upstream(&asked).to_string());
+    model_of(&req)?;
+    apply_alias(app, &mut req);
     let (model, body) = anthropic::count_tokens_request_to_gemini(&req).map_err(translate_error)?;
     ex.record.model = Some(model.clone());
     let body = serde_json::to_vec(&body).map_err(|e| ProxyError::Internal { message: e.to_string() })?;

@@ -196,38 +196,35 @@ def report(results_path, ttfe_path):
     print("ratios: " + ";\n        ".join(parts))
 
 
-def check_openai(answer_path, expected_path):
-    """Exit 1 with a reason unless the answer is a chat completion carrying the Gemini answer's text."""
+def check_translated(answer_path, expected_path, surface, kind_of, text_of, kind_wanted):
+    """Exit 1 with a reason unless the answer is a `kind_wanted` object (read by `kind_of`) whose
+    text (read by `text_of`) is the Gemini answer's."""
     with open(expected_path, encoding="utf-8") as f:
         expected = json.load(f)
     want = "".join(p.get("text", "") for p in expected["candidates"][0]["content"]["parts"])
     try:
         with open(answer_path, encoding="utf-8") as f:
             got = json.load(f)
-        text = got["choices"][0]["message"]["content"]
-        kind = got.get("object")
+        text, kind = text_of(got), kind_of(got)
     except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
-        sys.exit(f"not an OpenAI chat completion ({e!r})")
-    if kind != "chat.completion":
-        sys.exit(f"object is {kind!r}, not 'chat.completion'")
+        sys.exit(f"not an {surface} answer ({e!r})")
+    if kind != kind_wanted:
+        sys.exit(f"{surface} answer is {kind!r}, not {kind_wanted!r}")
     if text != want:
         sys.exit(f"content {text[:80]!r} is not the upstream's text {want[:80]!r}")
 
 
+def check_openai(answer_path, expected_path):
+    """The answer is a chat completion carrying the Gemini answer's text."""
+    check_translated(answer_path, expected_path, "OpenAI", lambda g: g.get("object"),
+                     lambda g: g["choices"][0]["message"]["content"], "chat.completion")
+
+
 def check_anthropic(answer_path, expected_path):
-    """Exit 1 with a reason unless the answer is an Anthropic message carrying the Gemini answer's text."""
-    with open(expected_path, encoding="utf-8") as f:
-        expected = json.load(f)
-    want = "".join(p.get("text", "") for p in expected["candidates"][0]["content"]["parts"])
-    try:
-        with open(answer_path, encoding="utf-8") as f:
-            got = json.load(f)
-        text = "".join(b.get("text", "") for b in got["content"] if b.get("type") == "text")
-        kind = got.get("type")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        sys.exit(f"not an Anthropic message: {e}")
-    if kind != "message" or text != want:
-        sys.exit(f"type {kind!r}, text {text[:80]!r}, expected {want[:80]!r}")
+    """The answer is an Anthropic message carrying the Gemini answer's text."""
+    check_translated(answer_path, expected_path, "Anthropic", lambda g: g.get("type"),
+                     lambda g: "".join(b.get("text", "") for b in g["content"] if b.get("type") == "text"),
+                     "message")
 
 
 def load_json(path):
