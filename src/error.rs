@@ -46,6 +46,20 @@ pub enum ProxyError {
         retry_after_secs: u64,
         until: Option<String>,
     },
+    /// The project holding a resource the request names has no key usable for the model now:
+    /// they are parked or cooling (503; no other project can serve it: SPEC §5).
+    ResourceBlocked {
+        resource: String,
+        model: Option<String>,
+        retry_after_secs: u64,
+        until: Option<String>,
+    },
+    /// The project holding a resource has no enabled key in the pool (409 FAILED_PRECONDITION,
+    /// naming the resource and the key that made it).
+    ResourceUnreachable {
+        resource: String,
+        fingerprint: String,
+    },
     /// All workers busy and the queue full.
     Overloaded,
     /// The upstream answered with this status and body, and no other key could do better.
@@ -105,7 +119,10 @@ impl ProxyError {
             ProxyError::NotFound { .. } => 404,
             ProxyError::MethodNotAllowed => 405,
             ProxyError::TooLarge { .. } => 413,
-            ProxyError::NoKeyAvailable { .. } | ProxyError::Overloaded => 503,
+            ProxyError::NoKeyAvailable { .. }
+            | ProxyError::Overloaded
+            | ProxyError::ResourceBlocked { .. } => 503,
+            ProxyError::ResourceUnreachable { .. } => 409,
             ProxyError::UpstreamStatus { status, .. } => *status,
             ProxyError::UpstreamTimeout => 504,
             ProxyError::UpstreamIo { .. } => 502,
@@ -130,7 +147,8 @@ impl ProxyError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ProxyError::NoKeyAvailable { retry_after_secs, .. } => Some((*retry_after_secs).max(1)),
+            ProxyError::NoKeyAvailable { retry_after_secs, .. }
+            | ProxyError::ResourceBlocked { retry_after_secs, .. } => Some((*retry_after_secs).max(1)),
             ProxyError::Overloaded => Some(1),
             ProxyError::UpstreamStatus { status: 429 | 503, retry_after, .. } => {
                 Some(retry_after.unwrap_or(1).max(1))
@@ -161,6 +179,19 @@ impl ProxyError {
                     ),
                 }
             }
+            ProxyError::ResourceBlocked { resource, model, retry_after_secs, until } => {
+                let what = model.as_deref().map(|m| format!(" for model {m}")).unwrap_or_default();
+                let when = until.as_deref().map(|t| format!(" at {t}")).unwrap_or_default();
+                format!(
+                    "{resource} lives in a project whose keys are all rate-limited or exhausted{what}; \
+                     the first becomes usable again{when} (in {retry_after_secs} s). No other project \
+                     can serve it"
+                )
+            }
+            ProxyError::ResourceUnreachable { resource, fingerprint } => format!(
+                "{resource} was made with key {fingerprint}, and no key of its project is enabled in \
+                 the pool: enable or re-add a key of that project (no other project can serve it)"
+            ),
             ProxyError::Overloaded => {
                 "The proxy is overloaded: all workers are busy and the queue is full".into()
             }
@@ -186,10 +217,16 @@ impl ProxyError {
                 headers: vec![("Content-Type".into(), "application/json; charset=UTF-8".into())],
                 body: body.clone(),
             },
-            (_, Surface::Native | Surface::Admin) => Reply::json(
-                status,
-                &json!({"error": {"code": status, "message": self.message(), "status": google_status(status)}}),
-            ),
+            (_, Surface::Native | Surface::Admin) => {
+                let name = match self {
+                    ProxyError::ResourceUnreachable { .. } => "FAILED_PRECONDITION",
+                    _ => google_status(status),
+                };
+                Reply::json(
+                    status,
+                    &json!({"error": {"code": status, "message": self.message(), "status": name}}),
+                )
+            }
             (ProxyError::UpstreamStatus { body, .. }, Surface::OpenAi) => {
                 Reply::json(status, &crate::openai::gemini_error_to_openai(status, body))
             }
@@ -245,7 +282,8 @@ fn openai_code(e: &ProxyError) -> Option<&'static str> {
         ProxyError::Unauthorized => "invalid_api_key",
         ProxyError::NotFound { .. } => "not_found",
         ProxyError::TooLarge { .. } => "request_too_large",
-        ProxyError::NoKeyAvailable { .. } => "no_key_available",
+        ProxyError::NoKeyAvailable { .. } | ProxyError::ResourceBlocked { .. } => "no_key_available",
+        ProxyError::ResourceUnreachable { .. } => "failed_precondition",
         ProxyError::Overloaded => "overloaded",
         ProxyError::UpstreamTimeout => "upstream_timeout",
         ProxyError::UpstreamIo { .. } => "upstream_unreachable",

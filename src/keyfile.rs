@@ -29,6 +29,25 @@ impl fmt::Debug for KeySpec {
     }
 }
 
+/// Whose quota and whose server-side resources: a labelled Cloud project, or a lone key (by
+/// fingerprint) that is its own project (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectId {
+    Label(String),
+    Solo(String),
+}
+
+impl fmt::Display for ProjectId {
+    /// How people see it: the label, or `key <fingerprint>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProjectId::Label(l) => write!(f, "project {l}"),
+            ProjectId::Solo(fp) => write!(f, "the project of key {fp}"),
+        }
+    }
+}
+
 /// First 12 hex digits of the SHA-256 of the key: the key's stable public id.
 pub fn fingerprint(key: &str) -> String {
     Sha256::digest(key.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect()

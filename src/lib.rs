@@ -5,7 +5,6 @@
 //! the map of modules and the invariants they keep.
 
 pub mod admin;
-pub mod affinity;
 pub mod alias;
 pub mod anthropic;
 pub mod anthropic_api;
@@ -16,7 +15,9 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod google_error;
+pub mod interactions;
 pub mod keyfile;
+pub mod listing;
 pub mod logging;
 pub mod metrics;
 pub mod native;
@@ -26,6 +27,7 @@ pub mod pool;
 pub mod quota;
 pub mod redact;
 pub mod relay;
+pub mod resources;
 pub mod router;
 pub mod server;
 pub mod sse;
@@ -54,8 +56,8 @@ use crate::upstream::{KeyStyle, KeyUsed, Upstream};
 pub struct App {
     pub config: Config,
     pub pool: Mutex<KeyState>,
-    /// Files, caches and uploads → the key that made them.
-    pub affinity: Mutex<affinity::Affinity>,
+    /// Server-side resources → the project of the key that made them (SPEC §5).
+    pub resources: Mutex<resources::Resources>,
     pub upstream: Upstream,
     pub metrics: metrics::Metrics,
     /// Busy workers, queue, shed requests, panics (shared with the server).
@@ -72,7 +74,7 @@ impl App {
         App {
             upstream: Upstream::new(&config),
             pool: Mutex::new(pool),
-            affinity: Mutex::new(affinity::Affinity::default()),
+            resources: Mutex::new(resources::Resources::default()),
             metrics: metrics::Metrics::default(),
             server_stats: Arc::new(server::ServerStats::default()),
             save,
@@ -84,8 +86,10 @@ impl App {
     /// Take over the books of a usage file read at startup.
     pub fn restore(&self, file: &store_format::UsageFile) {
         let now = Utc::now();
-        self.pool.lock().restore(file, now);
-        *self.affinity.lock() = affinity::Affinity::from_records(&file.affinity, now);
+        let mut pool = self.pool.lock();
+        pool.restore(file, now);
+        *self.resources.lock() =
+            resources::Resources::from_records(&file.resources, now, |fp| pool.project_of(fp));
     }
 
     /// An instant as RFC 3339 in the reset time zone.
@@ -100,11 +104,24 @@ impl App {
         self.save.wanted();
     }
 
+    /// Server-side resources an answer with key `used` created or showed live in that key's
+    /// project (SPEC §5).
+    pub fn remember_resources(&self, created: &[resources::Created], used: &KeyUsed, model: Option<&str>) {
+        let Some(project) = self.pool.lock().project_of(&used.fingerprint) else { return };
+        let now = Utc::now();
+        let mut table = self.resources.lock();
+        for c in created {
+            table.remember(&c.name, &project, &used.fingerprint, model, c.expires, now);
+        }
+        drop(table);
+        self.save.wanted();
+    }
+
     /// A resumable upload session the proxy itself started: its id is the follow-up's credential.
     fn known_upload(&self, target: &Target) -> bool {
         target.path.starts_with("/upload/")
             && target.query_param("upload_id").is_some_and(|id| {
-                self.affinity.lock().lookup(&affinity::upload_name(&id), Utc::now()).is_some()
+                self.resources.lock().owner(&resources::upload_name(&id), Utc::now()).is_some()
             })
     }
 

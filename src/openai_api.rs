@@ -14,9 +14,9 @@ use crate::App;
 use crate::error::{ProxyError, Reply};
 use crate::google_error::GoogleError;
 use crate::openai::{self, StreamTranslator, TranslateError};
+use crate::relay;
 use crate::server::Exchange;
 use crate::upstream::{self, Answer, KeyStyle, Outgoing};
-use crate::{affinity, relay};
 
 /// Largest upstream answer buffered for translation.
 const MAX_ANSWER: u64 = 64 << 20;
@@ -94,9 +94,10 @@ pub(crate) fn generate(
         format!("/v1beta/models/{model}:generateContent")
     };
     let out = post(path, &body);
-    let names = affinity::referenced("", None, &body);
-    let pinned = if names.is_empty() { None } else { app.affinity.lock().pinned(&names, Utc::now()) };
-    upstream::call_with_keys(app, ex, Some(model), &out, pinned.as_deref())
+    let names = crate::resources::referenced_in_generate(&body);
+    let owners = if names.is_empty() { Vec::new() } else { app.resources.lock().owners(&names, Utc::now()) };
+    let pin = crate::native::pin_of(&owners)?;
+    upstream::call_with_keys(app, ex, Some(model), &out, pin.as_ref())
 }
 
 pub(crate) fn post(path: String, body: &[u8]) -> Outgoing<'_> {

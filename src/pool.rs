@@ -25,7 +25,7 @@
 //!   an idle proxy resets on a timer.
 
 use crate::calendar::{next_reset_at, quota_day_at};
-use crate::keyfile::{KeySpec, fingerprint, mask};
+use crate::keyfile::{KeySpec, ProjectId, fingerprint, mask};
 use crate::quota::Outcome;
 use crate::status::{self, KeyStateName, KeyView, ModelView, StatusView, Totals};
 use crate::store_format::{ALL_MODELS, DayTotals, KeyRecord, ModelRecord, NO_MODEL, UsageFile};
@@ -166,13 +166,6 @@ impl fmt::Debug for Key {
     }
 }
 
-/// Whose quota a limit is: a labelled project, or a lone key (by fingerprint).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum ProjectId {
-    Label(String),
-    Solo(String),
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Limit {
     parked_until: Option<DateTime<Utc>>,
@@ -306,11 +299,61 @@ impl KeyState {
         self.exhausted(model, now)
     }
 
+    /// Like [`pick`](Self::pick), among the keys of `project` only (a server-side resource lives
+    /// there: SPEC §5). `Exhausted` with `until: None` when none of its keys is in the pool and
+    /// enabled.
+    pub fn pick_in_project(
+        &mut self,
+        project: &ProjectId,
+        model: Option<&str>,
+        tried: &[String],
+        now: DateTime<Utc>,
+    ) -> Pick {
+        self.rollover(now);
+        let n = self.keys.len();
+        for step in 0..n {
+            let idx = (self.cursor + step) % n;
+            let key = &self.keys[idx];
+            if !key.belongs_to(project) || tried.contains(&key.fingerprint) || !self.usable(idx, model, now) {
+                continue;
+            }
+            self.cursor = (idx + 1) % n;
+            return Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() };
+        }
+        self.exhausted_in(project, model, now)
+    }
+
+    /// The project of the key with this fingerprint, if it is in the pool.
+    pub fn project_of(&self, fingerprint: &str) -> Option<ProjectId> {
+        self.keys.iter().find(|k| k.fingerprint == fingerprint).map(Key::project_id)
+    }
+
+    /// Every project of the pool once, in key-file order, with the fingerprint of its first key.
+    pub fn projects(&self) -> Vec<(ProjectId, String)> {
+        let mut seen = HashSet::new();
+        self.keys
+            .iter()
+            .filter(|k| seen.insert(k.project_id()))
+            .map(|k| (k.project_id(), k.fingerprint.clone()))
+            .collect()
+    }
+
     /// The answer when no key is left for `model`: when the first key becomes usable again
     /// (now, if some key is usable but was tried already).
     pub fn exhausted(&self, model: Option<&str>, now: DateTime<Utc>) -> Pick {
+        self.exhausted_where(model, now, |_| true)
+    }
+
+    /// [`exhausted`](Self::exhausted) among the keys of `project`.
+    pub fn exhausted_in(&self, project: &ProjectId, model: Option<&str>, now: DateTime<Utc>) -> Pick {
+        self.exhausted_where(model, now, |k| k.belongs_to(project))
+    }
+
+    /// [`exhausted`](Self::exhausted) among the keys `which` accepts.
+    fn exhausted_where(&self, model: Option<&str>, now: DateTime<Utc>, which: impl Fn(&Key) -> bool) -> Pick {
         let n = self.keys.len();
         let earliest = (0..n)
+            .filter(|&i| which(&self.keys[i]))
             .filter(|&i| self.keys[i].disabled.is_none())
             .map(|i| self.blocked_until(i, model.unwrap_or(ALL_MODELS), now).unwrap_or(now))
             .min();
@@ -479,16 +522,6 @@ impl KeyState {
             .filter(|(_, k)| k.disabled.is_some())
             .map(|(i, k)| (i, k.key.clone()))
             .collect()
-    }
-
-    /// The key with this fingerprint, if it is in the pool and not disabled (files and caches
-    /// follow the key that made them, whatever its quota state: SPEC §5).
-    pub fn pick_fingerprint(&self, fingerprint: &str) -> Option<Pick> {
-        let (idx, key) = self.keys.iter().enumerate().find(|(_, k)| k.fingerprint == fingerprint)?;
-        if key.disabled.is_some() {
-            return None;
-        }
-        Some(Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() })
     }
 
     /// Enable the key with this fingerprint (a re-probe succeeded). Whether it was disabled.

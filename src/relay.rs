@@ -35,6 +35,11 @@ pub trait Transform {
     fn keepalive(&mut self, _out: &mut Vec<u8>) -> bool {
         false
     }
+    /// Server-side resources the stream revealed since the last call (an interaction's id, a
+    /// continuation token): the relay pins them to the key's project at once (SPEC §5).
+    fn take_created(&mut self) -> Vec<crate::resources::Created> {
+        Vec::new()
+    }
     /// Whether this surface sends keep-alives at all (then the upstream is read on a thread of
     /// its own, so that silence can be noticed).
     fn wants_keepalive(&self) -> bool {
@@ -239,6 +244,10 @@ pub fn stream(
         }
         out.clear();
         let fed = transform.feed(source.data(), &mut out);
+        let created = transform.take_created();
+        if !created.is_empty() {
+            app.remember_resources(&created, used, model);
+        }
         if !out.is_empty() {
             if ex.record.first_byte.is_none() {
                 ex.record.first_byte = Some(ex.started.elapsed());

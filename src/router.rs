@@ -80,7 +80,8 @@ fn percent_decode(s: &str) -> String {
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// Native Gemini pass-through (`/v1beta/**`, `/v1/**`, `/upload/**`).
+    /// Native Gemini pass-through (`/v1beta/**`, `/v1/**`, `/v1alpha/**`, `/upload/**`,
+    /// `/download/**`).
     Native,
     /// Gemini's own OpenAI layer, real key as Bearer.
     GeminiOpenAi,
@@ -156,7 +157,7 @@ pub fn route(method: &str, path: &str, bearer: bool) -> Route {
     if path.starts_with("/v1beta/openai/") {
         return Route::GeminiOpenAi;
     }
-    if ["/v1beta/", "/v1/", "/upload/", "/v1alpha/"].iter().any(|p| path.starts_with(p)) {
+    if ["/v1beta/", "/v1/", "/upload/", "/download/", "/v1alpha/"].iter().any(|p| path.starts_with(p)) {
         return Route::Native;
     }
     Route::NotFound
@@ -291,6 +292,8 @@ mod tests {
             ("POST", "/v1/embeddings", true, Route::OpenAiEmbeddings),
             ("POST", "/v1beta/openai/chat/completions", true, Route::GeminiOpenAi),
             ("PUT", "/upload/v1beta/files", false, Route::Native),
+            ("GET", "/download/v1beta/files/abc:download", false, Route::Native),
+            ("POST", "/v1alpha/interactions", false, Route::Native),
             ("GET", "/status", false, Route::Status),
             ("GET", "/", false, Route::NotFound),
             ("GET", "//evil.example/v1beta/models", false, Route::NotFound),

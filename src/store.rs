@@ -146,7 +146,7 @@ impl Writer {
             let mut pool = app.pool.lock();
             pool.rollover(now);
             let mut file = pool.snapshot(now);
-            file.affinity = app.affinity.lock().records();
+            file.resources = app.resources.lock().records(now);
             file
         };
         let bytes =

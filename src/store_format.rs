@@ -50,21 +50,30 @@ pub struct UsageFile {
     /// Daily totals per key fingerprint for past quota days (the pool keeps 30).
     #[serde(default)]
     pub history: BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
-    /// Files, caches and uploads made through the proxy → fingerprint of the key that made them
-    /// (SPEC §5: they belong to that key's project).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub affinity: BTreeMap<String, AffinityRecord>,
+    /// Server-side resources made or seen through the proxy → the project and key that made
+    /// them (SPEC §5). Version 1 called it `affinity`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", alias = "affinity")]
+    pub resources: BTreeMap<String, ResourceRecord>,
     /// True when this value was converted from the seed format (never serialized): the caller
     /// logs it, and the next save writes our format in its place.
     #[serde(skip)]
     pub converted_from_seed: bool,
 }
 
-/// Which key made a file, cache or upload, and until when that matters.
+/// Where a server-side resource lives: the project and key that made it, until when that
+/// matters (SPEC §5). Files of version 1 had only `fingerprint` and `expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AffinityRecord {
+pub struct ResourceRecord {
     pub fingerprint: String,
     pub expires_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<crate::keyfile::ProjectId>,
+    /// The model it was made with (an interaction's), to book later reads under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Its usage is booked (an interaction's tokens count once, however often it is read).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub booked: bool,
 }
 
 /// One key, by fingerprint. No raw key anywhere.
@@ -134,7 +143,7 @@ impl UsageFile {
             saved_at: None,
             keys: BTreeMap::new(),
             history: BTreeMap::new(),
-            affinity: BTreeMap::new(),
+            resources: BTreeMap::new(),
             converted_from_seed: false,
         }
     }

@@ -327,8 +327,8 @@ fn retry_after_hint(outcome: &Outcome) -> Option<u64> {
 /// Returns the first 2xx answer with its body unread, together with the key that got it; the
 /// caller records the success (with tokens) once the body has been relayed. Answers that are the
 /// request's own fault come back as `ProxyError::UpstreamStatus` untouched. With `pinned` (the
-/// fingerprint of the key that made a file or cache the request names) only that key is tried,
-/// unless it has left the pool or is disabled.
+/// project holding a resource the request names) only that project's keys are tried; when none
+/// is usable the answer is 503 (parked or cooling) or 409 (none enabled), never another project.
 ///
 /// The retry budget (SPEC §5): transient failures are retried on at most `--max-attempts` keys;
 /// quota and key errors walk on, but every attempt fits in `--request-deadline` (an attempt in
@@ -338,7 +338,7 @@ pub fn call_with_keys(
     ex: &mut Exchange,
     model: Option<&str>,
     out: &Outgoing,
-    pinned: Option<&str>,
+    pinned: Option<&crate::resources::Pin>,
 ) -> Result<(Answer, KeyUsed), ProxyError> {
     let deadline = std::time::Instant::now() + app.config.request_deadline;
     let mut tried: Vec<String> = Vec::new();
@@ -362,31 +362,33 @@ pub fn call_with_keys(
                 }
                 // Every tried key was out of quota or disabled: the pool's answer for the model.
                 ex.record.note = Some("deadline".into());
-                let pick = app.pool.lock().exhausted(model, now);
-                return Err(exhausted_error(app, pick));
+                return Err(match pinned {
+                    Some(pin) => {
+                        resource_error(app, pin, app.pool.lock().exhausted_in(&pin.project, model, now))
+                    }
+                    None => exhausted_error(app, app.pool.lock().exhausted(model, now)),
+                });
             }
         }
-        let pick = {
-            let mut pool = app.pool.lock();
-            match pinned.filter(|_| tried.is_empty()).and_then(|fp| pool.pick_fingerprint(fp)) {
-                Some(p) => p,
-                None if pinned.is_some() && !tried.is_empty() => {
-                    // The pinned key answered: no other project can serve this resource.
-                    drop(pool);
-                    return Err(last.unwrap_or(ProxyError::Internal { message: "pinned key tried".into() }));
-                }
-                None => pool.pick(model, &tried, now),
-            }
+        let pick = match pinned {
+            Some(pin) => app.pool.lock().pick_in_project(&pin.project, model, &tried, now),
+            None => app.pool.lock().pick(model, &tried, now),
         };
         let (idx, key, fingerprint) = match pick {
             Pick::Key { idx, key, fingerprint } => (idx, key, fingerprint),
             exhausted @ Pick::Exhausted { .. } => {
                 // 5xx and network failures return the last answer; quota and key problems
                 // (this request's own, or older ones) are "no key available".
-                if let Some(e) = last.filter(|_| last_was_transient) {
+                if last_was_transient && let Some(e) = last {
                     return Err(e);
                 }
-                return Err(exhausted_error(app, exhausted));
+                return Err(match (pinned, last) {
+                    // This request's own attempt disabled the project's last key: Google's
+                    // answer says why better than a 409 would.
+                    (Some(_), Some(e)) if matches!(exhausted, Pick::Exhausted { until: None, .. }) => e,
+                    (Some(pin), _) => resource_error(app, pin, exhausted),
+                    (None, _) => exhausted_error(app, exhausted),
+                });
             }
         };
         tried.push(fingerprint.clone());
@@ -454,6 +456,23 @@ pub fn call_with_keys(
         if !matches!(recorded, Recorded::Nothing | Recorded::UnknownKey) {
             app.save.wanted();
         }
+    }
+}
+
+/// A pinned request's "no key available": its project's keys are blocked (503) or none is
+/// enabled (409).
+fn resource_error(app: &App, pin: &crate::resources::Pin, pick: Pick) -> ProxyError {
+    match pick {
+        Pick::Exhausted { retry_after_secs, until: Some(until), model } => ProxyError::ResourceBlocked {
+            resource: pin.resource.clone(),
+            model,
+            retry_after_secs,
+            until: Some(app.format_time(until)),
+        },
+        _ => ProxyError::ResourceUnreachable {
+            resource: pin.resource.clone(),
+            fingerprint: pin.fingerprint.clone(),
+        },
     }
 }
 

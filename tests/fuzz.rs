@@ -42,7 +42,7 @@ use gemini_key_manager::openai::{self, StreamTranslator, TranslateError};
 use gemini_key_manager::pool::KeyState;
 use gemini_key_manager::quota::{self, Outcome};
 use gemini_key_manager::store_format::{self, UsageFile};
-use gemini_key_manager::{affinity, keyfile, router, sse, usage};
+use gemini_key_manager::{keyfile, resources, router, sse, usage};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::FileFailurePersistence;
@@ -1845,14 +1845,15 @@ fn usage_file_deep_nesting_is_refused_quickly() {
         assert!(store_format::parse_usage(&input, LA).is_err());
         // The same input through the other parsers.
         let _ = quota::classify(429, &input);
-        let _ = affinity::referenced("/v1beta/files/a", None, &input);
-        let _ = affinity::created(&input);
+        let _ = resources::referenced("/v1beta/files/a", None, &input);
+        let _ = resources::referenced("/v1beta/interactions", None, &input);
+        let _ = resources::created("/v1beta/files", &input);
         assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// 6. Routing and file affinity
+// 6. Routing and the resources a request names
 // ---------------------------------------------------------------------------------------------
 
 fn base64_encode(bytes: &[u8], pad: bool) -> String {
@@ -1949,7 +1950,7 @@ proptest! {
     }
 
     #[test]
-    fn affinity_names_are_well_formed(
+    fn resource_names_are_well_formed(
         path in target_text(),
         upload_id in prop::option::of(word()),
         body in prop_oneof![
@@ -1960,23 +1961,50 @@ proptest! {
             1 => mutated(&[GEMINI_RESPONSE_1, CHAT_2]),
         ],
     ) {
-        let names = affinity::referenced(&path, upload_id.as_deref(), &body);
+        let names = resources::referenced(&path, upload_id.as_deref(), &body);
         let mut seen = HashSet::new();
         for (i, n) in names.iter().enumerate() {
             prop_assert!(seen.insert(n.clone()), "duplicate {n}");
             if i == 0 && let Some(id) = &upload_id {
-                prop_assert_eq!(n, &affinity::upload_name(id));
+                prop_assert_eq!(n, &resources::upload_name(id));
                 continue;
             }
-            let id = n.strip_prefix("files/").or_else(|| n.strip_prefix("cachedContents/"));
-            prop_assert!(id.is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')), "bad name {n:?}");
+            prop_assert!(well_formed(n), "bad name {n:?}");
         }
-        let created = affinity::created(&body);
-        prop_assert!(created.len() <= 2);
-        for n in created {
-            prop_assert!(n.starts_with("files/") || n.starts_with("cachedContents/"), "{n}");
+        for c in resources::created(&path, &body) {
+            prop_assert!(well_formed(&c.name), "bad created name {:?}", c.name);
         }
     }
+}
+
+/// `collection/id` (ids of letters, digits, `-`, `_` for named collections; any non-blank text
+/// for the Interactions family's opaque ids) or `continuation:token`.
+fn well_formed(name: &str) -> bool {
+    let named = [
+        "files/",
+        "cachedContents/",
+        "batches/",
+        "fileSearchStores/",
+        "tunedModels/",
+        "auth_tokens/",
+        "interactions/",
+    ];
+    let opaque = [
+        "interactions/",
+        "agents/",
+        "triggers/",
+        "environments/",
+        "credentials/",
+        "webhooks/",
+        "voices/",
+        "continuation:",
+    ];
+    let id_ok =
+        |id: &str| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    named.iter().any(|p| name.strip_prefix(p).is_some_and(id_ok))
+        || opaque.iter().any(|p| {
+            name.strip_prefix(p).is_some_and(|id| !id.is_empty() && !id.contains(char::is_whitespace))
+        })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2066,15 +2094,15 @@ fn regression_keyfile_bom_then_blank_then_comment_is_a_comment() {
     assert_eq!(keys, vec!["AIzaSyA1"]);
 }
 
-/// affinity.rs `resources_in`: each step searches the rest of the string for both needles again,
+/// affinity.rs (now resources.rs) `resources_in`: each step searches the rest of the string for both needles again,
 /// so a string of many `cachedContents/` (or `files/`) repetitions costs O(n²); a request body
 /// (up to MAX_BODY_BYTES, 32 MiB by default) made of one such string pins a worker for hours.
 /// 512 KiB take ~3 s in a debug build now; a linear scan takes milliseconds.
 #[test]
 fn regression_affinity_referenced_is_not_quadratic() {
     let body = serde_json::to_vec(&json!({ "cachedContent": "cachedContents/".repeat(35_000) })).unwrap();
-    within(Duration::from_secs(1), "affinity::referenced on a 512 KiB body", move || {
-        let names = affinity::referenced("/v1beta/models/m:generateContent", None, &body);
+    within(Duration::from_secs(1), "resources::referenced on a 512 KiB body", move || {
+        let names = resources::referenced("/v1beta/models/m:generateContent", None, &body);
         assert_eq!(names, vec!["cachedContents/cachedContents".to_string()]);
     });
 }
