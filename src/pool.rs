@@ -982,6 +982,34 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_project_is_served_by_its_own_keys_only() {
+        let mut s = KeyState::new(specs(&[Some("p"), Some("q"), Some("p"), None]), LA, t0());
+        let p = ProjectId::Label("p".into());
+        let order: Vec<usize> = (0..4).map(|_| picked(&s.pick_in_project(&p, FLASH, &[], t0()))).collect();
+        assert_eq!(order, vec![0, 2, 0, 2], "round-robin within p");
+        assert_eq!(picked(&s.pick_in_project(&p, FLASH, &tried(&[0]), t0())), 2);
+        // Parked for flash: the project has nothing for flash (503 with the park's end), pro goes on.
+        record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
+        match s.pick_in_project(&p, FLASH, &[], t0()) {
+            Pick::Exhausted { until: Some(until), .. } => assert!(until > t0()),
+            other => panic!("{other:?}"),
+        }
+        assert!([0, 2].contains(&picked(&s.pick_in_project(&p, PRO, &[], t0()))), "pro is not parked");
+        assert!([1, 3].contains(&picked(&s.pick(FLASH, &[], t0()))), "other projects still serve flash");
+        // Both keys disabled: no time to wait for (the 409 case); a lone key is its own project.
+        record(&mut s, 0, PRO, Outcome::KeyInvalid { reason: "API_KEY_INVALID".into() }, t0());
+        record(&mut s, 2, PRO, Outcome::KeyInvalid { reason: "API_KEY_INVALID".into() }, t0());
+        assert!(matches!(s.pick_in_project(&p, PRO, &[], t0()), Pick::Exhausted { until: None, .. }));
+        let solo = s.project_of(&fingerprint(&key(3))).unwrap();
+        assert_eq!(solo, ProjectId::Solo(fingerprint(&key(3))));
+        assert_eq!(picked(&s.pick_in_project(&solo, FLASH, &[], t0())), 3);
+        let gone = ProjectId::Label("gone".into());
+        assert!(matches!(s.pick_in_project(&gone, FLASH, &[], t0()), Pick::Exhausted { until: None, .. }));
+        let projects: Vec<ProjectId> = s.projects().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(projects, vec![p, ProjectId::Label("q".into()), solo]);
+    }
+
+    #[test]
     fn unlabelled_keys_are_their_own_projects() {
         let mut s = pool(2, t0());
         record(&mut s, 0, FLASH, Outcome::QuotaPerDay, t0());
