@@ -23,6 +23,8 @@
 #   6b. pool size: 3 and 3,000 keys with the info log on (one redacted line per request), saturating pass each;
 #   7. the OpenAI and Anthropic routes (POST /v1/chat/completions, /v1/messages, not streamed) through the first proxy, saturating and
 #      light passes, each run right after the same pass on the native route for the ratio;
+#   7b. resources on the generate path: a plain body, one naming an unknown file, one naming a cache made through
+#      the proxy (pinned to its project), saturating and light passes, for the cost of the lookup;
 #   8. prints one table, the ratios against their goals, our proxy's RSS and the binary's size, then one
 #      section each for 5, 6 and 7.
 #
@@ -472,6 +474,30 @@ run_wrk light gkm-openai 1 4 "$PASS_SECONDS" record
 run_wrk light gkm-anthropic 1 4 "$PASS_SECONDS" record
 
 # ---------------------------------------------------------------------------------------------------------
+# 7b. Resources on the generate path (SPEC §5), through the first proxy instance: a plain body, a body naming a
+#     file the proxy has never seen (searched and looked up: a miss), and one naming a cache made through the
+#     proxy (a hit: served by a key of the cache's project); each pass right after the plain one.
+
+URL[gkm-fileref]=${URL[gkm-proxy]} URL[gkm-pinned]=${URL[gkm-proxy]}
+TARGET_PID[gkm-fileref]=$GKM_PID TARGET_PID[gkm-pinned]=$GKM_PID
+WRK_SCRIPT[gkm-fileref]=generate-fileref.lua WRK_SCRIPT[gkm-pinned]=generate-pinned.lua
+status=$(curl -sS --max-time 5 -o "$WORK/check-cache.json" -w '%{http_code}' -X POST \
+    -H 'Content-Type: application/json' -H "x-goog-api-key: $TOKEN" -d '{"model":"models/gemini-2.5-flash"}' \
+    "http://127.0.0.1:$GKM_PORT/v1beta/cachedContents") || status=curl-error
+[[ $status == 200 ]] || FAILURES+=("cache create through gkm-proxy answered $status")
+: >"$WORK/results-resources"
+RESULTS=$WORK/results-resources
+log "saturating and light passes: plain generate, then a body naming an unknown file, then a pinned cache"
+for pass in saturating light; do
+    threads=2 conns=32
+    [[ $pass == light ]] && threads=1 conns=4
+    for target in gkm-native gkm-fileref gkm-pinned; do
+        run_wrk warmup "$target" "$threads" "$conns" 1
+        run_wrk "$pass" "$target" "$threads" "$conns" "$PASS_SECONDS" record
+    done
+done
+
+# ---------------------------------------------------------------------------------------------------------
 # 8. Report.
 
 # Anything our proxies said at warn level or above, and nginx's own complaints.
@@ -523,6 +549,11 @@ echo
 echo "OpenAI and Anthropic routes: POST $OPENAI_PATH (Bearer) and /v1/messages (x-api-key), not streamed, vs the native $MODEL_PATH," \
     "through the first gkm-proxy instance, each pass right after the same pass on the native route"
 tool report-openai "$WORK/results-openai" "$WORK/ttfe.json"
+
+echo
+echo "resources on the generate path: plain body, a body naming an unknown file (lookup miss), a body naming a" \
+    "cache made through the proxy (lookup hit, pinned to its project); through the first gkm-proxy instance"
+tool report-resources "$WORK/results-resources"
 
 if ((${#FAILURES[@]})); then
     echo

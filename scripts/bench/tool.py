@@ -12,6 +12,7 @@
                                             the concurrent-streams section (streams.py outputs, direct first)
   tool.py report-workers RESULTS            the throughput-by-worker-count section
   tool.py report-openai RESULTS TTFE_JSON   the OpenAI-route section: table, translation cost, streamed TTFE
+  tool.py report-resources RESULTS          the resources section: plain, unknown file, pinned cache
 """
 
 import json
@@ -344,6 +345,20 @@ def report_openai(results_path, ttfe_path):
     print("translation cost: " + ";\n        ".join(parts))
 
 
+def report_resources(results_path):
+    rows, order = read_results(results_path)
+    print_rows(rows, order)
+    parts = []
+    for pass_ in ("saturating", "light"):
+        base = rows.get((pass_, "gkm-native"))
+        for target, what in (("gkm-fileref", "unknown file"), ("gkm-pinned", "pinned cache")):
+            r = rows.get((pass_, target))
+            if base and r and base["rps"]:
+                parts.append(f"{pass_} {what}/plain throughput = {r['rps'] / base['rps']:.2f}; "
+                             f"added p50 {r['p50'] - base['p50']:+.3f} ms; added cpu {r['cpu'] - base['cpu']:+.1f} us/req")
+    print("resource lookup cost: " + ";\n        ".join(parts))
+
+
 def main(argv):
     if len(argv) >= 2 and argv[0] == "free-ports":
         free_ports(int(argv[1]))
@@ -365,6 +380,8 @@ def main(argv):
         report_workers(argv[1])
     elif len(argv) == 3 and argv[0] == "report-openai":
         report_openai(argv[1], argv[2])
+    elif len(argv) == 2 and argv[0] == "report-resources":
+        report_resources(argv[1])
     else:
         sys.exit(__doc__)
 
