@@ -318,7 +318,11 @@ fn position(c: &Call, state: &State, store: bool) -> Result<(u64, u64, u64, Opti
         return Ok((get("turn"), get("hop") + 1, get("input_tokens"), previous));
     }
     let turn = prev.map_or(1, |p| p.meta["turn"].as_u64().unwrap_or(1) + 1);
-    Ok((turn, 1, count_words(&c.body["input"]).max(1), previous))
+    let input_tokens = match &c.body["input"] {
+        Value::String(text) => words(text),
+        steps => count_words(steps),
+    };
+    Ok((turn, 1, input_tokens.max(1), previous))
 }
 
 fn check_create(c: &Call, state: &mut State) -> Result<Turn, Reply> {
