@@ -598,7 +598,10 @@ mod tests {
         );
         assert_eq!(referenced("/upload/v1beta/files", Some("U1"), b""), ["upload:U1"]);
         // An upload's bytes are never read as a request (a JSON file may name anything).
-        assert_eq!(referenced("/upload/v1beta/files", Some("U1"), br#"{"cachedContent":"cachedContents/x"}"#), ["upload:U1"]);
+        assert_eq!(
+            referenced("/upload/v1beta/files", Some("U1"), br#"{"cachedContent":"cachedContents/x"}"#),
+            ["upload:U1"]
+        );
         assert!(referenced("/v1beta/files", None, b"not json files/").is_empty());
         // A batch's input file, either spelling.
         let batch = json!({"batch":{"input_config":{"file_name":"files/in1"}}});

@@ -43,7 +43,8 @@ fn setup_in(dir: std::path::PathBuf) -> (MockUpstream, Proxy) {
 }
 
 fn start_proxy_in(dir: std::path::PathBuf, mock: &MockUpstream) -> Proxy {
-    let lines: Vec<String> = POOL.iter().enumerate().map(|(i, k)| format!("{k} {}", project_of_index(i))).collect();
+    let lines: Vec<String> =
+        POOL.iter().enumerate().map(|(i, k)| format!("{k} {}", project_of_index(i))).collect();
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     Proxy::start_in(dir, &mock.url(), &lines, |_| {})
 }
@@ -97,7 +98,12 @@ fn text_of(interaction: &Value) -> String {
 fn a_multi_turn_interaction_stays_in_the_project_that_made_it_on_every_api_version() {
     let (mock, proxy) = setup();
     for version in ["v1beta", "v1", "v1alpha"] {
-        let first = call(&proxy, "POST", &format!("/{version}/interactions"), Some(&json!({"model": FLASH, "input": "Hello"})));
+        let first = call(
+            &proxy,
+            "POST",
+            &format!("/{version}/interactions"),
+            Some(&json!({"model": FLASH, "input": "Hello"})),
+        );
         assert_eq!(first.status, 200, "{}", first.text());
         let mut id = first.json()["id"].as_str().unwrap().to_string();
         for turn in 2..=5 {
@@ -105,7 +111,9 @@ fn a_multi_turn_interaction_stays_in_the_project_that_made_it_on_every_api_versi
                 &proxy,
                 "POST",
                 &format!("/{version}/interactions"),
-                Some(&json!({"model": FLASH, "input": format!("turn {turn}"), "previous_interaction_id": id})),
+                Some(
+                    &json!({"model": FLASH, "input": format!("turn {turn}"), "previous_interaction_id": id}),
+                ),
             );
             assert_eq!(next.status, 200, "{version} turn {turn}: {}", next.text());
             assert!(text_of(&next.json()).contains(&format!("turn {turn}")), "{}", next.text());
@@ -131,10 +139,10 @@ fn sse_events(resp: ureq::http::Response<ureq::Body>) -> Vec<(Value, std::time::
     let mut events = Vec::new();
     for line in reader.lines() {
         let line = line.unwrap();
-        if let Some(data) = line.strip_prefix("data:") {
-            if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
-                events.push((v, std::time::Instant::now()));
-            }
+        if let Some(data) = line.strip_prefix("data:")
+            && let Ok(v) = serde_json::from_str::<Value>(data.trim())
+        {
+            events.push((v, std::time::Instant::now()));
         }
     }
     events
@@ -145,7 +153,11 @@ fn a_streamed_interaction_is_pinned_from_its_created_event_and_its_tokens_booked
     let (mock, proxy) = setup();
     mock.set_stream_delay(Duration::from_millis(150));
     let body = json!({"model": FLASH, "input": "Hello", "stream": true});
-    let resp = open_stream(&format!("{}/v1beta/interactions", proxy.url), ("x-goog-api-key", TOKEN), &body.to_string());
+    let resp = open_stream(
+        &format!("{}/v1beta/interactions", proxy.url),
+        ("x-goog-api-key", TOKEN),
+        &body.to_string(),
+    );
     assert_eq!(resp.status(), 200);
     let events = sse_events(resp);
     assert!(events.len() >= 4, "{events:?}");
@@ -160,7 +172,11 @@ fn a_streamed_interaction_is_pinned_from_its_created_event_and_its_tokens_booked
     );
     // The next turn, streamed too, in the same project.
     let body = json!({"model": FLASH, "input": "again", "stream": true, "previous_interaction_id": id});
-    let resp = open_stream(&format!("{}/v1beta/interactions", proxy.url), ("x-goog-api-key", TOKEN), &body.to_string());
+    let resp = open_stream(
+        &format!("{}/v1beta/interactions", proxy.url),
+        ("x-goog-api-key", TOKEN),
+        &body.to_string(),
+    );
     assert_eq!(resp.status(), 200);
     let events2 = sse_events(resp);
     let last2 = &events2.last().unwrap().0;
@@ -179,7 +195,12 @@ fn a_streamed_interaction_is_pinned_from_its_created_event_and_its_tokens_booked
 #[test]
 fn a_background_interaction_is_polled_in_its_project_and_its_tokens_booked_once() {
     let (mock, proxy) = setup();
-    let created = call(&proxy, "POST", "/v1beta/interactions", Some(&json!({"model": PRO, "input": "research", "background": true})));
+    let created = call(
+        &proxy,
+        "POST",
+        "/v1beta/interactions",
+        Some(&json!({"model": PRO, "input": "research", "background": true})),
+    );
     assert_eq!(created.status, 200, "{}", created.text());
     assert_eq!(created.json()["status"], "in_progress");
     let id = created.json()["id"].as_str().unwrap().to_string();
@@ -214,7 +235,12 @@ fn upload(proxy: &Proxy, bytes: &[u8], mime: &str) -> (String, Value) {
     );
     assert_eq!(start.status, 200, "{}", start.text());
     let url = start.header("x-goog-upload-url").unwrap().to_string();
-    let done = send("POST", &url, &[("x-goog-upload-command", "upload, finalize"), ("x-goog-upload-offset", "0")], bytes);
+    let done = send(
+        "POST",
+        &url,
+        &[("x-goog-upload-command", "upload, finalize"), ("x-goog-upload-offset", "0")],
+        bytes,
+    );
     assert_eq!(done.status, 200, "{}", done.text());
     let file = done.json()["file"].clone();
     (file["name"].as_str().unwrap().to_string(), file)
@@ -235,10 +261,16 @@ fn a_batch_and_its_results_file_stay_in_their_project() {
     let batch = created.json()["name"].as_str().unwrap().to_string();
     let got = call(&proxy, "GET", &format!("/v1beta/{batch}"), None);
     assert_eq!(got.status, 200, "{}", got.text());
-    let results = got.json().pointer("/metadata/output/responsesFile").and_then(Value::as_str).map(str::to_string);
-    let results = results.or_else(|| got.json().pointer("/response/responsesFile").and_then(Value::as_str).map(str::to_string));
+    let results =
+        got.json().pointer("/metadata/output/responsesFile").and_then(Value::as_str).map(str::to_string);
+    let results = results.or_else(|| {
+        got.json().pointer("/response/responsesFile").and_then(Value::as_str).map(str::to_string)
+    });
     let results = results.unwrap_or_else(|| panic!("a results file: {}", got.text()));
-    for path in [format!("/download/v1beta/{results}:download?alt=media"), format!("/v1beta/{results}:download?alt=media")] {
+    for path in [
+        format!("/download/v1beta/{results}:download?alt=media"),
+        format!("/v1beta/{results}:download?alt=media"),
+    ] {
         let bytes = call(&proxy, "GET", &path, None);
         assert_eq!(bytes.status, 200, "{path}: {}", bytes.text());
         assert!(bytes.text().contains("r1"), "{}", bytes.text());
@@ -261,7 +293,8 @@ fn a_file_search_store_and_the_generate_call_that_uses_it() {
     let owner = all_one(&projects_seen(&mock, "fileSearchStores")).to_string();
     // A file uploaded in whichever project, imported into the store: two projects → 400, or one.
     let (file, _) = upload(&proxy, b"some text", "text/plain");
-    let import = call(&proxy, "POST", &format!("/v1beta/{store}:importFile"), Some(&json!({"fileName": file})));
+    let import =
+        call(&proxy, "POST", &format!("/v1beta/{store}:importFile"), Some(&json!({"fileName": file})));
     let file_project = projects_seen(&mock, "/upload/")[0].clone();
     if file_project == owner {
         assert_eq!(import.status, 200, "{}", import.text());
@@ -269,9 +302,13 @@ fn a_file_search_store_and_the_generate_call_that_uses_it() {
         assert_eq!(import.status, 400, "resources of two projects: {}", import.text());
         assert!(import.text().contains("two projects"), "{}", import.text());
     }
-    for spelling in [json!({"fileSearch": {"fileSearchStoreNames": [store]}}), json!({"file_search": {"file_search_store_names": [store]}})] {
+    for spelling in [
+        json!({"fileSearch": {"fileSearchStoreNames": [store]}}),
+        json!({"file_search": {"file_search_store_names": [store]}}),
+    ] {
         for _ in 0..3 {
-            let body = json!({"contents": [{"parts": [{"text": "what do the docs say?"}]}], "tools": [spelling]});
+            let body =
+                json!({"contents": [{"parts": [{"text": "what do the docs say?"}]}], "tools": [spelling]});
             let a = call(&proxy, "POST", &format!("/v1beta/models/{FLASH}:generateContent"), Some(&body));
             assert_eq!(a.status, 200, "{}", a.text());
         }
@@ -301,7 +338,14 @@ fn lists_merge_every_projects_items_and_paginate_to_the_last_page() {
         let page = call(&proxy, "GET", &path, None);
         assert_eq!(page.status, 200, "{}", page.text());
         let v = page.json();
-        listed.extend(v["files"].as_array().cloned().unwrap_or_default().iter().map(|f| f["name"].as_str().unwrap().to_string()));
+        listed.extend(
+            v["files"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|f| f["name"].as_str().unwrap().to_string()),
+        );
         pages += 1;
         assert!(pages < 10, "pagination ends");
         match v["nextPageToken"].as_str() {
@@ -326,27 +370,33 @@ fn lists_merge_every_projects_items_and_paginate_to_the_last_page() {
 #[test]
 fn a_per_day_429_on_an_interaction_parks_exactly_that_project_and_model() {
     let (mock, proxy) = setup();
-    const THREE: &str = "gemini-3-flash";
-    // proj-1's keys are out of today's quota for gemini-3-flash (Interactions), nothing else.
+    const THREE: &str = "gemini-3-pro-preview";
+    // proj-1's keys are out of today's quota for gemini-3-pro-preview (Interactions), nothing else.
     mock.set_script(|r| {
         let key = r.key.clone().unwrap_or_default();
         let p1 = key == POOL[0] || key == POOL[1];
-        (p1 && r.path.ends_with("/interactions") && r.json().is_some_and(|b| b["model"] == "gemini-3-flash")).then(|| quota_per_day_429("gemini-3-flash"))
+        (p1 && r.path.ends_with("/interactions") && r.json().is_some_and(|b| b["model"] == THREE))
+            .then(|| quota_per_day_429(THREE))
     });
     for _ in 0..6 {
         let a = call(&proxy, "POST", "/v1beta/interactions", Some(&json!({"model": THREE, "input": "hi"})));
         assert_eq!(a.status, 200, "{}", a.text());
     }
     let refused: Vec<&str> = vec![POOL[0], POOL[1]];
-    let p1_calls = mock.requests().iter().filter(|r| refused.contains(&r.key.as_deref().unwrap_or_default())).count();
+    let p1_calls =
+        mock.requests().iter().filter(|r| refused.contains(&r.key.as_deref().unwrap_or_default())).count();
     assert_eq!(p1_calls, 1, "one 429 parks the whole project for the model; no parked key is called again");
     // Other models still use proj-1.
     for _ in 0..6 {
-        let a = call(&proxy, "POST", &format!("/v1beta/models/{FLASH}:generateContent"), Some(&generate_body()));
+        let a =
+            call(&proxy, "POST", &format!("/v1beta/models/{FLASH}:generateContent"), Some(&generate_body()));
         assert_eq!(a.status, 200);
     }
-    assert!(projects_seen(&mock, ":generateContent").iter().any(|p| p == "proj-1"), "proj-1 still serves {FLASH}");
-    // /status: parked under gemini-3-flash only.
+    assert!(
+        projects_seen(&mock, ":generateContent").iter().any(|p| p == "proj-1"),
+        "proj-1 still serves {FLASH}"
+    );
+    // /status: parked under gemini-3-pro-preview only.
     let s = status(&proxy);
     for k in s["keys"].as_array().unwrap() {
         let parked = &k["models"][THREE]["parked_until"];
@@ -363,11 +413,13 @@ fn a_per_day_429_on_an_interaction_parks_exactly_that_project_and_model() {
 #[test]
 fn a_resource_whose_project_cannot_serve_it_gets_503_or_409_and_no_other_project_is_tried() {
     let (mock, proxy) = setup();
-    let first = call(&proxy, "POST", "/v1beta/interactions", Some(&json!({"model": FLASH, "input": "Hello"})));
+    let first =
+        call(&proxy, "POST", "/v1beta/interactions", Some(&json!({"model": FLASH, "input": "Hello"})));
     assert_eq!(first.status, 200, "{}", first.text());
     let id = first.json()["id"].as_str().unwrap().to_string();
     let owner = projects_seen(&mock, "/interactions")[0].clone();
-    let owner_keys: Vec<&str> = POOL.iter().enumerate().filter(|(i, _)| project_of_index(*i) == owner).map(|(_, k)| *k).collect();
+    let owner_keys: Vec<&str> =
+        POOL.iter().enumerate().filter(|(i, _)| project_of_index(*i) == owner).map(|(_, k)| *k).collect();
     // The owner's keys run out of today's flash quota: 503 + Retry-After, no other project asked.
     for k in &owner_keys {
         mock.set_key_reply(k, quota_per_day_429(FLASH));
@@ -379,7 +431,10 @@ fn a_resource_whose_project_cannot_serve_it_gets_503_or_409_and_no_other_project
     assert!(a.header("retry-after").is_some());
     assert!(a.text().contains(&format!("interactions/{id}")), "names the resource: {}", a.text());
     let after = &mock.requests()[before..];
-    assert!(after.iter().all(|r| owner_keys.contains(&r.key.as_deref().unwrap_or_default())), "only the owner's keys");
+    assert!(
+        after.iter().all(|r| owner_keys.contains(&r.key.as_deref().unwrap_or_default())),
+        "only the owner's keys"
+    );
     // Parked: the next try asks nobody.
     let before = mock.request_count();
     assert_eq!(call(&proxy, "POST", "/v1beta/interactions", Some(&next)).status, 503);
@@ -438,7 +493,12 @@ fn a_restart_in_the_middle_of_a_multi_turn_interaction_keeps_the_pin() {
     assert!(!POOL.iter().any(|k| usage.contains(k)), "no raw key on disk");
     let proxy = start_proxy_in(dir, &mock);
     for turn in 2..=4 {
-        let next = call(&proxy, "POST", "/v1/interactions", Some(&json!({"model": FLASH, "input": "more", "previous_interaction_id": id})));
+        let next = call(
+            &proxy,
+            "POST",
+            "/v1/interactions",
+            Some(&json!({"model": FLASH, "input": "more", "previous_interaction_id": id})),
+        );
         assert_eq!(next.status, 200, "turn {turn} after the restart: {}", next.text());
     }
     all_one(&projects_seen(&mock, "/interactions"));
