@@ -11,11 +11,13 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-mod content;
+pub(crate) mod content;
 pub mod embeddings;
 pub mod error;
 pub(crate) mod fields;
 pub mod models;
+#[doc(hidden)]
+pub mod openapi;
 pub mod request;
 pub mod response;
 pub mod schema;
