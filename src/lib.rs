@@ -26,6 +26,7 @@ pub mod pool;
 pub mod quota;
 pub mod redact;
 pub mod relay;
+pub mod responses;
 pub mod router;
 pub mod server;
 pub mod sse;

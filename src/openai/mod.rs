@@ -26,7 +26,7 @@ pub(crate) mod tools;
 pub mod types;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use embeddings::{embeddings_request_to_gemini, embeddings_response_to_openai};
 pub use error::{gemini_error_to_openai, openai_error_body};

@@ -120,3 +120,37 @@ mod tests {
         assert!(!validate("CreateChatCompletionStreamResponse", &c).is_empty());
     }
 }
+
+#[cfg(test)]
+mod responses_schema_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_responses_validator_is_not_vacuous() {
+        let doc = responses_document();
+        let ok = json!({"id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
+            "error": null, "incomplete_details": null, "instructions": null, "model": "m", "tools": [],
+            "output": [], "parallel_tool_calls": true, "metadata": {}, "tool_choice": "auto",
+            "temperature": null, "top_p": null});
+        assert!(super::super::openapi::validate(doc, "Response", &ok).is_empty());
+        for (k, v) in [
+            ("output", json!(null)),
+            ("usage", json!(null)),
+            ("status", json!("done")),
+            ("parallel_tool_calls", json!(null)),
+        ] {
+            let mut bad = ok.clone();
+            bad[k] = v;
+            assert!(!super::super::openapi::validate(doc, "Response", &bad).is_empty(), "{k}");
+        }
+        let mut bad = ok.clone();
+        bad.as_object_mut().unwrap().remove("tools");
+        assert!(!super::super::openapi::validate(doc, "Response", &bad).is_empty());
+        let mut bad = ok;
+        bad["output"] = json!([{"type": "message", "id": "m", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": "x"}]}]);
+        assert!(!super::super::openapi::validate(doc, "Response", &bad).is_empty(), "annotations missing");
+    }
+}
