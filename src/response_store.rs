@@ -65,9 +65,21 @@ impl Default for ResponseStore {
     }
 }
 
-/// Approximate memory of a JSON value: its serialized length.
+/// Approximate memory of a JSON value: its serialized length (counted, not built).
 fn size_of(v: &Value) -> usize {
-    serde_json::to_vec(v).map_or(0, |b| b.len())
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, v);
+    count.0
 }
 
 impl Inner {

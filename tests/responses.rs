@@ -81,19 +81,6 @@ fn kinds(evs: &[Value]) -> Vec<&str> {
     evs.iter().map(|e| e["type"].as_str().unwrap()).collect()
 }
 
-fn keys_anywhere(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                out.push(k.clone());
-                keys_anywhere(x, out);
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|x| keys_anywhere(x, out)),
-        _ => {}
-    }
-}
-
 fn last_generate(mock: &MockUpstream) -> support::mock_upstream::Recorded {
     mock.requests().into_iter().rev().find(|r| r.path.contains("enerateContent")).unwrap()
 }
@@ -206,20 +193,7 @@ fn a_stream_arrives_event_by_event() {
         open_stream(&format!("{}/v1/responses", proxy.url), ("authorization", &bearer()), &body.to_string());
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream; charset=utf-8");
-    let started = std::time::Instant::now();
-    let mut reader = resp.into_body().into_reader();
-    let (mut text, mut buf, mut first_delta) = (String::new(), [0u8; 4096], None);
-    loop {
-        let n = std::io::Read::read(&mut reader, &mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        text.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if first_delta.is_none() && text.contains("response.output_text.delta") {
-            first_delta = Some(started.elapsed());
-        }
-    }
-    let total = started.elapsed();
+    let (text, first_delta, total) = read_timed(resp, "response.output_text.delta");
     assert!(
         first_delta.unwrap() + Duration::from_millis(900) < total,
         "first delta {first_delta:?} of {total:?}"

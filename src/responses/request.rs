@@ -102,7 +102,7 @@ pub fn responses_request_to_gemini(req: &Value, history: &[Value]) -> Result<Res
         .iter()
         .map(|item| Source { param: "previous_response_id".into(), item })
         .chain(input.iter().enumerate().map(|(i, item)| Source { param: format!("input[{i}]"), item }));
-    let (tool_list, namespaces, echo_tools) = tools(obj)?;
+    let super::tools::Tools { gemini: tool_list, namespaces, echo: echo_tools } = tools(obj)?;
     let converted = convert_items(sources, &namespaces, model.starts_with("gemini-3"))?;
 
     let mut system = Vec::new();

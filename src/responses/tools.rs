@@ -15,8 +15,15 @@ use crate::openai::tools::function_declaration;
 const WEB_SEARCH: [&str; 4] =
     ["web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"];
 
-/// (Gemini tools, namespaces, the tools as echoed in the `Response`).
-pub(super) fn tools(obj: &Obj) -> Result<(Vec<Value>, Vec<String>, Vec<Value>), TranslateError> {
+/// The tools of a request, translated.
+pub(super) struct Tools {
+    pub gemini: Vec<Value>,
+    pub namespaces: Vec<String>,
+    /// As the `Response` echoes them.
+    pub echo: Vec<Value>,
+}
+
+pub(super) fn tools(obj: &Obj) -> Result<Tools, TranslateError> {
     let mut declarations = Vec::new();
     let mut namespaces = Vec::new();
     let mut echo = Vec::new();
@@ -76,7 +83,7 @@ pub(super) fn tools(obj: &Obj) -> Result<(Vec<Value>, Vec<String>, Vec<Value>), 
     } else {
         Vec::new()
     };
-    Ok((gemini, namespaces, echo))
+    Ok(Tools { gemini, namespaces, echo })
 }
 
 /// A function tool as the `Response` shows it (`FunctionTool`: `strict` and `parameters` present).
