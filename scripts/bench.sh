@@ -21,7 +21,7 @@
 #   6. throughput with --workers 1, 8 and 64 (--queue-size 256, fresh instances one at a time): one
 #      saturating pass each against the nginx upstream;
 #   6b. pool size: 3 and 3,000 keys with the info log on (one redacted line per request), saturating pass each;
-#   7. the OpenAI and Anthropic routes (POST /v1/chat/completions, /v1/messages, not streamed) through the first proxy, saturating and
+#   7. the OpenAI, Anthropic and Responses routes (POST /v1/chat/completions, /v1/messages, /v1/responses, not streamed) through the first proxy, saturating and
 #      light passes, each run right after the same pass on the native route for the ratio;
 #   7b. resources on the generate path: a plain body, one naming an unknown file, one naming a cache made through
 #      the proxy (pinned to its project), saturating and light passes, for the cost of the lookup;
@@ -433,6 +433,9 @@ URL[gkm-openai]="http://127.0.0.1:$GKM_PORT$OPENAI_PATH"
 URL[gkm-anthropic]="http://127.0.0.1:$GKM_PORT/v1/messages"
 TARGET_PID[gkm-anthropic]=$GKM_PID
 WRK_SCRIPT[gkm-anthropic]=generate-anthropic.lua
+URL[gkm-responses]="http://127.0.0.1:$GKM_PORT/v1/responses"
+TARGET_PID[gkm-responses]=$GKM_PID
+WRK_SCRIPT[gkm-responses]=generate-responses.lua
 URL[gkm-native]=${URL[gkm-proxy]}
 TARGET_PID[gkm-openai]=$GKM_PID TARGET_PID[gkm-native]=$GKM_PID
 WRK_SCRIPT[gkm-openai]=generate-openai.lua
@@ -459,6 +462,16 @@ elif ! problem=$(tool check-anthropic "$WORK/check-gkm-anthropic.json" "$WORK/ex
     FAILURES+=("gkm-anthropic: sanity request: $problem")
 fi
 
+# One response: 200 and the upstream's text in the Responses shape.
+status=$(curl -sS --max-time 5 -o "$WORK/check-gkm-responses.json" -w '%{http_code}' -X POST \
+    -H 'Content-Type: application/json' -H "Authorization: Bearer $TOKEN" \
+    -d '{"model":"gemini-2.5-flash","input":"hi","store":false}' "${URL[gkm-responses]}") || status=curl-error
+if [[ $status != 200 ]]; then
+    FAILURES+=("gkm-responses: sanity request answered $status: $(head -c 300 "$WORK/check-gkm-responses.json")")
+elif ! problem=$(tool check-responses "$WORK/check-gkm-responses.json" "$WORK/expected.json" 2>&1); then
+    FAILURES+=("gkm-responses: sanity request: $problem")
+fi
+
 : >"$WORK/results-openai"
 RESULTS=$WORK/results-openai
 log "saturating passes (-t2 -c32 -d${PASS_SECONDS}s), native then OpenAI route, after a 1 s warm-up each"
@@ -468,10 +481,13 @@ run_wrk warmup gkm-openai 2 32 1
 run_wrk saturating gkm-openai 2 32 "$PASS_SECONDS" record
 run_wrk warmup gkm-anthropic 2 32 1
 run_wrk saturating gkm-anthropic 2 32 "$PASS_SECONDS" record
-log "light passes (-t1 -c4 -d${PASS_SECONDS}s), native then OpenAI then Anthropic route"
+run_wrk warmup gkm-responses 2 32 1
+run_wrk saturating gkm-responses 2 32 "$PASS_SECONDS" record
+log "light passes (-t1 -c4 -d${PASS_SECONDS}s), native then OpenAI, Anthropic and Responses routes"
 run_wrk light gkm-native 1 4 "$PASS_SECONDS" record
 run_wrk light gkm-openai 1 4 "$PASS_SECONDS" record
 run_wrk light gkm-anthropic 1 4 "$PASS_SECONDS" record
+run_wrk light gkm-responses 1 4 "$PASS_SECONDS" record
 
 # ---------------------------------------------------------------------------------------------------------
 # 7b. Resources on the generate path (SPEC §5), through the first proxy instance: a plain body, a body naming a
@@ -546,7 +562,7 @@ echo "pool size: saturating pass (-t2 -c32 -d${PASS_SECONDS}s) through gkm-proxy
 tool report-workers "$WORK/results-pool"
 
 echo
-echo "OpenAI and Anthropic routes: POST $OPENAI_PATH (Bearer) and /v1/messages (x-api-key), not streamed, vs the native $MODEL_PATH," \
+echo "OpenAI, Anthropic and Responses routes: POST $OPENAI_PATH (Bearer), /v1/messages (x-api-key) and /v1/responses (Bearer), not streamed, vs the native $MODEL_PATH," \
     "through the first gkm-proxy instance, each pass right after the same pass on the native route"
 tool report-openai "$WORK/results-openai" "$WORK/ttfe.json"
 

@@ -2,19 +2,23 @@
 # Official SDKs as real clients: the scripted mock upstream (examples/mock_upstream.rs), the proxy
 # in front of it, and the SDKs pointed at the proxy: google-genai, openai and anthropic (Python),
 # @anthropic-ai/sdk (Node), and Claude Code itself (`claude -p`, loopback only, telemetry and
-# updates off). Installs the SDKs if they are missing (pip; npm into target/sdk-node).
+# updates off); for the Responses API, the openai SDKs (Python and Node), the OpenAI Agents SDK and
+# Codex CLI itself (`codex exec` with the proxy as a custom provider, wire_api = "responses", its own
+# HOME and CODEX_HOME, no login, loopback only). Installs the SDKs if they are missing (pip; npm
+# into target/sdk-node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-if ! "$PY" -c 'import google.genai, openai, anthropic' 2>/dev/null; then
-  "$PY" -m pip install --quiet --disable-pip-version-check google-genai openai anthropic
+if ! "$PY" -c 'import google.genai, openai, anthropic, agents' 2>/dev/null; then
+  "$PY" -m pip install --quiet --disable-pip-version-check google-genai openai anthropic openai-agents
 fi
 NODE_DIR=${SDK_NODE_DIR:-$PWD/target/sdk-node}
-if ! [ -x "$NODE_DIR/node_modules/.bin/claude" ] || ! [ -d "$NODE_DIR/node_modules/@anthropic-ai/sdk" ]; then
+if ! [ -x "$NODE_DIR/node_modules/.bin/claude" ] || ! [ -d "$NODE_DIR/node_modules/@anthropic-ai/sdk" ] ||
+  ! [ -x "$NODE_DIR/node_modules/.bin/codex" ] || ! [ -d "$NODE_DIR/node_modules/openai" ]; then
   mkdir -p "$NODE_DIR"
   (cd "$NODE_DIR" && { [ -f package.json ] || npm init -y >/dev/null; } &&
-    npm install --silent --no-audit --no-fund @anthropic-ai/sdk @anthropic-ai/claude-code >/dev/null)
+    npm install --silent --no-audit --no-fund @anthropic-ai/sdk @anthropic-ai/claude-code openai @openai/codex >/dev/null)
 fi
 
 cargo build --quiet --bin gemini-key-manager --example mock_upstream
@@ -28,7 +32,7 @@ start_mock "$TARGET/debug" --keys "$KEYS" --delay-ms "$STREAM_DELAY_MS" --events
 tr ',' '\n' <<<"$KEYS" >"$work/key.txt"
 export CLIENT_TOKEN="sdk-check-token"
 start_proxy "$TARGET/debug" "$work/proxy.err" --key-file "$work/key.txt" --usage-file "$work/usage.json" \
-  --token "$CLIENT_TOKEN" --upstream "$MOCK" --log-dir "$work" --model-alias 'claude-*=gemini-2.5-flash' \
+  --token "$CLIENT_TOKEN" --upstream "$MOCK" --log-dir "$work" --model-alias 'claude-*=gemini-2.5-flash,gpt-*=gemini-2.5-flash' \
   --keepalive-secs 1
 export PROXY_URL="http://$ADDR"
 
@@ -39,10 +43,44 @@ for check in tests/sdk/check_*.py; do
   if "$PY" "$check" | tee "$work/check.out"; then :; else status=1; failed=$((failed + 1)); fi
   passed=$((passed + $(grep -c '^ok ' "$work/check.out" || true)))
 done
-# The Node SDK, as an ES module resolved from the installed packages.
-cp tests/sdk/node/check_anthropic.mjs "$NODE_DIR/check_anthropic.mjs"
-if node "$NODE_DIR/check_anthropic.mjs" | tee "$work/check.out"; then :; else status=1; failed=$((failed + 1)); fi
-passed=$((passed + $(grep -c '^ok ' "$work/check.out" || true)))
+# The Node SDKs, as ES modules resolved from the installed packages.
+for check in tests/sdk/node/check_*.mjs; do
+  cp "$check" "$NODE_DIR/"
+  if node "$NODE_DIR/$(basename "$check")" | tee "$work/check.out"; then :; else status=1; failed=$((failed + 1)); fi
+  passed=$((passed + $(grep -c '^ok ' "$work/check.out" || true)))
+done
+
+# Codex CLI itself, non-interactive, with the proxy as a custom Responses provider. The mock calls
+# the first tool offered (Codex runs it with arguments it refuses and sends the failure back: a
+# second turn, which the mock answers only when the call's thought signature came back).
+mkdir -p "$work/codex-home"
+cat >"$work/codex-home/config.toml" <<TOML
+model = "gpt-5-codex"
+model_provider = "gkm"
+check_for_update_on_startup = false
+[model_providers.gkm]
+name = "gemini-key-manager"
+base_url = "$PROXY_URL/v1"
+env_key = "GKM_CLIENT_TOKEN"
+wire_api = "responses"
+request_max_retries = 0
+stream_max_retries = 0
+[analytics]
+enabled = false
+[otel]
+exporter = "none"
+TOML
+before=$(grep -c 'POST /v1/responses .*status=200' "$work/proxy.err" || true)
+if codex_out=$(cd "$work" && HOME="$work/codex-home" CODEX_HOME="$work/codex-home" GKM_CLIENT_TOKEN="$CLIENT_TOKEN" \
+  NO_PROXY='*' timeout 120 "$NODE_DIR/node_modules/.bin/codex" exec --skip-git-repo-check "Say hello" \
+  </dev/null 2>"$work/codex.err") && grep -q "Hello from gemini-2.5-flash" <<<"$codex_out" &&
+  turns=$(($(grep -c 'POST /v1/responses .*status=200' "$work/proxy.err" || true) - before)) && [ "$turns" -ge 2 ]; then
+  echo "ok   codex codex exec answered through the proxy in $turns turns: $(head -c 120 <<<"$codex_out")"
+  passed=$((passed + 1))
+else
+  echo "FAILED codex: $(head -c 400 <<<"${codex_out:-}") $(tail -c 800 "$work/codex.err")"
+  status=1; failed=$((failed + 1))
+fi
 
 # Claude Code itself, non-interactive, against the proxy (an aliased claude-* model, the mock's
 # answer expected back). Its own home, no telemetry, no updates, no other traffic.

@@ -115,7 +115,8 @@ pub fn status_reply(app: &App) -> Result<Reply, ProxyError> {
 /// The answer to `GET /metrics`.
 pub fn metrics_reply(app: &App) -> Reply {
     let status = status_view(app, Utc::now());
-    let text = metrics_text(&status, &app.metrics, &app.server_stats, crate::logging::dropped_lines());
+    let mut text = metrics_text(&status, &app.metrics, &app.server_stats, crate::logging::dropped_lines());
+    app.responses.render_metrics(&mut text, std::time::Instant::now());
     Reply {
         status: 200,
         headers: vec![("Content-Type".into(), "text/plain; version=0.0.4; charset=utf-8".into())],

@@ -28,6 +28,9 @@ pub mod quota;
 pub mod redact;
 pub mod relay;
 pub mod resources;
+pub mod response_store;
+pub mod responses;
+pub mod responses_api;
 pub mod router;
 pub mod server;
 pub mod sse;
@@ -66,6 +69,8 @@ pub struct App {
     pub save: store::SaveSignal,
     /// Models' output token limits (the Anthropic route clamps `max_tokens` to them).
     pub output_limits: anthropic_api::OutputLimits,
+    /// Responses kept for `previous_response_id` and `GET /v1/responses/{id}` (bounded, memory).
+    pub responses: response_store::ResponseStore,
 }
 
 impl App {
@@ -79,6 +84,7 @@ impl App {
             server_stats: Arc::new(server::ServerStats::default()),
             save,
             output_limits: anthropic_api::OutputLimits::default(),
+            responses: response_store::ResponseStore::default(),
             config,
         }
     }
@@ -132,6 +138,9 @@ impl App {
             Route::OpenAiChat => openai_api::chat(self, ex),
             Route::OpenAiModels { id } => openai_api::models(self, ex, id.as_deref()),
             Route::OpenAiEmbeddings => openai_api::embeddings(self, ex),
+            Route::OpenAiResponses => responses_api::create(self, ex),
+            Route::OpenAiResponse { id, delete: false } => responses_api::get(self, ex, id),
+            Route::OpenAiResponse { id, delete: true } => responses_api::delete(self, ex, id),
             Route::AnthropicMessages => anthropic_api::messages(self, ex),
             Route::AnthropicCountTokens => anthropic_api::count_tokens(self, ex),
             Route::Status => {

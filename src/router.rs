@@ -90,6 +90,13 @@ pub enum Route {
         id: Option<String>,
     },
     OpenAiEmbeddings,
+    /// `POST /v1/responses`.
+    OpenAiResponses,
+    /// `GET` (or, with `delete`, `DELETE`) `/v1/responses/{id}`.
+    OpenAiResponse {
+        id: String,
+        delete: bool,
+    },
     /// Anthropic's Messages API (`POST /v1/messages`).
     AnthropicMessages,
     /// `POST /v1/messages/count_tokens`.
@@ -108,6 +115,7 @@ impl Route {
             Route::OpenAiChat => "chat_completions",
             Route::OpenAiModels { .. } => "models",
             Route::OpenAiEmbeddings => "embeddings",
+            Route::OpenAiResponses | Route::OpenAiResponse { .. } => "responses",
             Route::AnthropicMessages => "messages",
             Route::AnthropicCountTokens => "count_tokens",
             Route::Status => "status",
@@ -122,6 +130,8 @@ impl Route {
             Route::OpenAiChat
             | Route::OpenAiModels { .. }
             | Route::OpenAiEmbeddings
+            | Route::OpenAiResponses
+            | Route::OpenAiResponse { .. }
             | Route::GeminiOpenAi => Surface::OpenAi,
             Route::AnthropicMessages | Route::AnthropicCountTokens => Surface::Anthropic,
             Route::Status | Route::Metrics | Route::Dashboard => Surface::Admin,
@@ -136,12 +146,20 @@ pub fn route(method: &str, path: &str, bearer: bool) -> Route {
     match (method, path) {
         ("POST", "/v1/chat/completions") => return Route::OpenAiChat,
         ("POST", "/v1/embeddings") => return Route::OpenAiEmbeddings,
+        ("POST", "/v1/responses") => return Route::OpenAiResponses,
         ("POST", "/v1/messages") => return Route::AnthropicMessages,
         ("POST", "/v1/messages/count_tokens") => return Route::AnthropicCountTokens,
         ("GET", "/status") => return Route::Status,
         ("GET", "/metrics") => return Route::Metrics,
         ("GET", "/dashboard") => return Route::Dashboard,
         _ => {}
+    }
+    if let Some(id) = path.strip_prefix("/v1/responses/")
+        && !id.is_empty()
+        && !id.contains('/')
+        && (method == "GET" || method == "DELETE")
+    {
+        return Route::OpenAiResponse { id: id.to_string(), delete: method == "DELETE" };
     }
     if method == "GET" && bearer {
         if path == "/v1/models" {
@@ -290,6 +308,19 @@ mod tests {
             ("POST", "/v1/models/gemini-2.5-flash:generateContent", true, Route::Native),
             ("POST", "/v1/chat/completions", false, Route::OpenAiChat),
             ("POST", "/v1/embeddings", true, Route::OpenAiEmbeddings),
+            ("POST", "/v1/responses", true, Route::OpenAiResponses),
+            (
+                "GET",
+                "/v1/responses/resp_1",
+                true,
+                Route::OpenAiResponse { id: "resp_1".into(), delete: false },
+            ),
+            (
+                "DELETE",
+                "/v1/responses/resp_1",
+                false,
+                Route::OpenAiResponse { id: "resp_1".into(), delete: true },
+            ),
             ("POST", "/v1beta/openai/chat/completions", true, Route::GeminiOpenAi),
             ("PUT", "/upload/v1beta/files", false, Route::Native),
             ("GET", "/download/v1beta/files/abc:download", false, Route::Native),
