@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Official SDKs as real clients: the scripted mock upstream (examples/mock_upstream.rs), the proxy
-# in front of it, and the SDKs pointed at the proxy: google-genai, openai and anthropic (Python),
+# in front of it, and the SDKs pointed at the proxy: google-genai (generation, and the 2026 resource
+# surface: interactions, batches, file search stores, merged lists), openai and anthropic (Python),
 # @anthropic-ai/sdk (Node), and Claude Code itself (`claude -p`, loopback only, telemetry and
 # updates off); for the Responses API, the openai SDKs (Python and Node), the OpenAI Agents SDK and
 # Codex CLI itself (`codex exec` with the proxy as a custom provider, wire_api = "responses", its own
@@ -26,10 +27,15 @@ TARGET=${CARGO_TARGET_DIR:-target}
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-KEYS="AIzaSySDKCHECK000000000000000000000000A,AIzaSySDKCHECK000000000000000000000000B"
-export STREAM_DELAY_MS=300
-start_mock "$TARGET/debug" --keys "$KEYS" --delay-ms "$STREAM_DELAY_MS" --events 4
-tr ',' '\n' <<<"$KEYS" >"$work/key.txt"
+# Three keys in two Cloud projects (A and B share sdk-p1): the mock keeps every resource in the
+# project of the key that made it and refuses other projects' keys, as Google does; interactions
+# take two hops (the SDK continues them itself).
+KEYS="AIzaSySDKCHECK000000000000000000000000A,AIzaSySDKCHECK000000000000000000000000B,AIzaSySDKCHECK000000000000000000000000C"
+IFS=, read -r KEY_A KEY_B KEY_C <<<"$KEYS"
+export STREAM_DELAY_MS=300 INTERACTION_HOPS=2
+start_mock "$TARGET/debug" --keys "$KEYS" --delay-ms "$STREAM_DELAY_MS" --events 4 \
+  --projects "$KEY_A=sdk-p1,$KEY_B=sdk-p1,$KEY_C=sdk-p2" --hops "$INTERACTION_HOPS"
+printf '%s sdk-p1\n%s sdk-p1\n%s sdk-p2\n' "$KEY_A" "$KEY_B" "$KEY_C" >"$work/key.txt"
 export CLIENT_TOKEN="sdk-check-token"
 start_proxy "$TARGET/debug" "$work/proxy.err" --key-file "$work/key.txt" --usage-file "$work/usage.json" \
   --token "$CLIENT_TOKEN" --upstream "$MOCK" --log-dir "$work" --model-alias 'claude-*=gemini-2.5-flash,gpt-*=gemini-2.5-flash' \
