@@ -16,10 +16,13 @@ if ! "$PY" -c 'import google.genai, openai, anthropic, agents' 2>/dev/null; then
 fi
 NODE_DIR=${SDK_NODE_DIR:-$PWD/target/sdk-node}
 if ! [ -x "$NODE_DIR/node_modules/.bin/claude" ] || ! [ -d "$NODE_DIR/node_modules/@anthropic-ai/sdk" ] ||
-  ! [ -x "$NODE_DIR/node_modules/.bin/codex" ] || ! [ -d "$NODE_DIR/node_modules/openai" ]; then
+  ! [ -x "$NODE_DIR/node_modules/.bin/codex" ] || ! [ -d "$NODE_DIR/node_modules/openai" ] ||
+  ! grep -q '"version": "3\.' "$NODE_DIR/node_modules/@google/genai/package.json" 2>/dev/null; then
   mkdir -p "$NODE_DIR"
+  # @google/genai 3.x: the Interactions family (2.x has none).
   (cd "$NODE_DIR" && { [ -f package.json ] || npm init -y >/dev/null; } &&
-    npm install --silent --no-audit --no-fund @anthropic-ai/sdk @anthropic-ai/claude-code openai @openai/codex >/dev/null)
+    npm install --silent --no-audit --no-fund @anthropic-ai/sdk @anthropic-ai/claude-code openai @openai/codex \
+      '@google/genai@^3' >/dev/null)
 fi
 
 cargo build --quiet --bin gemini-key-manager --example mock_upstream
