@@ -264,10 +264,13 @@ fn serve(conn: TcpStream, state: &Arc<(Mutex<State>, Condvar)>) -> std::io::Resu
             t if t.starts_with("len:") => format!("len={len}"),
             _ => text,
         };
-        let (pieces, delay, tokens) = {
+        let (mut pieces, delay, tokens) = {
             let st = state.0.lock();
             (st.pieces, st.delay, st.tokens_per_turn)
         };
+        if reply.starts_with("the key ") {
+            pieces = 1; // Google's error frames are whole
+        }
         for piece in split(&reply, pieces) {
             std::thread::sleep(delay);
             let frame = json!({"serverContent": {"modelTurn": {"parts": [{"text": piece}]}}});
