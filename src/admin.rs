@@ -104,7 +104,8 @@ pub fn metrics_text(
 pub fn status_reply(app: &App) -> Result<Reply, ProxyError> {
     let status = status_view(app, Utc::now());
     let live = app.live.view(app.config.max_live_sessions, |t| app.format_time(t));
-    let fail = |e: serde_json::Error| ProxyError::Internal { message: format!("cannot serialize the status: {e}") };
+    let fail =
+        |e: serde_json::Error| ProxyError::Internal { message: format!("cannot serialize the status: {e}") };
     let mut doc = serde_json::to_value(&status).map_err(fail)?;
     if let Some(map) = doc.as_object_mut() {
         map.insert("live".into(), serde_json::to_value(&live).map_err(fail)?);

@@ -142,12 +142,7 @@ const OPTIONS: &[OptSpec] = &[
         default: "",
         help: "PEM certificate chain: listen with TLS (https/wss; needs --tls-key)",
     },
-    OptSpec {
-        flag: "tls-key",
-        env: "TLS_KEY",
-        default: "",
-        help: "PEM private key of --tls-cert",
-    },
+    OptSpec { flag: "tls-key", env: "TLS_KEY", default: "", help: "PEM private key of --tls-cert" },
     OptSpec {
         flag: "request-deadline",
         env: "REQUEST_DEADLINE",

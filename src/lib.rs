@@ -140,10 +140,9 @@ impl App {
             Route::OpenAiEmbeddings => openai_api::embeddings(self, ex),
             Route::AnthropicMessages => anthropic_api::messages(self, ex),
             Route::AnthropicCountTokens => anthropic_api::count_tokens(self, ex),
-            Route::Live => Err(ProxyError::bad_request(
-                "the Live API is a WebSocket: send Upgrade: websocket",
-                None,
-            )),
+            Route::Live => {
+                Err(ProxyError::bad_request("the Live API is a WebSocket: send Upgrade: websocket", None))
+            }
             Route::Status => {
                 ex.respond(admin::status_reply(self)?);
                 Ok(())

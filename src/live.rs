@@ -10,8 +10,8 @@
 //! scoped thread (Google → client), and both end, their sockets shut, when either side closes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -110,7 +110,8 @@ impl Drop for Admitted<'_> {
 impl Sessions {
     /// Take a place if fewer than `max` sessions are open.
     fn admit(&self, max: usize) -> Option<Admitted<'_>> {
-        let taken = self.open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1));
+        let taken =
+            self.open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1));
         if taken.is_err() {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -220,7 +221,12 @@ pub fn handle(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     let credential = credential(app, ex, &target)?;
     let accept = match (ex.header("sec-websocket-key"), ex.header("sec-websocket-version")) {
         (Some(key), Some("13")) => ws::accept_key(key),
-        _ => return Err(ProxyError::bad_request("a WebSocket upgrade needs Sec-WebSocket-Key and version 13", None)),
+        _ => {
+            return Err(ProxyError::bad_request(
+                "a WebSocket upgrade needs Sec-WebSocket-Key and version 13",
+                None,
+            ));
+        }
     };
     let Some(admitted) = app.live.admit(app.config.max_live_sessions) else {
         ex.record.note = Some("live sessions full".into());
@@ -235,7 +241,8 @@ pub fn handle(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     app.live.accepted.fetch_add(1, Ordering::Relaxed);
     let tcp = socket.tcp().map_err(|e| ProxyError::Internal { message: format!("client socket: {e}") })?;
     let _ = socket2::SockRef::from(&tcp).set_keepalive(true);
-    let read = socket.try_clone().map_err(|e| ProxyError::Internal { message: format!("client socket: {e}") })?;
+    let read =
+        socket.try_clone().map_err(|e| ProxyError::Internal { message: format!("client socket: {e}") })?;
     let client = Endpoint::server(Box::new(read), Box::new(socket), tcp);
     let outcome = session(app, ex, client, &path, &target, &credential, &admitted.stats);
     ex.record.note = Some(outcome.note(&admitted.stats));
@@ -254,7 +261,8 @@ fn credential(app: &App, ex: &Exchange, target: &Target) -> Result<Credential, P
     });
     let goog = ex.header("x-goog-api-key").map(|t| t.trim().to_string());
     let query = target.query_param("access_token");
-    let candidates = [(auth, Some("authorization"), false), (goog, Some("x-goog-api-key"), false), (query, None, true)];
+    let candidates =
+        [(auth, Some("authorization"), false), (goog, Some("x-goog-api-key"), false), (query, None, true)];
     for (token, header, query) in candidates {
         let Some(token) = token.filter(|t| t.starts_with("auth_tokens/")) else { continue };
         if let Some(owner) = app.resources.lock().owner(&token, Utc::now()) {
@@ -315,14 +323,18 @@ fn session(
     };
     app.live.count(stats, true, setup.len());
     let Some(model) = setup_model(&setup) else {
-        return refuse(&mut client, ws::close_frame(INVALID_DATA, "the first message must be a setup message"));
+        return refuse(
+            &mut client,
+            ws::close_frame(INVALID_DATA, "the first message must be a setup message"),
+        );
     };
     ex.record.model = model.clone();
     *stats.model.lock() = model.clone();
-    let (upstream, used, first) = match open_with_keys(app, ex, path, target, credential, model.as_deref(), &setup) {
-        Ok(opened) => opened,
-        Err(frame) => return refuse(&mut client, frame),
-    };
+    let (upstream, used, first) =
+        match open_with_keys(app, ex, path, target, credential, model.as_deref(), &setup) {
+            Ok(opened) => opened,
+            Err(frame) => return refuse(&mut client, frame),
+        };
     *stats.key.lock() = Some(used.fingerprint.clone());
     relay(app, client, upstream, &used, model.as_deref(), first, stats)
 }
@@ -344,7 +356,12 @@ fn refuse(client: &mut Endpoint, frame: CloseFrame) -> Ending {
 fn setup_model(message: &Message) -> Option<Option<String>> {
     let v: serde_json::Value = serde_json::from_slice(&message.clone().into_data()).ok()?;
     let setup = v.get("setup")?;
-    Some(setup.get("model").and_then(|m| m.as_str()).map(|m| m.strip_prefix("models/").unwrap_or(m).to_string()))
+    Some(
+        setup
+            .get("model")
+            .and_then(|m| m.as_str())
+            .map(|m| m.strip_prefix("models/").unwrap_or(m).to_string()),
+    )
 }
 
 /// The upstream path and query: the client's, less its `key` (and, unless it is the credential,
@@ -425,8 +442,14 @@ fn open_with_keys(
         ex.record.keys.push(used.fingerprint.clone());
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         let timeout = app.config.read_timeout.min(left);
-        let attempt = live_upstream::open(&origin, &path_and_query, &headers, app.config.connect_timeout.min(left), timeout)
-            .and_then(|mut up| first_frame(&mut up, setup).map(|first| (up, first)));
+        let attempt = live_upstream::open(
+            &origin,
+            &path_and_query,
+            &headers,
+            app.config.connect_timeout.min(left),
+            timeout,
+        )
+        .and_then(|mut up| first_frame(&mut up, setup).map(|first| (up, first)));
         let (outcome, effect, frame) = match attempt {
             Ok((up, Ok(first))) => {
                 app.metrics.attempt(&Outcome::Success);
@@ -457,7 +480,9 @@ fn open_with_keys(
                 }
                 (outcome, effect, frame)
             }
-            Err(OpenError::Timeout) => (Outcome::Transient, None, ws::close_frame(INTERNAL, "the upstream did not answer in time")),
+            Err(OpenError::Timeout) => {
+                (Outcome::Transient, None, ws::close_frame(INTERNAL, "the upstream did not answer in time"))
+            }
             Err(OpenError::Io(e)) => {
                 log::debug!("live attempt {} key {}: {e}", ex.record.attempts, used.fingerprint);
                 (Outcome::Transient, None, ws::close_frame(INTERNAL, "the upstream could not be reached"))
@@ -470,7 +495,13 @@ fn open_with_keys(
         } else {
             app.metrics.attempt(&outcome);
         }
-        crate::upstream::record_failure(app, used.idx, &used.fingerprint, effect.as_deref().or(model), &outcome);
+        crate::upstream::record_failure(
+            app,
+            used.idx,
+            &used.fingerprint,
+            effect.as_deref().or(model),
+            &outcome,
+        );
         last = Some((frame, outcome == Outcome::Transient));
     }
 }
@@ -582,7 +613,9 @@ fn relay(
                         tunnel.closed_with(u16::from(frame.code));
                         if !tunnel.client_closed.swap(true, Ordering::SeqCst) {
                             let reason = redactor.text(&frame.reason).into_owned();
-                            let _ = client_sender.lock().close(Some(ws::close_frame(u16::from(frame.code), &reason)));
+                            let _ = client_sender
+                                .lock()
+                                .close(Some(ws::close_frame(u16::from(frame.code), &reason)));
                         }
                     }
                     break;
@@ -591,7 +624,9 @@ fn relay(
                 Err(_) => {
                     if !tunnel.client_closed.swap(true, Ordering::SeqCst) {
                         tunnel.closed_with(INTERNAL);
-                        let _ = client_sender.lock().close(Some(ws::close_frame(INTERNAL, "the upstream connection was lost")));
+                        let _ = client_sender
+                            .lock()
+                            .close(Some(ws::close_frame(INTERNAL, "the upstream connection was lost")));
                     }
                     break;
                 }
@@ -607,7 +642,8 @@ fn relay(
         tunnel.finish(client_tcp, up_tcp);
     };
     std::thread::scope(|scope| {
-        let spawned = std::thread::Builder::new().name("live-down".into()).spawn_scoped(scope, move || down(first));
+        let spawned =
+            std::thread::Builder::new().name("live-down".into()).spawn_scoped(scope, move || down(first));
         if spawned.is_err() {
             log::warn!("cannot start a Live relay thread");
             let _ = client_tcp.shutdown(std::net::Shutdown::Both);
@@ -643,10 +679,14 @@ fn relay(
                     // Over 16 MiB: the client hears why; Google hears we are going.
                     if !tunnel.client_closed.swap(true, Ordering::SeqCst) {
                         tunnel.closed_with(TOO_BIG);
-                        let _ = client_sender.lock().close(Some(ws::close_frame(TOO_BIG, "a message over 16 MiB")));
+                        let _ = client_sender
+                            .lock()
+                            .close(Some(ws::close_frame(TOO_BIG, "a message over 16 MiB")));
                     }
                     if !tunnel.upstream_closed.swap(true, Ordering::SeqCst) {
-                        let _ = up_sender.lock().close(Some(ws::close_frame(GOING_AWAY, "the client sent too much")));
+                        let _ = up_sender
+                            .lock()
+                            .close(Some(ws::close_frame(GOING_AWAY, "the client sent too much")));
                     }
                     break;
                 }
@@ -654,7 +694,8 @@ fn relay(
                     // The client vanished (or broke the protocol): tell Google, free everything.
                     if !tunnel.upstream_closed.swap(true, Ordering::SeqCst) {
                         tunnel.closed_with(GOING_AWAY);
-                        let _ = up_sender.lock().close(Some(ws::close_frame(GOING_AWAY, "the client went away")));
+                        let _ =
+                            up_sender.lock().close(Some(ws::close_frame(GOING_AWAY, "the client went away")));
                     }
                     let _ = client_tcp.shutdown(std::net::Shutdown::Both);
                     break;
@@ -703,7 +744,10 @@ mod tests {
     #[test]
     fn the_model_comes_from_the_setup_message() {
         let m = |s: &str| setup_model(&Message::text(s.to_string()));
-        assert_eq!(m(r#"{"setup":{"model":"models/gemini-live-2.5-flash"}}"#), Some(Some("gemini-live-2.5-flash".into())));
+        assert_eq!(
+            m(r#"{"setup":{"model":"models/gemini-live-2.5-flash"}}"#),
+            Some(Some("gemini-live-2.5-flash".into()))
+        );
         assert_eq!(m(r#"{"setup":{"model":"gemini-x"}}"#), Some(Some("gemini-x".into())));
         assert_eq!(m(r#"{"setup":{}}"#), Some(None));
         assert_eq!(m(r#"{"clientContent":{}}"#), None);

@@ -137,7 +137,9 @@ fn handshake_failure(e: tungstenite::Error) -> OpenError {
             status: response.status().as_u16(),
             body: response.into_body().unwrap_or_default(),
         },
-        tungstenite::Error::Io(io) if matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {
+        tungstenite::Error::Io(io)
+            if matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) =>
+        {
             OpenError::Timeout
         }
         other => OpenError::Io(crate::logging::redact(&format!("WebSocket handshake: {other}"))),
@@ -146,7 +148,8 @@ fn handshake_failure(e: tungstenite::Error) -> OpenError {
 
 /// TCP to `host:port`, each resolved address tried within `timeout`.
 fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, OpenError> {
-    let addrs = (host, port).to_socket_addrs().map_err(|e| OpenError::Io(format!("resolving {host}: {e}")))?;
+    let addrs =
+        (host, port).to_socket_addrs().map_err(|e| OpenError::Io(format!("resolving {host}: {e}")))?;
     let mut last = OpenError::Io(format!("{host} resolves to nothing"));
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {

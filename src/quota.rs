@@ -103,7 +103,9 @@ impl Outcome {
 /// backoff) or names a key problem; `None` for any other close (passed on to the client).
 pub fn classify_live_close(reason: &str) -> Option<Outcome> {
     let lower = reason.to_ascii_lowercase();
-    if lower.contains("quota") || lower.contains("resource_exhausted") || lower.contains("resource has been exhausted")
+    if lower.contains("quota")
+        || lower.contains("resource_exhausted")
+        || lower.contains("resource has been exhausted")
     {
         let per_day = lower.contains("perday") || lower.contains("per day") || lower.contains("daily");
         return Some(if per_day { Outcome::QuotaPerDay } else { Outcome::RateLimited });
@@ -297,7 +299,8 @@ mod tests {
 
     #[test]
     fn a_live_close_before_the_first_frame_is_classified_by_its_reason() {
-        let check = |reason: &str, want: Option<Outcome>| assert_eq!(classify_live_close(reason), want, "{reason}");
+        let check =
+            |reason: &str, want: Option<Outcome>| assert_eq!(classify_live_close(reason), want, "{reason}");
         check(
             "You exceeded your current quota, please check your plan and billing details.",
             Some(Outcome::RateLimited),

@@ -612,7 +612,8 @@ impl Server {
         handler: Arc<dyn Handler>,
         stats: Arc<ServerStats>,
     ) -> Result<Server, String> {
-        let ServerOptions { host, port, workers, queue_size, client_timeout, body_timeout, tls } = opts.clone();
+        let ServerOptions { host, port, workers, queue_size, client_timeout, body_timeout, tls } =
+            opts.clone();
         let timeouts = Timeouts { client: client_timeout, body: body_timeout };
         if let Some(n) = raise_fd_limit() {
             log::debug!("open-file limit: {n}");
@@ -636,7 +637,7 @@ impl Server {
                 tls.map(|(certificate, private_key)| tiny_http::SslConfig { certificate, private_key }),
                 Some(filter),
             )
-                .map_err(|e| format!("cannot start server: {e}"))?,
+            .map_err(|e| format!("cannot start server: {e}"))?,
         );
         let state: Shared = Arc::default();
         // Every request is taken by the filter; what reaches `recv` is an accept failure (tiny_http
@@ -775,7 +776,8 @@ fn admit(
 /// `Upgrade: websocket` among the request's headers.
 fn wants_websocket(request: &tiny_http::Request) -> bool {
     request.headers().iter().any(|h| {
-        h.field.equiv("Upgrade") && h.value.as_str().split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        h.field.equiv("Upgrade")
+            && h.value.as_str().split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket"))
     })
 }
 

@@ -448,7 +448,10 @@ pub fn record_failure(app: &App, idx: usize, fingerprint: &str, effect: Option<&
     let what = effect.unwrap_or("all models");
     match recorded {
         Recorded::Parked { until } => {
-            log::warn!("key {fingerprint}: daily quota of {what} used up; parked until {}", app.format_time(until))
+            log::warn!(
+                "key {fingerprint}: daily quota of {what} used up; parked until {}",
+                app.format_time(until)
+            )
         }
         Recorded::Disabled => log::warn!("key {fingerprint} disabled: {outcome:?}"),
         Recorded::Cooling { until } => {

@@ -98,7 +98,8 @@ impl Endpoint {
     /// A server-side endpoint (the client's connection after our `101`).
     pub fn server(read: Box<dyn Read + Send>, write: Box<dyn Write + Send>, tcp: TcpStream) -> Endpoint {
         let write = SharedWriter::new(write);
-        let reader = WebSocket::from_raw_socket(Duplex::new(Some(read), write.clone()), Role::Server, Some(config()));
+        let reader =
+            WebSocket::from_raw_socket(Duplex::new(Some(read), write.clone()), Role::Server, Some(config()));
         Endpoint::new(reader, write, tcp, Role::Server)
     }
 

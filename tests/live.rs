@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::mock_live::{MockLive, Refusal};
 use support::{KEYS, Proxy, TOKEN, eventually, send};
-use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::{CloseFrame, WebSocket};
 use tungstenite::{Message, client::IntoClientRequest};
 
@@ -29,20 +29,27 @@ fn proxy(mock: &MockLive) -> Proxy {
 type Ws = WebSocket<TcpStream>;
 
 /// Open a session through the proxy at `path_and_query` with `headers`.
-fn connect_with(proxy: &Proxy, path_and_query: &str, headers: &[(&str, &str)]) -> Result<Ws, tungstenite::Error> {
+fn connect_with(
+    proxy: &Proxy,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tungstenite::Error> {
     let mut request = format!("ws://{}{path_and_query}", proxy.handle.addr()).into_client_request().unwrap();
     for (n, v) in headers {
-        request.headers_mut().insert(
-            tungstenite::http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
+        request
+            .headers_mut()
+            .insert(tungstenite::http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
     }
     let stream = TcpStream::connect(proxy.handle.addr()).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let config = tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(64 << 20)).max_frame_size(Some(64 << 20));
-    tungstenite::client::client_with_config(request, stream, Some(config)).map(|(ws, _)| ws).map_err(|e| match e {
-        tungstenite::HandshakeError::Failure(e) => e,
-        tungstenite::HandshakeError::Interrupted(_) => panic!("interrupted"),
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    tungstenite::client::client_with_config(request, stream, Some(config)).map(|(ws, _)| ws).map_err(|e| {
+        match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => panic!("interrupted"),
+        }
     })
 }
 
@@ -141,7 +148,9 @@ fn the_echo_arrives_in_several_frames_as_the_upstream_sends_them_with_a_pool_key
     assert_eq!(seen[0].client_close, Some(1000));
     assert_eq!(seen[0].setup.as_ref().unwrap()["setup"]["model"], json!(format!("models/{MODEL}")));
     assert_eq!(key_tokens(&proxy, &key), mock.tokens_per_turn());
-    eventually(Duration::from_secs(5), "the session leaves /status", || status(&proxy)["live"]["open"] == json!(0));
+    eventually(Duration::from_secs(5), "the session leaves /status", || {
+        status(&proxy)["live"]["open"] == json!(0)
+    });
     let metrics = send("GET", &format!("{}/metrics", proxy.url), &[("x-goog-api-key", TOKEN)], b"").text();
     assert!(metrics.contains("gkm_live_sessions_total 1"), "{metrics}");
     assert!(metrics.contains("gkm_live_frames_total{direction=\"upstream_to_client\"} 6"), "{metrics}");
@@ -166,7 +175,9 @@ fn the_python_sdks_double_slash_and_the_js_sdks_key_in_the_query_both_work_and_t
 fn a_wrong_or_missing_token_is_401_before_the_upgrade() {
     let mock = MockLive::start();
     let proxy = proxy(&mock);
-    for headers in [vec![("x-goog-api-key", "wrong")], vec![], vec![("authorization", "Token auth_tokens/unknown")]] {
+    for headers in
+        [vec![("x-goog-api-key", "wrong")], vec![], vec![("authorization", "Token auth_tokens/unknown")]]
+    {
         match connect_with(&proxy, LIVE, &headers) {
             Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
             other => panic!("expected 401, got {:?}", other.map(|_| ())),
@@ -179,7 +190,13 @@ fn a_wrong_or_missing_token_is_401_before_the_upgrade() {
 fn a_quota_error_at_setup_is_served_by_the_next_key_and_the_keys_are_parked() {
     let mock = MockLive::start();
     mock.refuse(KEYS[0], Refusal::Http { status: 429, body: support::mock_live::quota_per_day_body(MODEL) });
-    mock.refuse(KEYS[1], Refusal::Close { code: 1011, reason: "You exceeded your current quota, please check your plan.".into() });
+    mock.refuse(
+        KEYS[1],
+        Refusal::Close {
+            code: 1011,
+            reason: "You exceeded your current quota, please check your plan.".into(),
+        },
+    );
     let proxy = proxy(&mock);
     let mut ws = open(&proxy);
     ws.send(turn("still here")).unwrap();
@@ -263,7 +280,8 @@ fn frames_up_to_16_mib_pass_both_ways_fragmented_ones_too_and_a_bigger_one_is_re
     let text = turn("in three pieces").into_data();
     let thirds = [&text[..10], &text[10..20], &text[20..]];
     ws.write(Message::Frame(Frame::message(thirds[0].to_vec(), OpCode::Data(Data::Text), false))).unwrap();
-    ws.write(Message::Frame(Frame::message(thirds[1].to_vec(), OpCode::Data(Data::Continue), false))).unwrap();
+    ws.write(Message::Frame(Frame::message(thirds[1].to_vec(), OpCode::Data(Data::Continue), false)))
+        .unwrap();
     ws.write(Message::Frame(Frame::message(thirds[2].to_vec(), OpCode::Data(Data::Continue), true))).unwrap();
     ws.flush().unwrap();
     let (pieces, _) = read_turn(&mut ws);
@@ -317,7 +335,9 @@ fn past_max_live_sessions_the_upgrade_is_refused_with_503() {
     }
     first.close(None).unwrap();
     let _ = read_close(&mut first);
-    eventually(Duration::from_secs(5), "the place is free again", || status(&proxy)["live"]["open"] == json!(0));
+    eventually(Duration::from_secs(5), "the place is free again", || {
+        status(&proxy)["live"]["open"] == json!(0)
+    });
     let _second = open(&proxy);
 }
 
@@ -333,7 +353,8 @@ fn an_ephemeral_token_the_proxy_issued_is_tunnelled_without_the_client_token() {
     );
     assert_eq!(made.status, 200, "{}", made.text());
     let name = made.json()["name"].as_str().unwrap().to_string();
-    let constrained = LIVE.replace("v1beta", "v1alpha").replace("BidiGenerateContent", "BidiGenerateContentConstrained");
+    let constrained =
+        LIVE.replace("v1beta", "v1alpha").replace("BidiGenerateContent", "BidiGenerateContentConstrained");
     let auth = format!("Token {name}");
     let mut ws = connect_with(&proxy, &constrained, &[("authorization", &auth)]).expect("upgrade");
     setup(&mut ws);

@@ -60,7 +60,9 @@ fn a_thousand_sessions_opened_and_closed_leave_no_thread_or_socket_behind() {
         read_close(&mut ws);
     }
     mock.wait_ended(4, Duration::from_secs(10));
-    eventually(Duration::from_secs(10), "warm-up sessions gone", || mock.open_connections() == 0 && proxy.handle.app.live.open() == 0);
+    eventually(Duration::from_secs(10), "warm-up sessions gone", || {
+        mock.open_connections() == 0 && proxy.handle.app.live.open() == 0
+    });
     let before = threads_and_fds();
     for i in 0..1000 {
         let mut ws = open(&proxy);

@@ -57,7 +57,11 @@ fn https_requests_are_served_over_tls() {
     let mock = MockLive::start();
     let proxy = tls_proxy(&mock);
     let mut s = tls_connect(&proxy);
-    s.write_all(format!("GET /status HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    s.write_all(
+        format!("GET /status HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {TOKEN}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -69,7 +73,8 @@ fn a_wss_live_session_relays_the_echo_frame_by_frame() {
     let mock = MockLive::start();
     mock.set_echo(3, Duration::from_millis(150));
     let proxy = tls_proxy(&mock);
-    let mut request = format!("wss://127.0.0.1:{}{LIVE}", proxy.handle.addr().port()).into_client_request().unwrap();
+    let mut request =
+        format!("wss://127.0.0.1:{}{LIVE}", proxy.handle.addr().port()).into_client_request().unwrap();
     request.headers_mut().insert("x-goog-api-key", TOKEN.parse().unwrap());
     let (mut ws, _) = tungstenite::client(request, tls_connect(&proxy)).expect("wss upgrade");
     ws.send(Message::text(json!({"setup": {"model": "models/gemini-live-2.5-flash"}}).to_string())).unwrap();
@@ -80,13 +85,18 @@ fn a_wss_live_session_relays_the_echo_frame_by_frame() {
     };
     assert!(next().get("setupComplete").is_some());
     drop(next);
-    ws.send(Message::text(json!({"clientContent": {"turns": [{"parts": [{"text": "over tls"}]}], "turnComplete": true}}).to_string()))
-        .unwrap();
+    ws.send(Message::text(
+        json!({"clientContent": {"turns": [{"parts": [{"text": "over tls"}]}], "turnComplete": true}})
+            .to_string(),
+    ))
+    .unwrap();
     let sent = Instant::now();
     let mut pieces = Vec::new();
     loop {
         let v = match ws.read().unwrap() {
-            m @ (Message::Text(_) | Message::Binary(_)) => serde_json::from_slice::<Value>(&m.into_data()).unwrap(),
+            m @ (Message::Text(_) | Message::Binary(_)) => {
+                serde_json::from_slice::<Value>(&m.into_data()).unwrap()
+            }
             _ => continue,
         };
         if let Some(t) = v.pointer("/serverContent/modelTurn/parts/0/text").and_then(Value::as_str) {
@@ -109,7 +119,8 @@ fn a_missing_key_file_for_tls_is_a_clear_startup_error() {
     let mock = MockLive::start();
     let dir = support::temp_dir("tls");
     std::fs::write(dir.join("key.txt"), KEYS.join("\n")).unwrap();
-    let mut cfg = gemini_key_manager::config::Config::for_tests(dir.join("key.txt"), dir.join("u.json"), &mock.url());
+    let mut cfg =
+        gemini_key_manager::config::Config::for_tests(dir.join("key.txt"), dir.join("u.json"), &mock.url());
     cfg.tls = Some((dir.join("missing.pem"), fixture("server.key")));
     let err = gemini_key_manager::start(cfg).err().expect("refused");
     assert!(err.contains("--tls-cert") && err.contains("missing.pem"), "{err}");

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use serde_json::{Value, json};
+use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket};
-use tungstenite::Message;
 
 /// How the mock refuses a key at setup.
 #[derive(Debug, Clone)]
@@ -61,6 +61,8 @@ pub struct Seen {
 #[derive(Default)]
 struct State {
     refusals: HashMap<String, Refusal>,
+    /// When not empty, the only keys that may open a session.
+    accepted: Vec<String>,
     sessions: Vec<Seen>,
     /// Ephemeral tokens issued: token → key that made it.
     tokens: HashMap<String, String>,
@@ -84,7 +86,12 @@ impl MockLive {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the mock Live server");
         let addr = listener.local_addr().expect("address");
         let state = Arc::new((
-            Mutex::new(State { pieces: 3, delay: Duration::from_millis(50), tokens_per_turn: 21, ..State::default() }),
+            Mutex::new(State {
+                pieces: 3,
+                delay: Duration::from_millis(50),
+                tokens_per_turn: 21,
+                ..State::default()
+            }),
             Condvar::new(),
         ));
         let open = Arc::new(AtomicUsize::new(0));
@@ -110,6 +117,11 @@ impl MockLive {
     /// Refuse sessions with this key at setup.
     pub fn refuse(&self, key: &str, refusal: Refusal) {
         self.state.0.lock().refusals.insert(key.to_string(), refusal);
+    }
+
+    /// Only these keys (and tokens this mock issued) may open a session; others get 403.
+    pub fn accept_only(&self, keys: &[&str]) {
+        self.state.0.lock().accepted = keys.iter().map(|k| k.to_string()).collect();
     }
 
     /// Each echo comes in `pieces` frames, `delay` apart.
@@ -172,7 +184,15 @@ fn serve(conn: TcpStream, state: &Arc<(Mutex<State>, Condvar)>) -> std::io::Resu
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut out = conn.try_clone()?;
     let Some(ws_key) = header("sec-websocket-key") else {
-        return rest(method, path, header("x-goog-api-key"), header("content-length"), &mut reader, &mut out, state);
+        return rest(
+            method,
+            path,
+            header("x-goog-api-key"),
+            header("content-length"),
+            &mut reader,
+            &mut out,
+            state,
+        );
     };
     let key = header("x-goog-api-key");
     let index = {
@@ -197,22 +217,39 @@ fn serve(conn: TcpStream, state: &Arc<(Mutex<State>, Condvar)>) -> std::io::Resu
     let token = header("authorization")
         .and_then(|a| a.strip_prefix("Token ").map(str::to_string))
         .or_else(|| query.split('&').find_map(|p| p.strip_prefix("access_token=").map(str::to_string)));
-    let credential = key.clone().or_else(|| token.clone().filter(|t| state.0.lock().tokens.contains_key(t)));
+    let credential = {
+        let st = state.0.lock();
+        let known_key = key.clone().filter(|k| st.accepted.is_empty() || st.accepted.contains(k));
+        known_key.or_else(|| token.clone().filter(|t| st.tokens.contains_key(t)))
+    };
     let refusal = key.as_ref().and_then(|k| state.0.lock().refusals.get(k).cloned());
     if credential.is_none() {
         let body = r#"{"error":{"code":403,"message":"The caller does not have permission","status":"PERMISSION_DENIED"}}"#;
-        write!(out, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+        write!(
+            out,
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
         end(None);
         return Ok(());
     }
     if let Some(Refusal::Http { status, body }) = &refusal {
-        write!(out, "HTTP/1.1 {status} Refused\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+        write!(
+            out,
+            "HTTP/1.1 {status} Refused\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
         end(None);
         return Ok(());
     }
     let accept = tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
-    write!(out, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")?;
-    let config = tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(64 << 20)).max_frame_size(Some(64 << 20));
+    write!(
+        out,
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )?;
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
     let mut ws = WebSocket::from_raw_socket(conn, Role::Server, Some(config));
     let setup = match ws.read() {
         Ok(m) => serde_json::from_slice::<Value>(&m.into_data()).ok(),
@@ -228,7 +265,9 @@ fn serve(conn: TcpStream, state: &Arc<(Mutex<State>, Condvar)>) -> std::io::Resu
         end(None);
         return Ok(());
     }
-    let _ = ws.send(Message::binary(json!({"setupComplete": {"sessionId": format!("s{index}")}}).to_string().into_bytes()));
+    let _ = ws.send(Message::binary(
+        json!({"setupComplete": {"sessionId": format!("s{index}")}}).to_string().into_bytes(),
+    ));
     let credential = credential.unwrap_or_default();
     loop {
         let message = match ws.read() {
@@ -249,7 +288,8 @@ fn serve(conn: TcpStream, state: &Arc<(Mutex<State>, Condvar)>) -> std::io::Resu
         if let Some(rest) = text.strip_prefix("close:") {
             let (code, reason) = rest.split_once(':').unwrap_or((rest, ""));
             let code: u16 = code.parse().unwrap_or(1000);
-            let _ = ws.close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() }));
+            let _ =
+                ws.close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() }));
             while ws.read().is_ok() {}
             end(None);
             return Ok(());
@@ -306,26 +346,36 @@ fn rest(
         }
         _ => (404, r#"{"error":{"code":404,"message":"not found","status":"NOT_FOUND"}}"#.to_string()),
     };
-    write!(out, "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len())?;
+    write!(
+        out,
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    )?;
     Ok(())
 }
 
-/// The text a client sent: `clientContent` turns' or `realtimeInput`'s text, else the raw text.
+/// The text a client sent: every `text` field of its message (`clientContent` turns' parts,
+/// `realtimeInput.text`, in either spelling of the field names), else the raw text.
 fn text_of(data: &[u8]) -> String {
+    fn collect(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("text", Value::String(t)) => out.push_str(t),
+                        _ => collect(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
     let Ok(v) = serde_json::from_slice::<Value>(data) else {
         return String::from_utf8_lossy(data).into_owned();
     };
     let mut out = String::new();
-    if let Some(turns) = v.pointer("/clientContent/turns").and_then(Value::as_array) {
-        for turn in turns {
-            for part in turn.get("parts").and_then(Value::as_array).into_iter().flatten() {
-                out.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""));
-            }
-        }
-    }
-    if let Some(t) = v.pointer("/realtimeInput/text").and_then(Value::as_str) {
-        out.push_str(t);
-    }
+    collect(&v, &mut out);
     out
 }
 
