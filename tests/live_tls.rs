@@ -84,7 +84,7 @@ fn a_wss_live_session_relays_the_echo_frame_by_frame() {
         }
     };
     assert!(next().get("setupComplete").is_some());
-    drop(next);
+
     ws.send(Message::text(
         json!({"clientContent": {"turns": [{"parts": [{"text": "over tls"}]}], "turnComplete": true}})
             .to_string(),
