@@ -96,19 +96,19 @@ pub fn open(
     tcp.set_read_timeout(Some(read_timeout)).map_err(|e| io("read timeout", e))?;
     tcp.set_write_timeout(Some(read_timeout)).map_err(|e| io("write timeout", e))?;
     let _ = socket2::SockRef::from(&tcp).set_keepalive(true);
-    let (read, write): (Box<dyn Read + Send>, Box<dyn Write + Send>) = if origin.tls {
-        let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
-            .map_err(|e| OpenError::Io(format!("TLS server name {}: {e}", origin.host)))?;
-        let conn = rustls::ClientConnection::new(tls_config().map_err(OpenError::Io)?, name)
-            .map_err(|e| OpenError::Io(format!("TLS: {e}")))?;
-        let tls = TlsStream::new(conn, tcp.try_clone().map_err(|e| io("socket", e))?);
-        (Box::new(tls.clone()), Box::new(tls))
-    } else {
-        (
-            Box::new(tcp.try_clone().map_err(|e| io("socket", e))?),
-            Box::new(tcp.try_clone().map_err(|e| io("socket", e))?),
-        )
-    };
+    // `rest` reads what tungstenite leaves of a refusal's body on the socket.
+    let (read, write, rest): (Box<dyn Read + Send>, Box<dyn Write + Send>, Box<dyn Read + Send>) =
+        if origin.tls {
+            let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
+                .map_err(|e| OpenError::Io(format!("TLS server name {}: {e}", origin.host)))?;
+            let conn = rustls::ClientConnection::new(tls_config().map_err(OpenError::Io)?, name)
+                .map_err(|e| OpenError::Io(format!("TLS: {e}")))?;
+            let tls = TlsStream::new(conn, tcp.try_clone().map_err(|e| io("socket", e))?);
+            (Box::new(tls.clone()), Box::new(tls.clone()), Box::new(tls))
+        } else {
+            let clone = || tcp.try_clone().map_err(|e| io("socket", e));
+            (Box::new(clone()?), Box::new(clone()?), Box::new(clone()?))
+        };
     let mut request = origin
         .url(path_and_query)
         .into_client_request()
@@ -126,17 +126,32 @@ pub fn open(
     let stream = Duplex::new(Some(read), write.clone());
     match tungstenite::client::client_with_config(request, stream, Some(ws::config())) {
         Ok((reader, _response)) => Ok(Endpoint::new(reader, write, tcp, Role::Client)),
-        Err(tungstenite::HandshakeError::Failure(e)) => Err(handshake_failure(e)),
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(handshake_failure(e, rest)),
         Err(tungstenite::HandshakeError::Interrupted(_)) => Err(OpenError::Timeout),
     }
 }
 
-fn handshake_failure(e: tungstenite::Error) -> OpenError {
+/// Largest refusal body read to classify it.
+const MAX_REFUSAL_BODY: u64 = 1 << 20;
+
+fn handshake_failure(e: tungstenite::Error, rest: Box<dyn Read + Send>) -> OpenError {
     match e {
-        tungstenite::Error::Http(response) => OpenError::Refused {
-            status: response.status().as_u16(),
-            body: response.into_body().unwrap_or_default(),
-        },
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            let length = response
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            // tungstenite keeps only the bytes it read with the head: the rest of the body (by
+            // `Content-Length`, else to the end) is still on the socket.
+            let mut body = response.into_body().unwrap_or_default();
+            let want = length.unwrap_or(MAX_REFUSAL_BODY).min(MAX_REFUSAL_BODY);
+            if (body.len() as u64) < want {
+                let _ = rest.take(want - body.len() as u64).read_to_end(&mut body);
+            }
+            OpenError::Refused { status, body }
+        }
         tungstenite::Error::Io(io)
             if matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) =>
         {
