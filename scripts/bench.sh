@@ -569,7 +569,7 @@ for _ in $(seq 100); do grep -q listening "$WORK/mock-live.out" 2>/dev/null && b
 LIVE_UP=$(grep -o '127.0.0.1:[0-9]*' "$WORK/mock-live.out" | head -1)
 printf '%s\n' "${KEYS[0]}" >"$WORK/live-keys.txt"
 "$GKM" --host 127.0.0.1 --port 0 --key-file "$WORK/live-keys.txt" --usage-file "$WORK/live-usage.json" \
-    --token "$TOKEN" --upstream "http://$LIVE_UP" --log-dir "" --log-level warn 2>"$WORK/live-proxy.err" &
+    --token "$TOKEN" --upstream "http://$LIVE_UP" --log-dir "" 2>"$WORK/live-proxy.err" &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q 'listening on' "$WORK/live-proxy.err" 2>/dev/null && break; sleep 0.1; done
 LIVE_PROXY=$(grep -o 'listening on [0-9.:]*' "$WORK/live-proxy.err" | head -1 | awk '{print $3}')
