@@ -19,6 +19,7 @@ pub mod interactions;
 pub mod keyfile;
 pub mod listing;
 pub mod live;
+pub mod live_sessions;
 pub mod live_upstream;
 pub mod logging;
 pub mod metrics;
@@ -70,7 +71,7 @@ pub struct App {
     /// Models' output token limits (the Anthropic route clamps `max_tokens` to them).
     pub output_limits: anthropic_api::OutputLimits,
     /// The Live API sessions open now, and their totals.
-    pub live: live::Sessions,
+    pub live: live_sessions::Sessions,
 }
 
 impl App {
@@ -84,7 +85,7 @@ impl App {
             server_stats: Arc::new(server::ServerStats::default()),
             save,
             output_limits: anthropic_api::OutputLimits::default(),
-            live: live::Sessions::default(),
+            live: live_sessions::Sessions::default(),
             config,
         }
     }

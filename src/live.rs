@@ -2,24 +2,22 @@
 //! with a pool key. It owns admission (the client token or an ephemeral token the proxy issued,
 //! checked before the upgrade; the `--max-live-sessions` cap), the setup frame and its model, the
 //! walk over keys at setup, the two relay loops, token booking from `usageMetadata` frames, and
-//! the registry of open sessions behind `/status`, `/metrics` and the session's log line.
+//! the session's log line (the registry of open sessions is `live_sessions.rs`).
 //!
 //! It never holds the pool lock across a socket call, never retries once a server frame has
 //! reached the client, and passes every close reason and server frame through the redactor.
 //! A session takes no worker slot: it runs on its connection's thread (client → Google) and one
 //! scoped thread (Google → client), and both end, their sockets shut, when either side closes.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use parking_lot::{Condvar, Mutex};
-use serde::Serialize;
 
 use crate::App;
 use crate::error::ProxyError;
+use crate::live_sessions::SessionStats;
 use crate::live_upstream::{self, OpenError, Origin};
 use crate::pool::Pick;
 use crate::quota::{self, Outcome};
@@ -38,159 +36,6 @@ const INTERNAL: u16 = 1011;
 const TRY_AGAIN_LATER: u16 = 1013;
 const GOING_AWAY: u16 = 1001;
 const TOO_BIG: u16 = 1009;
-
-/// The sessions open now and the totals of all sessions (`/status`, `/metrics`).
-#[derive(Default)]
-pub struct Sessions {
-    open: AtomicUsize,
-    next_id: AtomicU64,
-    table: Mutex<BTreeMap<u64, Arc<SessionStats>>>,
-    /// Sessions accepted (`101` sent), refused at the cap, and ended.
-    accepted: AtomicU64,
-    refused: AtomicU64,
-    /// Frames and bytes client → Google (`up`) and Google → client (`down`), all sessions.
-    totals: Counters,
-}
-
-/// Frame and byte counters of one direction pair.
-#[derive(Default)]
-struct Counters {
-    frames_up: AtomicU64,
-    frames_down: AtomicU64,
-    bytes_up: AtomicU64,
-    bytes_down: AtomicU64,
-}
-
-/// One open session, as `/status` shows it.
-pub struct SessionStats {
-    id: u64,
-    model: Mutex<Option<String>>,
-    key: Mutex<Option<String>>,
-    started: DateTime<Utc>,
-    counters: Counters,
-    tokens: AtomicU64,
-}
-
-/// One session in `/status` (`live.sessions`).
-#[derive(Debug, Clone, Serialize)]
-pub struct SessionView {
-    pub id: u64,
-    pub model: Option<String>,
-    /// The fingerprint of the key it uses (`null` until setup succeeded).
-    pub key: Option<String>,
-    pub started: String,
-    pub frames_in: u64,
-    pub frames_out: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub tokens: u64,
-}
-
-/// `/status`'s `live` object.
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveView {
-    pub open: usize,
-    pub max: usize,
-    pub sessions: Vec<SessionView>,
-}
-
-/// A place among the open sessions; dropping it frees it.
-pub struct Admitted<'a> {
-    sessions: &'a Sessions,
-    stats: Arc<SessionStats>,
-}
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.sessions.table.lock().remove(&self.stats.id);
-        self.sessions.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Sessions {
-    /// Take a place if fewer than `max` sessions are open.
-    fn admit(&self, max: usize) -> Option<Admitted<'_>> {
-        let taken =
-            self.open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1));
-        if taken.is_err() {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let stats = Arc::new(SessionStats {
-            id,
-            model: Mutex::new(None),
-            key: Mutex::new(None),
-            started: Utc::now(),
-            counters: Counters::default(),
-            tokens: AtomicU64::new(0),
-        });
-        self.table.lock().insert(id, stats.clone());
-        Some(Admitted { sessions: self, stats })
-    }
-
-    /// Sessions open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-
-    /// The `/status` view (times formatted by `format`).
-    pub fn view(&self, max: usize, format: impl Fn(DateTime<Utc>) -> String) -> LiveView {
-        let open: Vec<Arc<SessionStats>> = self.table.lock().values().cloned().collect();
-        let sessions = open
-            .iter()
-            .map(|s| SessionView {
-                id: s.id,
-                model: s.model.lock().clone(),
-                key: s.key.lock().clone(),
-                started: format(s.started),
-                frames_in: s.counters.frames_up.load(Ordering::Relaxed),
-                frames_out: s.counters.frames_down.load(Ordering::Relaxed),
-                bytes_in: s.counters.bytes_up.load(Ordering::Relaxed),
-                bytes_out: s.counters.bytes_down.load(Ordering::Relaxed),
-                tokens: s.tokens.load(Ordering::Relaxed),
-            })
-            .collect();
-        LiveView { open: self.open(), max, sessions }
-    }
-
-    /// The Live families of `/metrics`.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let t = &self.totals;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = write!(
-            out,
-            "# HELP gkm_live_sessions_open Live API sessions open now.\n# TYPE gkm_live_sessions_open gauge\n\
-             gkm_live_sessions_open {}\n\
-             # HELP gkm_live_sessions_total Live API sessions accepted (101 sent).\n# TYPE gkm_live_sessions_total counter\n\
-             gkm_live_sessions_total {}\n\
-             # HELP gkm_live_sessions_refused_total Live API sessions refused with 503 at --max-live-sessions.\n\
-             # TYPE gkm_live_sessions_refused_total counter\ngkm_live_sessions_refused_total {}\n\
-             # HELP gkm_live_frames_total Live API data frames relayed, by direction.\n# TYPE gkm_live_frames_total counter\n\
-             gkm_live_frames_total{{direction=\"client_to_upstream\"}} {}\n\
-             gkm_live_frames_total{{direction=\"upstream_to_client\"}} {}\n\
-             # HELP gkm_live_bytes_total Live API payload bytes relayed, by direction.\n# TYPE gkm_live_bytes_total counter\n\
-             gkm_live_bytes_total{{direction=\"client_to_upstream\"}} {}\n\
-             gkm_live_bytes_total{{direction=\"upstream_to_client\"}} {}\n",
-            self.open(),
-            load(&self.accepted),
-            load(&self.refused),
-            load(&t.frames_up),
-            load(&t.frames_down),
-            load(&t.bytes_up),
-            load(&t.bytes_down),
-        );
-    }
-
-    fn count(&self, session: &SessionStats, up: bool, bytes: usize) {
-        for c in [&self.totals, &session.counters] {
-            let (frames, b) = if up { (&c.frames_up, &c.bytes_up) } else { (&c.frames_down, &c.bytes_down) };
-            frames.fetch_add(1, Ordering::Relaxed);
-            b.fetch_add(bytes as u64, Ordering::Relaxed);
-        }
-    }
-}
 
 /// How the client authenticated, which decides the upstream credential.
 enum Credential {
@@ -238,14 +83,14 @@ pub fn handle(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
         ("Sec-WebSocket-Accept".to_string(), accept),
     ];
     let socket = ex.switch_protocols(&headers).map_err(|_| ProxyError::ClientGone)?;
-    app.live.accepted.fetch_add(1, Ordering::Relaxed);
+    app.live.accepted();
     let tcp = socket.tcp().map_err(|e| ProxyError::Internal { message: format!("client socket: {e}") })?;
     let _ = socket2::SockRef::from(&tcp).set_keepalive(true);
     let read =
         socket.try_clone().map_err(|e| ProxyError::Internal { message: format!("client socket: {e}") })?;
     let client = Endpoint::server(Box::new(read), Box::new(socket), tcp);
-    let outcome = session(app, ex, client, &path, &target, &credential, &admitted.stats);
-    ex.record.note = Some(outcome.note(&admitted.stats));
+    let outcome = session(app, ex, client, &path, &target, &credential, admitted.stats());
+    ex.record.note = Some(outcome.note(admitted.stats()));
     Ok(())
 }
 
@@ -281,15 +126,14 @@ struct Ending {
 
 impl Ending {
     fn note(&self, s: &SessionStats) -> String {
-        let c = &s.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let v = s.view(|_| String::new());
         format!(
             "live frames_in={} frames_out={} bytes_in={} bytes_out={} tokens={} close={}{}",
-            load(&c.frames_up),
-            load(&c.frames_down),
-            load(&c.bytes_up),
-            load(&c.bytes_down),
-            load(&s.tokens),
+            v.frames_in,
+            v.frames_out,
+            v.bytes_in,
+            v.bytes_out,
+            v.tokens,
             self.close.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
             self.why.as_deref().map(|w| format!(" ({w})")).unwrap_or_default(),
         )
@@ -329,13 +173,13 @@ fn session(
         );
     };
     ex.record.model = model.clone();
-    *stats.model.lock() = model.clone();
+    stats.set_model(model.clone());
     let (upstream, used, first) =
         match open_with_keys(app, ex, path, target, credential, model.as_deref(), &setup) {
             Ok(opened) => opened,
             Err(frame) => return refuse(&mut client, frame),
         };
-    *stats.key.lock() = Some(used.fingerprint.clone());
+    stats.set_key(&used.fingerprint);
     relay(app, client, upstream, &used, model.as_deref(), first, stats)
 }
 
@@ -728,7 +572,7 @@ fn book_usage(app: &App, used: &Used, model: Option<&str>, data: &[u8], stats: &
         return;
     }
     let Some(tokens) = crate::usage::tokens_of(data).filter(|t| *t > 0) else { return };
-    stats.tokens.fetch_add(tokens, Ordering::Relaxed);
+    stats.add_tokens(tokens);
     app.pool.lock().add_tokens(used.idx, &used.fingerprint, model, tokens, Utc::now());
     app.save.wanted();
 }
