@@ -26,7 +26,10 @@
 #   7b. resources on the generate path: a plain body, one naming an unknown file, one naming a cache made through
 #      the proxy (pinned to its project), saturating and light passes, for the cost of the lookup;
 #   8. prints one table, the ratios against their goals, our proxy's RSS and the binary's size, then one
-#      section each for 5, 6 and 7.
+#      section each for 5, 6 and 7;
+#   9. the Live API relay: a WebSocket session direct to the Live mock (examples/mock_live) vs through a
+#      proxy instance, BENCH_LIVE_N exchanges of one frame each way (scripts/bench/live.py): the time a
+#      session's relay adds per frame at p50/p90/p99 (goal: under 1 ms at p99) and the p99 ratio.
 #
 # Environment: BENCH_SECONDS (per wrk pass, default 10), BENCH_ROUNDS (of the main table, default 3),
 # BENCH_TTFE_N (default 30), BENCH_STREAMS (concurrent streams, default 256, at most 300), BENCH_KEEP_TMP=1
@@ -91,12 +94,13 @@ command -v cargo >/dev/null || die "cargo not found (install a Rust toolchain)"
 
 log "building the proxy and the mock upstream (release)"
 # One cargo invocation for both, so the two LTO links run side by side.
-(cd "$ROOT" && cargo build --release --bins --example mock_upstream)
+(cd "$ROOT" && cargo build --release --bins --example mock_upstream --example mock_live)
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 GKM=$TARGET_DIR/release/gemini-key-manager
 MOCK=$TARGET_DIR/release/examples/mock_upstream
-[[ -x $GKM && -x $MOCK ]] || die "release binaries not found under $TARGET_DIR/release"
+MOCK_LIVE=$TARGET_DIR/release/examples/mock_live
+[[ -x $GKM && -x $MOCK && -x $MOCK_LIVE ]] || die "release binaries not found under $TARGET_DIR/release"
 
 # ---------------------------------------------------------------------------------------------------------
 # Processes and clean-up.
@@ -570,6 +574,26 @@ echo
 echo "resources on the generate path: plain body, a body naming an unknown file (lookup miss), a body naming a" \
     "cache made through the proxy (lookup hit, pinned to its project); through the first gkm-proxy instance"
 tool report-resources "$WORK/results-resources"
+
+# ---------------------------------------------------------------------------------------------------------
+# 9. The Live API relay (last: it needs nothing from the sections above).
+LIVE_N=${BENCH_LIVE_N:-2000}
+log "Live relay: $LIVE_N exchanges direct and through the proxy"
+"$MOCK_LIVE" --port 0 --keys "${KEYS[0]}" --pieces 1 --delay-ms 0 >"$WORK/mock-live.out" &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q listening "$WORK/mock-live.out" 2>/dev/null && break; sleep 0.1; done
+LIVE_UP=$(grep -o '127.0.0.1:[0-9]*' "$WORK/mock-live.out" | head -1)
+printf '%s\n' "${KEYS[0]}" >"$WORK/live-keys.txt"
+"$GKM" --host 127.0.0.1 --port 0 --key-file "$WORK/live-keys.txt" --usage-file "$WORK/live-usage.json" \
+    --token "$TOKEN" --upstream "http://$LIVE_UP" --log-dir "" 2>"$WORK/live-proxy.err" &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q 'listening on' "$WORK/live-proxy.err" 2>/dev/null && break; sleep 0.1; done
+LIVE_PROXY=$(grep -o 'listening on [0-9.:]*' "$WORK/live-proxy.err" | head -1 | awk '{print $3}')
+LIVE_PATH=/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent
+echo
+echo "Live API relay: one WebSocket session each, $LIVE_N exchanges (a turn up, its one-frame echo down), best of 3 interleaved rounds"
+python3 "$HERE/live.py" "ws://$LIVE_UP$LIVE_PATH" "ws://$LIVE_PROXY$LIVE_PATH" "${KEYS[0]}" "$TOKEN" "$LIVE_N" \
+    "$WORK/live.json" || FAILURES+=("Live relay bench")
 
 if ((${#FAILURES[@]})); then
     echo

@@ -5,8 +5,10 @@
 # @anthropic-ai/sdk (Node), and Claude Code itself (`claude -p`, loopback only, telemetry and
 # updates off); for the Responses API, the openai SDKs (Python and Node), the OpenAI Agents SDK and
 # Codex CLI itself (`codex exec` with the proxy as a custom provider, wire_api = "responses", its own
-# HOME and CODEX_HOME, no login, loopback only). Installs the SDKs if they are missing (pip; npm
-# into target/sdk-node).
+# HOME and CODEX_HOME, no login, loopback only). The Live API: google-genai's `client.aio.live.connect`
+# (Python) and @google/genai's `ai.live.connect` (Node) through a second proxy that listens with TLS
+# (a throw-away CA made with openssl: the Python SDK always uses wss://) in front of the Live mock
+# (examples/mock_live.rs). Installs the SDKs if they are missing (pip; npm into target/sdk-node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +26,9 @@ if ! [ -x "$NODE_DIR/node_modules/.bin/claude" ] || ! [ -d "$NODE_DIR/node_modul
     npm install --silent --no-audit --no-fund @anthropic-ai/sdk @anthropic-ai/claude-code openai @openai/codex \
       '@google/genai@^3' >/dev/null)
 fi
+command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
 
-cargo build --quiet --bin gemini-key-manager --example mock_upstream
+cargo build --quiet --bin gemini-key-manager --example mock_upstream --example mock_live
 TARGET=${CARGO_TARGET_DIR:-target}
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
@@ -91,6 +94,26 @@ else
   status=1; failed=$((failed + 1))
 fi
 
+# The Live API through a proxy that listens with TLS, in front of the Live mock (which accepts
+# only the pool's keys: a session that works proves the SDK's token was replaced).
+tests/fixtures/tls/gen.sh "$work"
+"$TARGET/debug/examples/mock_live" --port 0 --keys "$KEYS" --pieces 4 --delay-ms 200 >"$work/mock-live.out" &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$work/mock-live.out" 2>/dev/null && break; sleep 0.1; done
+MOCK_LIVE=$(grep -o 'http://[0-9.:]*' "$work/mock-live.out" | head -1)
+REST_ADDR=$ADDR
+PROXY_STDERR="$work/live-proxy.err" start_proxy "$TARGET/debug" "$work/live-proxy.err" --key-file "$work/key.txt" \
+  --usage-file "$work/live-usage.json" --token "$CLIENT_TOKEN" --upstream "$MOCK_LIVE" --log-dir "" \
+  --tls-cert "$work/server.pem" --tls-key "$work/server.key"
+ADDR=$REST_ADDR
+export LIVE_PROXY_URL="https://$(grep -o 'listening on [0-9.:]*' "$work/live-proxy.err" | head -1 | awk '{print $3}')"
+export LIVE_PIECES=4 LIVE_DELAY_MS=200
+if SSL_CERT_FILE="$work/ca.pem" "$PY" tests/sdk/live/check_live_genai.py | tee "$work/check.out"; then :; else status=1; failed=$((failed + 1)); fi
+passed=$((passed + $(grep -c '^ok ' "$work/check.out" || true)))
+cp tests/sdk/live/check_live_genai.mjs "$NODE_DIR/check_live_genai.mjs"
+if NODE_EXTRA_CA_CERTS="$work/ca.pem" node "$NODE_DIR/check_live_genai.mjs" | tee "$work/check.out"; then :; else status=1; failed=$((failed + 1)); fi
+passed=$((passed + $(grep -c '^ok ' "$work/check.out" || true)))
+
 # Claude Code itself, non-interactive, against the proxy (an aliased claude-* model, the mock's
 # answer expected back). Its own home, no telemetry, no updates, no other traffic.
 mkdir -p "$work/claude-home"
@@ -106,10 +129,11 @@ else
   status=1; failed=$((failed + 1))
 fi
 
-if grep -E 'AIzaSySDKCHECK|sdk-check-token' "$work/proxy.err" "$work"/gemini-key-manager.log; then
+if grep -E 'AIzaSySDKCHECK|sdk-check-token' "$work/proxy.err" "$work/live-proxy.err" "$work"/gemini-key-manager.log; then
   echo "FAILED: a key or the client token appeared in the proxy's logs"; status=1
 fi
-echo "routes the SDKs used:"; grep -oE "INFO  (GET|POST|PUT|DELETE|PATCH) [^ ]+" "$work/proxy.err" | sort | uniq -c
+echo "routes the SDKs used:"; grep -hoE "INFO  (GET|POST|PUT|DELETE|PATCH) [^ ]+" "$work/proxy.err" "$work/live-proxy.err" | sort | uniq -c
+echo "Live sessions:"; grep -h "surface=native status=101" "$work/live-proxy.err" || true
 [ $status -eq 0 ] || { echo "--- proxy log ---"; tail -50 "$work/proxy.err"; }
 echo "SDK checks: $passed passed, $failed failed"
 exit $status

@@ -18,6 +18,9 @@ pub mod google_error;
 pub mod interactions;
 pub mod keyfile;
 pub mod listing;
+pub mod live;
+pub mod live_sessions;
+pub mod live_upstream;
 pub mod logging;
 pub mod metrics;
 pub mod native;
@@ -40,6 +43,7 @@ pub mod store_format;
 pub mod transport;
 pub mod upstream;
 pub mod usage;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +75,8 @@ pub struct App {
     pub output_limits: anthropic_api::OutputLimits,
     /// Responses kept for `previous_response_id` and `GET /v1/responses/{id}` (bounded, memory).
     pub responses: response_store::ResponseStore,
+    /// The Live API sessions open now, and their totals.
+    pub live: live_sessions::Sessions,
 }
 
 impl App {
@@ -85,6 +91,7 @@ impl App {
             save,
             output_limits: anthropic_api::OutputLimits::default(),
             responses: response_store::ResponseStore::default(),
+            live: live_sessions::Sessions::default(),
             config,
         }
     }
@@ -143,6 +150,9 @@ impl App {
             Route::OpenAiResponse { id, delete: true } => responses_api::delete(self, ex, id),
             Route::AnthropicMessages => anthropic_api::messages(self, ex),
             Route::AnthropicCountTokens => anthropic_api::count_tokens(self, ex),
+            Route::Live => {
+                Err(ProxyError::bad_request("the Live API is a WebSocket: send Upgrade: websocket", None))
+            }
             Route::Status => {
                 ex.respond(admin::status_reply(self)?);
                 Ok(())
@@ -189,6 +199,14 @@ impl Handler for App {
         let (usable, total) = (pool.usable_count(now), pool.len());
         drop(pool);
         Reply::json(200, &json!({"status": "ok", "keys_usable": usable, "keys_total": total}))
+    }
+
+    fn upgrades(&self, method: &str, target: &str) -> bool {
+        method == "GET" && router::live_path(&Target::parse(target).path).is_some()
+    }
+
+    fn upgrade(&self, ex: &mut Exchange) -> Result<(), ProxyError> {
+        live::handle(self, ex)
     }
 
     fn surface_of(&self, method: &str, target: &str, bearer: bool) -> Surface {
@@ -312,6 +330,15 @@ pub fn start(config: Config) -> Result<Handle, String> {
     let background = background::Background::spawn(app.clone())?;
     let handler: Arc<dyn Handler> = app.clone();
     let stats = app.server_stats.clone();
+    let tls = match &config.tls {
+        Some((cert, key)) => {
+            let read = |p: &std::path::Path, flag: &str| {
+                std::fs::read(p).map_err(|e| format!("--{flag} {}: cannot read it: {e}", p.display()))
+            };
+            Some((read(cert, "tls-cert")?, read(key, "tls-key")?))
+        }
+        None => None,
+    };
     let opts = server::ServerOptions {
         host: config.host.clone(),
         port: config.port,
@@ -319,11 +346,13 @@ pub fn start(config: Config) -> Result<Handle, String> {
         queue_size: config.queue_size,
         client_timeout: config.client_timeout,
         body_timeout: config.body_timeout,
+        tls,
     };
     let server = Server::start(&opts, handler, stats)?;
     log::info!(
-        "listening on {} with {} keys, {} workers, upstream {}",
+        "listening on {}{} with {} keys, {} workers, upstream {}",
         server.addr(),
+        if config.tls.is_some() { " (TLS)" } else { "" },
         app.pool.lock().len(),
         config.workers,
         config.upstream.origin

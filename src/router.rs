@@ -101,6 +101,8 @@ pub enum Route {
     AnthropicMessages,
     /// `POST /v1/messages/count_tokens`.
     AnthropicCountTokens,
+    /// The Live API's WebSocket (`GET /ws/…BidiGenerateContent` and friends, SPEC §11).
+    Live,
     Status,
     Metrics,
     Dashboard,
@@ -118,6 +120,7 @@ impl Route {
             Route::OpenAiResponses | Route::OpenAiResponse { .. } => "responses",
             Route::AnthropicMessages => "messages",
             Route::AnthropicCountTokens => "count_tokens",
+            Route::Live => "live",
             Route::Status => "status",
             Route::Metrics => "metrics",
             Route::Dashboard => "dashboard",
@@ -135,7 +138,7 @@ impl Route {
             | Route::GeminiOpenAi => Surface::OpenAi,
             Route::AnthropicMessages | Route::AnthropicCountTokens => Surface::Anthropic,
             Route::Status | Route::Metrics | Route::Dashboard => Surface::Admin,
-            Route::Native | Route::NotFound => Surface::Native,
+            Route::Native | Route::Live | Route::NotFound => Surface::Native,
         }
     }
 }
@@ -161,6 +164,9 @@ pub fn route(method: &str, path: &str, bearer: bool) -> Route {
     {
         return Route::OpenAiResponse { id: id.to_string(), delete: method == "DELETE" };
     }
+    if method == "GET" && live_path(path).is_some() {
+        return Route::Live;
+    }
     if method == "GET" && bearer {
         if path == "/v1/models" {
             return Route::OpenAiModels { id: None };
@@ -179,6 +185,20 @@ pub fn route(method: &str, path: &str, bearer: bool) -> Route {
         return Route::Native;
     }
     Route::NotFound
+}
+
+/// The Live API's services (SPEC §11): `BidiGenerateContent`, its ephemeral-token variant and
+/// Live Music.
+const LIVE_METHODS: &[&str] = &["BidiGenerateContent", "BidiGenerateContentConstrained", "BidiGenerateMusic"];
+
+/// The upstream path of a Live API route: `/ws/google.ai.generativelanguage.{v}.GenerativeService.{m}`,
+/// also when sent with the Python SDK's leading double slash (which becomes one).
+pub fn live_path(path: &str) -> Option<&str> {
+    let path = path.strip_prefix('/').filter(|p| p.starts_with('/')).unwrap_or(path);
+    let rest = path.strip_prefix("/ws/google.ai.generativelanguage.")?;
+    let (version, method) = rest.split_once(".GenerativeService.")?;
+    let version_ok = !version.is_empty() && version.bytes().all(|b| b.is_ascii_alphanumeric());
+    (version_ok && LIVE_METHODS.contains(&method)).then_some(path)
 }
 
 /// The credential a client presented, by the style it used.
@@ -291,6 +311,27 @@ mod tests {
         for (raw, path, query) in cases {
             assert_eq!(Target::parse(raw), Target { path: path.into(), query: query.into() }, "{raw}");
         }
+    }
+
+    #[test]
+    fn live_routes_with_one_slash_or_the_python_sdks_two() {
+        let m = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+        assert_eq!(live_path(m), Some(m));
+        assert_eq!(live_path(&format!("/{m}")), Some(m));
+        let c = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained";
+        assert_eq!(live_path(c), Some(c));
+        let music = "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateMusic";
+        assert_eq!(live_path(music), Some(music));
+        for no in [
+            "/ws/google.ai.generativelanguage.v1beta.GenerativeService.Other",
+            "/ws/google.ai.generativelanguage..GenerativeService.BidiGenerateContent",
+            "///ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent",
+            "/ws/google.ai.generativelanguage.v1/x.GenerativeService.BidiGenerateContent",
+        ] {
+            assert_eq!(live_path(no), None, "{no}");
+        }
+        assert_eq!(route("GET", &format!("/{m}"), false), Route::Live);
+        assert_eq!(route("POST", m, false), Route::NotFound);
     }
 
     #[test]

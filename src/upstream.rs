@@ -437,25 +437,30 @@ pub fn call_with_keys(
         }
         // The model a 429 names wins over the request's for its effect (SPEC §5).
         let effect = quota_model.take();
-        let effect = effect.as_deref().or(model);
-        let recorded = app.pool.lock().record(idx, &fingerprint, effect, &outcome, 0, chrono::Utc::now());
-        let what = effect.unwrap_or("all models");
-        match recorded {
-            Recorded::Parked { until } => {
-                log::warn!(
-                    "key {fingerprint}: daily quota of {what} used up; parked until {}",
-                    app.format_time(until)
-                )
-            }
-            Recorded::Disabled => log::warn!("key {fingerprint} disabled: {outcome:?}"),
-            Recorded::Cooling { until } => {
-                log::debug!("key {fingerprint}: cooling down for {what} until {}", app.format_time(until))
-            }
-            _ => {}
+        record_failure(app, idx, &fingerprint, effect.as_deref().or(model), &outcome);
+    }
+}
+
+/// Record what a failed attempt with key (`idx`, `fingerprint`) means for `effect` (the model
+/// it blocks; `None`: all models), with the log line of a park or a disabled key.
+pub fn record_failure(app: &App, idx: usize, fingerprint: &str, effect: Option<&str>, outcome: &Outcome) {
+    let recorded = app.pool.lock().record(idx, fingerprint, effect, outcome, 0, chrono::Utc::now());
+    let what = effect.unwrap_or("all models");
+    match recorded {
+        Recorded::Parked { until } => {
+            log::warn!(
+                "key {fingerprint}: daily quota of {what} used up; parked until {}",
+                app.format_time(until)
+            )
         }
-        if !matches!(recorded, Recorded::Nothing | Recorded::UnknownKey) {
-            app.save.wanted();
+        Recorded::Disabled => log::warn!("key {fingerprint} disabled: {outcome:?}"),
+        Recorded::Cooling { until } => {
+            log::debug!("key {fingerprint}: cooling down for {what} until {}", app.format_time(until))
         }
+        _ => {}
+    }
+    if !matches!(recorded, Recorded::Nothing | Recorded::UnknownKey) {
+        app.save.wanted();
     }
 }
 
@@ -477,7 +482,7 @@ fn resource_error(app: &App, pin: &crate::resources::Pin, pick: Pick) -> ProxyEr
 }
 
 /// "No key available" from the pool's `Pick::Exhausted`.
-fn exhausted_error(app: &App, pick: Pick) -> ProxyError {
+pub fn exhausted_error(app: &App, pick: Pick) -> ProxyError {
     match pick {
         Pick::Exhausted { retry_after_secs, until, model } => {
             ProxyError::NoKeyAvailable { model, retry_after_secs, until: until.map(|t| app.format_time(t)) }

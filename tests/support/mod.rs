@@ -2,6 +2,7 @@
 //! in-process against it, and a plain HTTP client. Everything listens on 127.0.0.1, port 0.
 #![allow(dead_code, unused_imports)]
 
+pub mod mock_live;
 pub mod mock_upstream;
 
 use std::io::{BufRead, BufReader, Read, Write};
