@@ -24,7 +24,8 @@
 #   7. the OpenAI, Anthropic and Responses routes (POST /v1/chat/completions, /v1/messages, /v1/responses, not streamed) through the first proxy, saturating and
 #      light passes, each run right after the same pass on the native route for the ratio;
 #   7b. resources on the generate path: a plain body, one naming an unknown file, one naming a cache made through
-#      the proxy (pinned to its project), saturating and light passes, for the cost of the lookup;
+#      the proxy (pinned to its project), saturating and light passes in BENCH_ROUNDS rounds, for the cost of the
+#      lookup; with BENCH_BASELINE_BIN, the plain pass through that (older) build as well;
 #   8. prints one table, the ratios against their goals, our proxy's RSS and the binary's size, then one
 #      section each for 5, 6 and 7;
 #   9. the Live API relay: a WebSocket session direct to the Live mock (examples/mock_live) vs through a
@@ -33,7 +34,8 @@
 #
 # Environment: BENCH_SECONDS (per wrk pass, default 10), BENCH_ROUNDS (of the main table, default 3),
 # BENCH_TTFE_N (default 30), BENCH_STREAMS (concurrent streams, default 256, at most 300), BENCH_KEEP_TMP=1
-# keeps the temporary directory (configs, wrk outputs, logs). Exit status 1 if any request failed (non-2xx, socket errors, wrong body, stream errors, a stream
+# keeps the temporary directory (configs, wrk outputs, logs), BENCH_BASELINE_BIN (an older build compared on the plain
+# generate path in section 7b). Exit status 1 if any request failed (non-2xx, socket errors, wrong body, stream errors, a stream
 # short of events).
 set -euo pipefail
 
@@ -173,7 +175,8 @@ wait_ready() {
     die "$name did not answer $url within 10 s"
 }
 
-mapfile -t PORTS < <(tool free-ports $((5 + ${#WORKER_COUNTS[@]} + ${#POOL_SIZES[@]})))
+mapfile -t PORTS < <(tool free-ports $((6 + ${#WORKER_COUNTS[@]} + ${#POOL_SIZES[@]})))
+BASE_PORT=${PORTS[-1]}
 UP_PORT=${PORTS[0]} NGX_PORT=${PORTS[1]} GKM_PORT=${PORTS[2]} GKM2_PORT=${PORTS[3]} GKM3_PORT=${PORTS[4]}
 WORKER_PORTS=("${PORTS[@]:5:${#WORKER_COUNTS[@]}}")
 POOL_PORTS=("${PORTS[@]:$((5 + ${#WORKER_COUNTS[@]}))}")
@@ -507,13 +510,28 @@ status=$(curl -sS --max-time 5 -o "$WORK/check-cache.json" -w '%{http_code}' -X 
 [[ $status == 200 ]] || FAILURES+=("cache create through gkm-proxy answered $status")
 : >"$WORK/results-resources"
 RESULTS=$WORK/results-resources
+RESOURCE_TARGETS=(gkm-native gkm-fileref gkm-pinned)
+# BENCH_BASELINE_BIN=path/to/an/older/gemini-key-manager: the same plain pass through that build too, for
+# what a change costs the plain path (started like the first instance, same upstream, same machine).
+if [[ -n ${BENCH_BASELINE_BIN:-} ]]; then
+    log "starting the baseline build $BENCH_BASELINE_BIN on :$BASE_PORT"
+    GKM_THIS=$GKM GKM=$BENCH_BASELINE_BIN
+    start_gkm gkm-baseline "$BASE_PORT" "http://127.0.0.1:$UP_PORT"
+    GKM=$GKM_THIS
+    TARGET_PID[gkm-baseline]=${PIDS[-1]}
+    URL[gkm-baseline]="http://127.0.0.1:$BASE_PORT$MODEL_PATH"
+    check_native gkm-baseline
+    RESOURCE_TARGETS+=(gkm-baseline)
+fi
 log "saturating and light passes: plain generate, then a body naming an unknown file, then a pinned cache"
-for pass in saturating light; do
-    threads=2 conns=32
-    [[ $pass == light ]] && threads=1 conns=4
-    for target in gkm-native gkm-fileref gkm-pinned; do
-        run_wrk warmup "$target" "$threads" "$conns" 1
-        run_wrk "$pass" "$target" "$threads" "$conns" "$PASS_SECONDS" record
+for ((round = 1; round <= ROUNDS; round++)); do
+    for pass in saturating light; do
+        threads=2 conns=32
+        [[ $pass == light ]] && threads=1 conns=4
+        for target in "${RESOURCE_TARGETS[@]}"; do
+            run_wrk warmup "$target" "$threads" "$conns" 1
+            run_wrk "$pass" "$target" "$threads" "$conns" "$PASS_SECONDS" record
+        done
     done
 done
 

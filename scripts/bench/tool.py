@@ -367,10 +367,11 @@ def report_resources(results_path):
     parts = []
     for pass_ in ("saturating", "light"):
         base = rows.get((pass_, "gkm-native"))
-        for target, what in (("gkm-fileref", "unknown file"), ("gkm-pinned", "pinned cache")):
+        for target, what in (("gkm-fileref", "unknown file"), ("gkm-pinned", "pinned cache"),
+                             ("gkm-baseline", "baseline build")):
             r = rows.get((pass_, target))
             if base and r and base["rps"]:
-                parts.append(f"{pass_} {what}/plain throughput = {r['rps'] / base['rps']:.2f}; "
+                parts.append(f"{pass_} {what}/this build's plain throughput = {r['rps'] / base['rps']:.2f}; "
                              f"added p50 {r['p50'] - base['p50']:+.3f} ms; added cpu {r['cpu'] - base['cpu']:+.1f} us/req")
     print("resource lookup cost: " + ";\n        ".join(parts))
 
