@@ -209,6 +209,10 @@ pub struct Config {
     /// How long a request body may stop arriving before 408 (not an option of SPEC §2; tests
     /// shorten it).
     pub body_timeout: Duration,
+    /// PEM roots the Live API's upstream socket trusts besides the built-in ones (not an option
+    /// of SPEC §2 yet: `--ca-file` of §15 will set it for every upstream path; tests use it to
+    /// run a `wss://` upstream with a throw-away CA).
+    pub live_extra_roots: Option<PathBuf>,
 }
 
 impl Config {
@@ -475,6 +479,7 @@ impl Config {
             tls,
             client_timeout: crate::server::CLIENT_TIMEOUT,
             body_timeout: crate::server::BODY_TIMEOUT,
+            live_extra_roots: None,
         })
     }
 }

@@ -237,7 +237,7 @@ fn open_with_keys(
     model: Option<&str>,
     setup: &Message,
 ) -> Result<(Endpoint, Used, Message), CloseFrame> {
-    let Some(origin) = Origin::of(&app.config.upstream) else {
+    let Some(origin) = Origin::of(&app.config.upstream, app.config.live_extra_roots.as_deref()) else {
         return Err(ws::close_frame(INTERNAL, "the upstream URL cannot carry a WebSocket"));
     };
     let deadline = Instant::now() + app.config.request_deadline;

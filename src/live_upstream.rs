@@ -36,11 +36,13 @@ pub struct Origin {
     host: String,
     port: u16,
     base_path: String,
+    /// PEM roots trusted besides the built-in ones (`Config::live_extra_roots`).
+    extra_roots: Option<std::path::PathBuf>,
 }
 
 impl Origin {
     /// From the configured upstream (`https://host[:port]` or `http://host[:port]`).
-    pub fn of(upstream: &crate::config::Upstream) -> Option<Origin> {
+    pub fn of(upstream: &crate::config::Upstream, extra_roots: Option<&std::path::Path>) -> Option<Origin> {
         let (tls, rest) = if let Some(r) = upstream.origin.strip_prefix("https://") {
             (true, r)
         } else {
@@ -52,7 +54,8 @@ impl Origin {
             }
             _ => (rest.to_string(), if tls { 443 } else { 80 }),
         };
-        Some(Origin { tls, host, port, base_path: upstream.base_path.clone() })
+        let extra_roots = extra_roots.map(std::path::Path::to_path_buf);
+        Some(Origin { tls, host, port, base_path: upstream.base_path.clone(), extra_roots })
     }
 
     fn url(&self, path_and_query: &str) -> String {
@@ -62,22 +65,35 @@ impl Origin {
     }
 }
 
-/// The rustls client settings: ureq's provider (ring) and roots (webpki), HTTP/1.1 only.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+/// The rustls client settings: ureq's provider (ring) and roots (webpki), plus the PEM roots of
+/// `extra` when given, HTTP/1.1 only.
+fn tls_config(extra: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS settings: {e}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Ok(Arc::new(config))
-        })
-        .clone()
+    let build = || {
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        if let Some(path) = extra {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let certs =
+                CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS settings: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    };
+    match extra {
+        None => CONFIG.get_or_init(build).clone(),
+        Some(_) => build(),
+    }
 }
 
 /// Open the WebSocket `path_and_query` upstream with `headers` (the credential among them): TCP
@@ -101,8 +117,11 @@ pub fn open(
         if origin.tls {
             let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
                 .map_err(|e| OpenError::Io(format!("TLS server name {}: {e}", origin.host)))?;
-            let conn = rustls::ClientConnection::new(tls_config().map_err(OpenError::Io)?, name)
-                .map_err(|e| OpenError::Io(format!("TLS: {e}")))?;
+            let conn = rustls::ClientConnection::new(
+                tls_config(origin.extra_roots.as_deref()).map_err(OpenError::Io)?,
+                name,
+            )
+            .map_err(|e| OpenError::Io(format!("TLS: {e}")))?;
             let tls = TlsStream::new(conn, tcp.try_clone().map_err(|e| io("socket", e))?);
             (Box::new(tls.clone()), Box::new(tls.clone()), Box::new(tls))
         } else {

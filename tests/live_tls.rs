@@ -125,3 +125,81 @@ fn a_missing_key_file_for_tls_is_a_clear_startup_error() {
     let err = gemini_key_manager::start(cfg).err().expect("refused");
     assert!(err.contains("--tls-cert") && err.contains("missing.pem"), "{err}");
 }
+
+/// The proxy's own upstream over `wss://`: proxy A's upstream is proxy B listening with TLS (the
+/// test CA), in front of the plain Live mock. A must verify B's certificate against the extra root
+/// and tunnel the session with a pool key; B accepts A's pool keys as its client tokens.
+fn chained(mock: &MockLive, trust: bool) -> (Proxy, Proxy) {
+    let b = Proxy::start_with(&mock.url(), &KEYS, |c| {
+        c.tls = Some((fixture("server.pem"), fixture("server.key")));
+        c.tokens = KEYS.iter().map(|k| k.to_string()).collect();
+    });
+    let a = Proxy::start_with(&format!("https://127.0.0.1:{}", b.handle.addr().port()), &KEYS, |c| {
+        c.live_extra_roots = trust.then(|| fixture("ca.pem"));
+    });
+    (a, b)
+}
+
+fn plain_session(proxy: &Proxy) -> tungstenite::WebSocket<TcpStream> {
+    let mut request =
+        format!("ws://127.0.0.1:{}{LIVE}", proxy.handle.addr().port()).into_client_request().unwrap();
+    request.headers_mut().insert("x-goog-api-key", TOKEN.parse().unwrap());
+    let tcp = TcpStream::connect(proxy.handle.addr()).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (ws, _) = tungstenite::client(request, tcp).expect("upgrade");
+    ws
+}
+
+#[test]
+fn a_wss_upstream_is_verified_against_the_extra_root_and_tunnelled() {
+    let mock = MockLive::start();
+    mock.set_echo(3, Duration::from_millis(100));
+    let (a, b) = chained(&mock, true);
+    let mut ws = plain_session(&a);
+    ws.send(Message::text(json!({"setup": {"model": "models/gemini-live-2.5-flash"}}).to_string())).unwrap();
+    let mut texts = String::new();
+    loop {
+        let v = match ws.read().unwrap() {
+            m @ (Message::Text(_) | Message::Binary(_)) => {
+                serde_json::from_slice::<Value>(&m.into_data()).unwrap()
+            }
+            _ => continue,
+        };
+        if v.get("setupComplete").is_some() {
+            ws.send(Message::text(
+                json!({"clientContent": {"turns": [{"parts": [{"text": "through two proxies"}]}], "turnComplete": true}})
+                    .to_string(),
+            ))
+            .unwrap();
+        }
+        if let Some(t) = v.pointer("/serverContent/modelTurn/parts/0/text").and_then(Value::as_str) {
+            texts.push_str(t);
+        }
+        if v.pointer("/serverContent/turnComplete").is_some() {
+            break;
+        }
+    }
+    assert_eq!(texts, "through two proxies");
+    ws.close(None).unwrap();
+    let seen = mock.wait_ended(1, Duration::from_secs(10));
+    assert!(KEYS.contains(&seen[0].key.as_deref().unwrap()), "the mock saw a pool key");
+    drop(b);
+}
+
+#[test]
+fn a_wss_upstream_with_an_unknown_issuer_is_refused_not_trusted() {
+    let mock = MockLive::start();
+    let (a, _b) = chained(&mock, false);
+    let mut ws = plain_session(&a);
+    ws.send(Message::text(json!({"setup": {"model": "models/gemini-live-2.5-flash"}}).to_string())).unwrap();
+    let ended = loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => break frame,
+            Ok(_) => continue,
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    };
+    let frame = ended.expect("a close frame with a code");
+    assert_ne!(u16::from(frame.code), 1000, "not a normal close: {frame:?}");
+    assert!(mock.sessions().is_empty(), "nothing reached the mock");
+}
