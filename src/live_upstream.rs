@@ -312,7 +312,7 @@ mod tests {
     use super::*;
 
     fn origin(s: &str) -> Origin {
-        Origin::of(&crate::config::Upstream { origin: s.into(), base_path: String::new() }).unwrap()
+        Origin::of(&crate::config::Upstream { origin: s.into(), base_path: String::new() }, None).unwrap()
     }
 
     #[test]
