@@ -25,7 +25,8 @@
 #      light passes, each run right after the same pass on the native route for the ratio;
 #   7b. resources on the generate path: a plain body, one naming an unknown file, one naming a cache made through
 #      the proxy (pinned to its project), saturating and light passes in BENCH_ROUNDS rounds, for the cost of the
-#      lookup; with BENCH_BASELINE_BIN, the plain pass through that (older) build as well;
+#      lookup; with BENCH_BASELINE_BIN, the plain pass through that (older) build as well; and the lookup's own
+#      CPU time per request, alone (examples/bench_lookup.rs);
 #   8. prints one table, the ratios against their goals, our proxy's RSS and the binary's size, then one
 #      section each for 5, 6 and 7;
 #   9. the Live API relay: a WebSocket session direct to the Live mock (examples/mock_live) vs through a
@@ -96,7 +97,7 @@ command -v cargo >/dev/null || die "cargo not found (install a Rust toolchain)"
 
 log "building the proxy and the mock upstream (release)"
 # One cargo invocation for both, so the two LTO links run side by side.
-(cd "$ROOT" && cargo build --release --bins --example mock_upstream --example mock_live)
+(cd "$ROOT" && cargo build --release --bins --example mock_upstream --example mock_live --example bench_lookup)
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 GKM=$TARGET_DIR/release/gemini-key-manager
@@ -592,6 +593,7 @@ echo
 echo "resources on the generate path: plain body, a body naming an unknown file (lookup miss), a body naming a" \
     "cache made through the proxy (lookup hit, pinned to its project); through the first gkm-proxy instance"
 tool report-resources "$WORK/results-resources"
+"$TARGET_DIR/release/examples/bench_lookup" || FAILURES+=("bench_lookup")
 
 # ---------------------------------------------------------------------------------------------------------
 # 9. The Live API relay (last: it needs nothing from the sections above).
