@@ -14,9 +14,11 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod fallback;
 pub mod google_error;
 pub mod interactions;
 pub mod keyfile;
+pub mod limits;
 pub mod listing;
 pub mod logging;
 pub mod metrics;
@@ -70,7 +72,8 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, keys: Vec<keyfile::KeySpec>, save: store::SaveSignal) -> App {
-        let pool = KeyState::new(keys, config.reset_timezone, Utc::now());
+        let mut pool = KeyState::new(keys, config.reset_timezone, Utc::now());
+        pool.set_limits(config.limits.clone(), config.learn_limits);
         App {
             upstream: Upstream::new(&config),
             pool: Mutex::new(pool),

@@ -273,6 +273,30 @@ pub fn quota_model(status: u16, body: &[u8]) -> Option<String> {
         .filter(|m| !m.is_empty())
 }
 
+/// The limits a 429's `QuotaFailure` names (SPEC §14): each violation's `quotaId` (requests or
+/// tokens, per minute or per day), `quotaValue` (a string or a number) and
+/// `quotaDimensions.model`. Violations of kinds the pool does not model are left out.
+pub fn violations(status: u16, body: &[u8]) -> Vec<crate::limits::Violation> {
+    if status != 429 {
+        return Vec::new();
+    }
+    let Some(err) = GoogleError::parse(body) else { return Vec::new() };
+    err.details_of("google.rpc.QuotaFailure")
+        .filter_map(|d| d.get("violations")?.as_array())
+        .flatten()
+        .filter_map(|v| {
+            let kind = crate::limits::Violation::kind_of(v.get("quotaId")?.as_str()?)?;
+            let value = match v.get("quotaValue")? {
+                Value::String(s) => s.trim().parse::<u64>().ok()?,
+                n => n.as_u64()?,
+            };
+            let model = v.pointer("/quotaDimensions/model").and_then(Value::as_str).filter(|m| !m.is_empty());
+            Some(crate::limits::Violation { kind, value, model: model.map(str::to_string) })
+        })
+        .filter(|v| v.value > 0)
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -756,5 +780,33 @@ mod tests {
         assert!(Outcome::QuotaPerDay.retry_on_next_key());
         assert!(Outcome::Transient.retry_on_next_key());
         assert!(invalid("X").retry_on_next_key());
+    }
+
+    #[test]
+    fn violations_name_the_limits_google_applies() {
+        use crate::limits::{Kind, Violation};
+        let body = error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            QUOTA_MSG,
+            vec![
+                help(),
+                quota_failure("GenerateRequestsPerMinutePerProjectPerModel-FreeTier"),
+                json!({"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+                {"quotaId": "GenerateContentInputTokensPerModelPerMinute-FreeTier", "quotaValue": 250000},
+                {"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier", "quotaValue": "x"},
+                {"quotaId": "Unknown", "quotaValue": "3"}]}),
+                retry_info("26s"),
+            ],
+        );
+        assert_eq!(
+            violations(429, body.as_bytes()),
+            vec![
+                Violation { kind: Kind::Rpm, value: 200, model: Some("gemini-2.0-flash".into()) },
+                Violation { kind: Kind::Tpm, value: 250_000, model: None },
+            ]
+        );
+        assert!(violations(200, body.as_bytes()).is_empty());
+        assert!(violations(429, b"not json").is_empty());
     }
 }

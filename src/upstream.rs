@@ -346,6 +346,7 @@ pub fn call_with_keys(
     let mut last_was_transient = false;
     let mut transient = 0u32;
     let mut quota_model: Option<String> = None;
+    let mut violations = Vec::new();
     loop {
         let now = chrono::Utc::now();
         if !tried.is_empty() {
@@ -413,6 +414,7 @@ pub fn call_with_keys(
                 let body = answer.read_whole(MAX_ERROR_BODY).unwrap_or_default();
                 let outcome = quota::classify(status, &body);
                 quota_model = quota::quota_model(status, &body);
+                violations = quota::violations(status, &body);
                 log::debug!("attempt {} key {fingerprint}: {status} {:?}", ex.record.attempts, outcome);
                 let retry_after = retry_after_hint(&outcome);
                 let error = ProxyError::UpstreamStatus { status, body, retry_after };
@@ -438,8 +440,20 @@ pub fn call_with_keys(
         // The model a 429 names wins over the request's for its effect (SPEC §5).
         let effect = quota_model.take();
         let effect = effect.as_deref().or(model);
-        let recorded = app.pool.lock().record(idx, &fingerprint, effect, &outcome, 0, chrono::Utc::now());
+        let mut pool = app.pool.lock();
+        let refused =
+            matches!(outcome, Outcome::QuotaPerDay | Outcome::QuotaPerMinute { .. } | Outcome::RateLimited);
+        // Google did not count what it refused; what its 429 says about the limits is learned.
+        let learned = refused && {
+            pool.refused(&fingerprint, model, now);
+            pool.learn(&fingerprint, effect, &std::mem::take(&mut violations))
+        };
+        let recorded = pool.record(idx, &fingerprint, effect, &outcome, 0, chrono::Utc::now());
+        drop(pool);
         let what = effect.unwrap_or("all models");
+        if learned {
+            log::debug!("key {fingerprint}: learned the limits of its project for {what} from a 429");
+        }
         match recorded {
             Recorded::Parked { until } => {
                 log::warn!(
@@ -451,9 +465,14 @@ pub fn call_with_keys(
             Recorded::Cooling { until } => {
                 log::debug!("key {fingerprint}: cooling down for {what} until {}", app.format_time(until))
             }
+            Recorded::Throttled { until } => log::warn!(
+                "bare 429s from several projects for {what}: Google is limiting this proxy's address; \
+                 {what} cools down for every key until {}",
+                app.format_time(until)
+            ),
             _ => {}
         }
-        if !matches!(recorded, Recorded::Nothing | Recorded::UnknownKey) {
+        if learned || !matches!(recorded, Recorded::Nothing | Recorded::UnknownKey) {
             app.save.wanted();
         }
     }

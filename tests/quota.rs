@@ -1,0 +1,175 @@
+//! Quota intelligence through the real proxy (SPEC §14): limits learned from Google's 429s and
+//! configured with `--limits`, the 503 that saves a refused call, what `/status` and `/metrics`
+//! show, pool-wide throttling, fallback models, the retry of empty answers, and keep-alives on
+//! silent streams.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::mock_upstream::{quota_per_minute_429, rate_limited_429_no_details};
+use support::*;
+
+const FLASH: &str = "gemini-2.5-flash";
+const PRO: &str = "gemini-2.5-pro";
+
+fn generate(proxy: &Proxy, model: &str) -> Answer {
+    post_json(&format!("{}/v1beta/models/{model}:generateContent", proxy.url), &generate_body())
+}
+
+fn status(proxy: &Proxy) -> Value {
+    let a = send("GET", &format!("{}/status", proxy.url), &[("x-goog-api-key", TOKEN)], b"");
+    assert_eq!(a.status, 200);
+    a.json()
+}
+
+fn metrics(proxy: &Proxy) -> String {
+    send("GET", &format!("{}/metrics", proxy.url), &[("x-goog-api-key", TOKEN)], b"").text()
+}
+
+fn key_status(st: &Value, key: &str) -> Value {
+    let fp = gemini_key_manager::keyfile::fingerprint(key);
+    st["keys"].as_array().unwrap().iter().find(|k| k["id"] == fp).cloned().expect("key in /status")
+}
+
+/// Google's per-minute limit for every key and model: `limit` generate requests, then its 429 (which names
+/// the limit as 10, what `quota_per_minute_429` says, and asks for a 1 s wait). Counts the 429s.
+fn limit_each_key(mock: &MockUpstream, limit: usize) -> Arc<Mutex<(HashMap<String, usize>, usize)>> {
+    let books = Arc::new(Mutex::new((HashMap::new(), 0usize)));
+    let b = books.clone();
+    mock.set_script(move |r| {
+        if !r.path.contains("generateContent") {
+            return None;
+        }
+        let mut b = b.lock().unwrap();
+        let n = b.0.entry(format!("{:?} {:?}", r.key, r.model())).or_insert(0);
+        if *n < limit {
+            *n += 1;
+            return None;
+        }
+        b.1 += 1;
+        Some(quota_per_minute_429(&r.model().unwrap_or_default(), "1s"))
+    });
+    books
+}
+
+#[test]
+fn after_one_429_a_learned_per_minute_limit_answers_503_instead_of_sending() {
+    let mock = MockUpstream::start(&KEYS);
+    let books = limit_each_key(&mock, 10);
+    let proxy = Proxy::start(&mock);
+    for _ in 0..30 {
+        assert_eq!(generate(&proxy, FLASH).status, 200);
+    }
+    // The 31st: each project's first 429 teaches its limit (10 a minute).
+    let a = generate(&proxy, FLASH);
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert_eq!(books.lock().unwrap().1, 3, "one 429 per project");
+    // Google asked for a 1 s wait; once it is over, the window the proxy counted is still full.
+    eventually(Duration::from_secs(5), "the 1 s cooldowns end", || {
+        status(&proxy)["keys"].as_array().unwrap().iter().all(|k| k["state"] == "usable")
+    });
+    let sent = mock.request_count();
+    for _ in 0..5 {
+        let a = generate(&proxy, FLASH);
+        assert_eq!(a.status, 503, "{}", a.text());
+        let retry: u64 = a.header("retry-after").unwrap().parse().unwrap();
+        assert!((50..=62).contains(&retry), "until the first request leaves the window: {retry}");
+        assert!(a.json()["error"]["message"].as_str().unwrap().contains(FLASH));
+    }
+    assert_eq!(mock.request_count(), sent, "nothing a known limit refuses goes upstream");
+    assert_eq!(books.lock().unwrap().1, 3);
+    // Another model is not limited by it.
+    assert_eq!(generate(&proxy, PRO).status, 200);
+    // /status shows what was learned, per key and model.
+    let st = status(&proxy);
+    let m = &key_status(&st, KEYS[0])["models"][FLASH];
+    assert_eq!(m["limits"], json!({"rpm": 10, "rpd": null, "tpm": null}), "{m}");
+    assert_eq!(m["remaining_today"], Value::Null);
+    assert_eq!(m["requests"], 10);
+    let text = metrics(&proxy);
+    let fp = gemini_key_manager::keyfile::fingerprint(KEYS[0]);
+    assert!(
+        text.contains(&format!("gkm_key_limit{{key=\"{fp}\",model=\"{FLASH}\",limit=\"rpm\"}} 10\n")),
+        "{text}"
+    );
+}
+
+#[test]
+fn learned_limits_survive_a_restart() {
+    let mock = MockUpstream::start(&KEYS);
+    let books = limit_each_key(&mock, 2);
+    let dir = temp_dir("learned");
+    let proxy = Proxy::start_in(dir.clone(), &mock.url(), &KEYS[..1], |_| {});
+    for _ in 0..2 {
+        assert_eq!(generate(&proxy, FLASH).status, 200);
+    }
+    assert_eq!(generate(&proxy, FLASH).status, 503);
+    proxy.handle.shutdown().unwrap();
+    let proxy = Proxy::start_in(dir, &mock.url(), &KEYS[..1], |_| {});
+    let st = status(&proxy);
+    assert_eq!(key_status(&st, KEYS[0])["models"][FLASH]["limits"]["rpm"], 10);
+    // The window was not persisted, but today's count and the learned limit were.
+    let saved = std::fs::read_to_string(proxy.dir.join("usage.json")).unwrap();
+    let saved: Value = serde_json::from_str(&saved).unwrap();
+    let record = &saved["limits"][0];
+    assert_eq!(
+        (record["model"].as_str(), record["rpm"].as_u64(), record["sent_today"].as_u64()),
+        (Some(FLASH), Some(10), Some(2)),
+        "{saved}"
+    );
+    assert_eq!(books.lock().unwrap().1, 1);
+}
+
+#[test]
+fn configured_limits_cap_each_project_and_show_what_remains_today() {
+    let mock = MockUpstream::start(&KEYS);
+    let lines = [format!("{} proj-a", KEYS[0]), format!("{} proj-a", KEYS[1]), format!("{} proj-b", KEYS[2])];
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let proxy = Proxy::start_with(&mock.url(), &lines, |c| {
+        c.limits = gemini_key_manager::limits::Configured::parse("gemini-2.5-*=rpd:3/rpm:100").unwrap();
+    });
+    for _ in 0..6 {
+        assert_eq!(generate(&proxy, FLASH).status, 200);
+    }
+    let a = generate(&proxy, FLASH);
+    assert_eq!(a.status, 503, "{}", a.text());
+    let retry: u64 = a.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 60, "until the reset: {retry}");
+    assert_eq!(mock.request_count(), 6, "no request past a configured limit");
+    let st = status(&proxy);
+    let m = &key_status(&st, KEYS[0])["models"][FLASH];
+    assert_eq!(m["limits"], json!({"rpm": 100, "rpd": 3, "tpm": null}));
+    assert_eq!(m["remaining_today"], 0);
+    assert_eq!(st["models"][FLASH], json!({"projects": 2, "rpd": 6, "remaining_today": 0}));
+    assert!(metrics(&proxy).contains(&format!("gkm_model_remaining_today{{model=\"{FLASH}\"}} 0\n")));
+    let page = send("GET", &format!("{}/dashboard", proxy.url), &[("x-goog-api-key", TOKEN)], b"").text();
+    assert!(page.contains("0 of 6 left today across 2 projects"), "the dashboard sums per model");
+}
+
+#[test]
+fn bare_429s_from_three_projects_cool_the_model_pool_wide_without_blaming_keys() {
+    let mock = MockUpstream::start(&KEYS);
+    mock.set_script(|r| r.path.contains(":generateContent").then(rate_limited_429_no_details));
+    let proxy = Proxy::start(&mock);
+    let a = generate(&proxy, FLASH);
+    assert_eq!(a.status, 503, "{}", a.text());
+    let retry: u64 = a.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=5).contains(&retry), "a pool-wide cooldown of 5 s: {retry}");
+    assert_eq!(mock.request_count(), 3);
+    // The next request does not walk the keys again.
+    assert_eq!(generate(&proxy, FLASH).status, 503);
+    assert_eq!(mock.request_count(), 3);
+    // No key is cooled or parked for it, and other models are served.
+    let st = status(&proxy);
+    for k in st["keys"].as_array().unwrap() {
+        assert_eq!(k["state"], "usable", "{k}");
+    }
+    mock.clear_script();
+    assert_eq!(generate(&proxy, PRO).status, 200);
+}
