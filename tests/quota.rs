@@ -173,3 +173,86 @@ fn bare_429s_from_three_projects_cool_the_model_pool_wide_without_blaming_keys()
     mock.clear_script();
     assert_eq!(generate(&proxy, PRO).status, 200);
 }
+
+/// A streamed answer's status, headers and whole body.
+fn stream_of(url: &str, auth: (&str, &str), body: &str) -> (u16, Vec<(String, String)>, String) {
+    let resp = open_stream(url, auth, body);
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let text = resp.into_body().read_to_string().unwrap();
+    (status, headers, text)
+}
+
+fn silent_upstream_proxy() -> (MockUpstream, Proxy) {
+    let mock = MockUpstream::start(&KEYS);
+    mock.set_stream_delay(Duration::from_millis(900));
+    mock.set_stream_events(2);
+    let proxy = Proxy::start_with(&mock.url(), &KEYS, |c| c.keepalive = Duration::from_millis(250));
+    (mock, proxy)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn silent_streams_get_keep_alives_that_keep_their_framing() {
+    let (_mock, proxy) = silent_upstream_proxy();
+    let auth = ("x-goog-api-key", TOKEN);
+    let body = generate_body().to_string();
+    // Native SSE: comment lines between events.
+    let url = format!("{}/v1beta/models/{FLASH}:streamGenerateContent?alt=sse", proxy.url);
+    let (status, headers, text) = stream_of(&url, auth, &body);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "cache-control"), Some("no-cache, no-transform"));
+    assert_eq!(header(&headers, "x-accel-buffering"), Some("no"));
+    assert!(text.contains("\r\n\r\n: keep-alive\n\n"), "{text:?}");
+    let events: Vec<Value> = text
+        .split(['\r', '\n'])
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{text:?}");
+    // Native JSON array: whitespace between elements; the array stays valid JSON.
+    let url = format!("{}/v1beta/models/{FLASH}:streamGenerateContent", proxy.url);
+    let (status, headers, text) = stream_of(&url, auth, &body);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-accel-buffering"), Some("no"));
+    assert!(text.contains("}\n\n"), "a newline after the first element: {text:?}");
+    let v: Value = serde_json::from_str(&text).expect("still one valid array");
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    // OpenAI chat: SSE comments too.
+    let chat = json!({"model": FLASH, "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    let url = format!("{}/v1/chat/completions", proxy.url);
+    let (status, headers, text) =
+        stream_of(&url, ("authorization", &format!("Bearer {TOKEN}")), &chat.to_string());
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "cache-control"), Some("no-cache, no-transform"));
+    assert!(text.contains("\n\n: keep-alive\n\n"), "{text:?}");
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    // Anthropic: ping events (its own keep-alive), not comments.
+    let msg = json!({"model": FLASH, "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    let url = format!("{}/v1/messages", proxy.url);
+    let (status, headers, text) = stream_of(&url, ("x-api-key", TOKEN), &msg.to_string());
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-accel-buffering"), Some("no"));
+    assert!(text.contains("event: ping"), "{text:?}");
+    assert!(!text.contains(": keep-alive"), "{text:?}");
+}
+
+#[test]
+fn keep_alives_can_be_turned_off() {
+    let mock = MockUpstream::start(&KEYS);
+    mock.set_stream_delay(Duration::from_millis(600));
+    mock.set_stream_events(2);
+    let proxy = Proxy::start_with(&mock.url(), &KEYS, |c| c.keepalive = Duration::ZERO);
+    let url = format!("{}/v1beta/models/{FLASH}:streamGenerateContent?alt=sse", proxy.url);
+    let (status, headers, text) = stream_of(&url, ("x-goog-api-key", TOKEN), &generate_body().to_string());
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-accel-buffering"), Some("no"), "the headers stay");
+    assert!(!text.contains("keep-alive"), "{text:?}");
+}
