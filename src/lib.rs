@@ -101,8 +101,10 @@ impl App {
     }
 
     /// Count a successful answer against the key that got it.
+    /// A fallback model's answer is booked to that model (SPEC §14).
     pub fn record_success(&self, used: &KeyUsed, model: Option<&str>, tokens: u64) {
         let now = Utc::now();
+        let model = used.fallback.as_ref().map(|f| f.to.as_str()).or(model);
         self.pool.lock().record(used.idx, &used.fingerprint, model, &quota::Outcome::Success, tokens, now);
         self.save.wanted();
     }

@@ -256,3 +256,134 @@ fn keep_alives_can_be_turned_off() {
     assert_eq!(header(&headers, "x-accel-buffering"), Some("no"), "the headers stay");
     assert!(!text.contains("keep-alive"), "{text:?}");
 }
+
+fn with_fallback(mock: &MockUpstream) -> Proxy {
+    Proxy::start_with(&mock.url(), &KEYS, |c| {
+        c.fallbacks = gemini_key_manager::fallback::Fallbacks::parse(&format!("{PRO}>{FLASH}")).unwrap();
+    })
+}
+
+fn pro_used_up(mock: &MockUpstream) {
+    mock.set_script(|r| {
+        (r.model().as_deref() == Some(PRO)).then(|| support::mock_upstream::quota_per_day_429(PRO))
+    });
+}
+
+#[test]
+fn a_native_request_falls_back_to_the_next_model_of_its_chain() {
+    let mock = MockUpstream::start(&KEYS);
+    pro_used_up(&mock);
+    let proxy = with_fallback(&mock);
+    // The request whose own attempts use the last key of the model up.
+    let a = generate(&proxy, PRO);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-gemini-model-fallback"), Some(format!("{PRO}>{FLASH}").as_str()));
+    assert_eq!(a.json()["modelVersion"], FLASH, "as Google sends it");
+    let models: Vec<String> = mock.requests().iter().filter_map(|r| r.model()).collect();
+    assert_eq!(models, [PRO, PRO, PRO, FLASH]);
+    assert!(mock.requests()[3].path.ends_with(&format!("/models/{FLASH}:generateContent")));
+    // Now every key is parked for it: straight to the fallback.
+    let a = generate(&proxy, PRO);
+    assert_eq!(a.header("x-gemini-model-fallback"), Some(format!("{PRO}>{FLASH}").as_str()));
+    assert_eq!(mock.request_count(), 5);
+    // Streams too.
+    let url = format!("{}/v1beta/models/{PRO}:streamGenerateContent?alt=sse", proxy.url);
+    let resp = open_stream(&url, ("x-goog-api-key", TOKEN), &generate_body().to_string());
+    assert_eq!(resp.headers().get("x-gemini-model-fallback").unwrap(), &format!("{PRO}>{FLASH}"));
+    assert!(resp.into_body().read_to_string().unwrap().contains(FLASH));
+    // The usage is booked to the model that served it.
+    let st = status(&proxy);
+    let flash: u64 = st["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["models"][FLASH]["requests"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(flash, 3);
+    // A model of no chain, and a proxy without chains, answer 503 as before.
+    mock.set_script(|r| {
+        (r.model().as_deref() == Some(FLASH)).then(|| support::mock_upstream::quota_per_day_429(FLASH))
+    });
+    let a = generate(&proxy, FLASH);
+    assert_eq!(a.status, 503);
+    assert_eq!(a.header("x-gemini-model-fallback"), None);
+}
+
+#[test]
+fn without_a_chain_there_is_no_fallback() {
+    let mock = MockUpstream::start(&KEYS);
+    pro_used_up(&mock);
+    let proxy = Proxy::start(&mock);
+    let a = generate(&proxy, PRO);
+    assert_eq!(a.status, 503);
+    assert_eq!(a.header("x-gemini-model-fallback"), None);
+    assert_eq!(mock.request_count(), 3);
+}
+
+#[test]
+fn translated_answers_name_the_model_that_served_them() {
+    let mock = MockUpstream::start(&KEYS);
+    pro_used_up(&mock);
+    let proxy = with_fallback(&mock);
+    let chat = json!({"model": PRO, "messages": [{"role": "user", "content": "Hi"}]});
+    let a = send(
+        "POST",
+        &format!("{}/v1/chat/completions", proxy.url),
+        &[("authorization", &format!("Bearer {TOKEN}")), ("content-type", "application/json")],
+        chat.to_string().as_bytes(),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["model"], FLASH);
+    assert_eq!(a.header("x-gemini-model-fallback"), Some(format!("{PRO}>{FLASH}").as_str()));
+    let msg = json!({"model": PRO, "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]});
+    let a = send(
+        "POST",
+        &format!("{}/v1/messages", proxy.url),
+        &[("x-api-key", TOKEN), ("content-type", "application/json")],
+        msg.to_string().as_bytes(),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["model"], FLASH);
+    assert_eq!(a.header("x-gemini-model-fallback"), Some(format!("{PRO}>{FLASH}").as_str()));
+}
+
+fn empty_answer() -> Reply {
+    Reply::json(
+        200,
+        json!({"candidates": [{"content": {"role": "model"}, "finishReason": "STOP", "index": 0}],
+               "usageMetadata": {"promptTokenCount": 1, "totalTokenCount": 1}, "modelVersion": FLASH}),
+    )
+}
+
+#[test]
+fn an_empty_answer_is_retried_once_on_another_key() {
+    let mock = MockUpstream::start(&KEYS);
+    let first = Arc::new(Mutex::new(true));
+    let f = first.clone();
+    mock.set_script(move |r| {
+        let mut first = f.lock().unwrap();
+        (r.path.ends_with(":generateContent") && std::mem::replace(&mut *first, false)).then(empty_answer)
+    });
+    let proxy = Proxy::start(&mock);
+    let a = generate(&proxy, FLASH);
+    assert_eq!(a.status, 200);
+    assert!(a.json()["candidates"][0]["content"]["parts"][0]["text"].is_string(), "{}", a.text());
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 2);
+    assert_ne!(seen[0].key, seen[1].key, "another key");
+    assert_eq!(status(&proxy)["totals"]["requests"], 2, "both answers count");
+    // Empty twice: the second empty answer is returned, no third attempt.
+    mock.set_script(|r| r.path.ends_with(":generateContent").then(empty_answer));
+    let a = generate(&proxy, FLASH);
+    assert_eq!(a.status, 200);
+    assert!(a.json()["candidates"][0]["content"]["parts"].is_null());
+    assert_eq!(mock.request_count(), 4);
+    // A blocked prompt is no empty answer; streams are not retried.
+    mock.set_script(|r| {
+        r.path.ends_with(":generateContent").then(|| {
+            Reply::json(200, json!({"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": FLASH}))
+        })
+    });
+    assert_eq!(generate(&proxy, FLASH).json()["promptFeedback"]["blockReason"], "SAFETY");
+    assert_eq!(mock.request_count(), 5);
+}
