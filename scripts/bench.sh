@@ -26,7 +26,11 @@
 #   7b. resources on the generate path: a plain body, one naming an unknown file, one naming a cache made through
 #      the proxy (pinned to its project), saturating and light passes, for the cost of the lookup;
 #   8. prints one table, the ratios against their goals, our proxy's RSS and the binary's size, then one
-#      section each for 5, 6 and 7.
+#      section each for 5, 6 and 7;
+#   9. quota efficiency (SPEC §14, scripts/bench/quota.py): a mock pool of 4 projects with small per-minute and
+#      per-day limits (examples/quota_mock.rs) under a client load above them for BENCH_QUOTA_SECONDS (default 180),
+#      with and without learning; served, client 503s, upstream 429s, attempts per served request, and the goals
+#      (served = capacity, 429s <= projects x windows, attempts per served <= 1.05). BENCH_QUOTA=0 skips it.
 #
 # Environment: BENCH_SECONDS (per wrk pass, default 10), BENCH_ROUNDS (of the main table, default 3),
 # BENCH_TTFE_N (default 30), BENCH_STREAMS (concurrent streams, default 256, at most 300), BENCH_KEEP_TMP=1
@@ -91,7 +95,7 @@ command -v cargo >/dev/null || die "cargo not found (install a Rust toolchain)"
 
 log "building the proxy and the mock upstream (release)"
 # One cargo invocation for both, so the two LTO links run side by side.
-(cd "$ROOT" && cargo build --release --bins --example mock_upstream)
+(cd "$ROOT" && cargo build --release --bins --example mock_upstream --example quota_mock)
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 GKM=$TARGET_DIR/release/gemini-key-manager
@@ -554,6 +558,14 @@ echo
 echo "resources on the generate path: plain body, a body naming an unknown file (lookup miss), a body naming a" \
     "cache made through the proxy (lookup hit, pinned to its project); through the first gkm-proxy instance"
 tool report-resources "$WORK/results-resources"
+
+if [[ ${BENCH_QUOTA:-1} != 0 ]]; then
+    echo
+    log "quota efficiency: two runs of ${BENCH_QUOTA_SECONDS:-180} s"
+    python3 "$HERE/quota.py" --gkm "$GKM" --mock "$TARGET_DIR/release/examples/quota_mock" \
+        --seconds "${BENCH_QUOTA_SECONDS:-180}" --json "$WORK/quota.json" ||
+        FAILURES+=("quota efficiency: a goal was missed (see the table above)")
+fi
 
 if ((${#FAILURES[@]})); then
     echo

@@ -227,43 +227,32 @@ impl Book {
         if limits.rpd.is_some_and(|rpd| self.today >= rpd) {
             return Some(Until::Reset);
         }
-        let live = || self.minute.iter().filter(|(tick, _, _)| leaves(*tick) > now);
-        let mut until: Option<DateTime<Utc>> = None;
-        if let Some(rpm) = limits.rpm {
-            let (count, _) = self.in_window(now);
-            if count >= rpm {
-                // Free when count − expired < rpm.
-                let mut over = count - rpm + 1;
-                for (tick, n, _) in live() {
-                    let n = u64::from(*n);
-                    if n == 0 {
-                        continue;
-                    }
-                    if n >= over {
-                        until = until.max(Some(leaves(*tick)));
-                        break;
-                    }
-                    over -= n;
-                }
-            }
-        }
-        if let Some(tpm) = limits.tpm {
-            let (_, tokens) = self.in_window(now);
-            if tokens >= tpm {
-                let mut over = tokens - tpm + 1;
-                for (tick, _, k) in live() {
-                    if *k == 0 {
-                        continue;
-                    }
-                    if *k >= over {
-                        until = until.max(Some(leaves(*tick)));
-                        break;
-                    }
-                    over -= k;
-                }
-            }
-        }
+        let (requests, tokens) = self.in_window(now);
+        let requests_free =
+            limits.rpm.and_then(|rpm| self.frees(now, requests, rpm, |(_, n, _)| u64::from(*n)));
+        let tokens_free = limits.tpm.and_then(|tpm| self.frees(now, tokens, tpm, |(_, _, k)| *k));
+        let until = requests_free.max(tokens_free);
         until.map(Until::At)
+    }
+
+    /// When `used` (of what `amount` counts per tick) drops below `limit` as the window's ticks
+    /// leave it; `None` when it is below already.
+    fn frees(
+        &self,
+        now: DateTime<Utc>,
+        used: u64,
+        limit: u64,
+        amount: impl Fn(&(i64, u32, u64)) -> u64,
+    ) -> Option<DateTime<Utc>> {
+        let mut over = (used + 1).checked_sub(limit).filter(|o| *o > 0)?;
+        for entry in self.minute.iter().filter(|(tick, _, _)| leaves(*tick) > now) {
+            let n = amount(entry);
+            if n >= over && n > 0 {
+                return Some(leaves(entry.0));
+            }
+            over -= n;
+        }
+        None
     }
 
     /// Learn a limit Google named; a daily one also means today's count is at least that.
