@@ -901,8 +901,7 @@ impl KeyState {
         for model in models {
             let mut view = ModelLimitsView::default();
             for pid in &projects {
-                if let (_, Some(remaining)) = self.limits_view(pid, model) {
-                    let (limits, _) = self.limits_view(pid, model);
+                if let (limits, Some(remaining)) = self.limits_view(pid, model) {
                     view.projects += 1;
                     view.rpd = view.rpd.saturating_add(limits.rpd.unwrap_or(0));
                     view.remaining_today = view.remaining_today.saturating_add(remaining);

@@ -13,8 +13,8 @@ min(rpd, rpm * ceil(D / 60)) once the load keeps it busy. Windows: ceil(D / 60) 
 the one day, per project.
 
 Stdlib only. Usage:
-  quota.py --gkm BIN --mock BIN [--projects 4] [--rpm 20] [--rpd 50] [--seconds 180] [--rate 20]
-           [--only learning|no-learning] [--json OUT]
+  quota.py --gkm BIN --mock BIN [--projects 4] [--rpm 30] [--rpd 80] [--seconds 180] [--rate 20]
+           [--threads 4] [--only learning|no-learning] [--json OUT] [--log-dir DIR]
 Exit status 1 when the run with learning misses a goal.
 """
 
@@ -102,6 +102,9 @@ def run(args, learning):
     keys = [f"AIzaSyQUOTA{i:028d}" for i in range(args.projects)]
     mock_port, gkm_port = free_ports(2)
     procs = []
+    log_dir = os.path.join(args.log_dir, "learning" if learning else "no-learning") if args.log_dir else ""
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
     try:
         mock = subprocess.Popen([args.mock, "--port", str(mock_port), "--keys", ",".join(keys),
                                  "--rpm", str(args.rpm), "--rpd", str(args.rpd)],
@@ -113,8 +116,9 @@ def run(args, learning):
         gkm = subprocess.Popen([args.gkm, "--host", "127.0.0.1", "--port", str(gkm_port), "--token", TOKEN,
                                 "--upstream", f"http://127.0.0.1:{mock_port}",
                                 "--key-file", os.path.join(work, "key.txt"),
-                                "--usage-file", os.path.join(work, "usage.json"), "--log-dir", "",
-                                "--log-level", "warn", "--learn-limits", "true" if learning else "false"],
+                                "--usage-file", os.path.join(work, "usage.json"),
+                                "--log-dir", log_dir, "--log-level", "debug" if log_dir else "warn",
+                                "--learn-limits", "true" if learning else "false"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         procs.append(gkm)
         deadline = time.time() + 20
@@ -175,13 +179,14 @@ def main():
     ap.add_argument("--gkm", required=True)
     ap.add_argument("--mock", required=True)
     ap.add_argument("--projects", type=int, default=4)
-    ap.add_argument("--rpm", type=int, default=20)
-    ap.add_argument("--rpd", type=int, default=50)
+    ap.add_argument("--rpm", type=int, default=30)
+    ap.add_argument("--rpd", type=int, default=80)
     ap.add_argument("--seconds", type=float, default=180)
     ap.add_argument("--rate", type=float, default=20, help="client requests per second, all threads")
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--only", choices=["learning", "no-learning"])
     ap.add_argument("--json")
+    ap.add_argument("--log-dir", help="keep the proxy's log (at debug) in this directory")
     args = ap.parse_args()
     runs = []
     for learning in (True, False):
