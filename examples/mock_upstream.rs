@@ -1,7 +1,10 @@
 //! The scripted Gemini mock as a standalone server, for trying the proxy by hand:
 //!
 //! `cargo run --example mock_upstream -- --port 0 --keys KEY1,KEY2 [--delay-ms 200] [--events 3]
-//!  [--day-quota-exhausted KEY1]`
+//!  [--day-quota-exhausted KEY1] [--projects KEY1=proj-a,KEY2=proj-a] [--hops 2]`
+//!
+//! `--projects` groups keys into Cloud projects (a key not named is its own project); `--hops N`
+//! makes every interaction take N continuation hops.
 //!
 //! Prints `mock upstream listening on http://127.0.0.1:PORT` and serves until killed.
 
@@ -12,11 +15,12 @@ use std::io::Write;
 use std::time::Duration;
 
 const USAGE: &str = "usage: mock_upstream [--port N] --keys KEY1,KEY2 [--delay-ms MS] [--events N] \
-                     [--day-quota-exhausted KEY]...";
+                     [--day-quota-exhausted KEY]... [--projects KEY=PROJ,KEY=PROJ] [--hops N]";
 
 fn main() {
     let (mut port, mut keys, mut delay_ms, mut events) = (0u16, String::new(), 0u64, 3usize);
     let mut day_exhausted: Vec<String> = Vec::new();
+    let (mut projects, mut hops) = (String::new(), 1usize);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| fail(&format!("{flag} needs a value")));
@@ -26,6 +30,8 @@ fn main() {
             "--delay-ms" => delay_ms = parse(&flag, &value),
             "--events" => events = parse(&flag, &value),
             "--day-quota-exhausted" => day_exhausted.push(value.clone()),
+            "--projects" => projects = value.clone(),
+            "--hops" => hops = parse(&flag, &value),
             _ => fail(&format!("unknown argument {flag}")),
         }
     }
@@ -36,6 +42,14 @@ fn main() {
     let mock = mock_upstream::MockUpstream::start_on_port(port, &keys);
     mock.set_stream_delay(Duration::from_millis(delay_ms));
     mock.set_stream_events(events);
+    mock.set_interaction_hops(hops);
+    let pairs: Vec<(&str, &str)> = projects
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or_else(|| fail(&format!("--projects needs KEY=PROJ, not {p}"))))
+        .collect();
+    mock.set_projects(&pairs);
     // Keys whose daily quota is used up: every generation request gets Google's per-day 429.
     if !day_exhausted.is_empty() {
         mock.set_script(move |rec| {

@@ -21,13 +21,16 @@
 #   6. throughput with --workers 1, 8 and 64 (--queue-size 256, fresh instances one at a time): one
 #      saturating pass each against the nginx upstream;
 #   6b. pool size: 3 and 3,000 keys with the info log on (one redacted line per request), saturating pass each;
-#   7. the OpenAI and Anthropic routes (POST /v1/chat/completions, /v1/messages, not streamed) through the first proxy, saturating and
+#   7. the OpenAI, Anthropic and Responses routes (POST /v1/chat/completions, /v1/messages, /v1/responses, not streamed) through the first proxy, saturating and
 #      light passes, each run right after the same pass on the native route for the ratio;
 #   7b. resources on the generate path: a plain body, one naming an unknown file, one naming a cache made through
 #      the proxy (pinned to its project), saturating and light passes, for the cost of the lookup;
 #   8. prints one table, the ratios against their goals, our proxy's RSS and the binary's size, then one
 #      section each for 5, 6 and 7;
-#   9. quota efficiency (SPEC §14, scripts/bench/quota.py): a mock pool of 4 projects with small per-minute and
+#   9. the Live API relay: a WebSocket session direct to the Live mock (examples/mock_live) vs through a
+#      proxy instance, BENCH_LIVE_N exchanges of one frame each way (scripts/bench/live.py): the time a
+#      session's relay adds per frame at p50/p90/p99 (goal: under 1 ms at p99) and the p99 ratio.
+#  10. quota efficiency (SPEC §14, scripts/bench/quota.py): a mock pool of 4 projects with small per-minute and
 #      per-day limits (examples/quota_mock.rs) under a client load above them for BENCH_QUOTA_SECONDS (default 180),
 #      with and without learning; served, client 503s, upstream 429s, attempts per served request, and the goals
 #      (served = capacity, 429s <= projects x windows, attempts per served <= 1.05). BENCH_QUOTA=0 skips it.
@@ -95,12 +98,13 @@ command -v cargo >/dev/null || die "cargo not found (install a Rust toolchain)"
 
 log "building the proxy and the mock upstream (release)"
 # One cargo invocation for both, so the two LTO links run side by side.
-(cd "$ROOT" && cargo build --release --bins --example mock_upstream --example quota_mock)
+(cd "$ROOT" && cargo build --release --bins --example mock_upstream --example mock_live --example quota_mock)
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 GKM=$TARGET_DIR/release/gemini-key-manager
 MOCK=$TARGET_DIR/release/examples/mock_upstream
-[[ -x $GKM && -x $MOCK ]] || die "release binaries not found under $TARGET_DIR/release"
+MOCK_LIVE=$TARGET_DIR/release/examples/mock_live
+[[ -x $GKM && -x $MOCK && -x $MOCK_LIVE ]] || die "release binaries not found under $TARGET_DIR/release"
 
 # ---------------------------------------------------------------------------------------------------------
 # Processes and clean-up.
@@ -437,6 +441,9 @@ URL[gkm-openai]="http://127.0.0.1:$GKM_PORT$OPENAI_PATH"
 URL[gkm-anthropic]="http://127.0.0.1:$GKM_PORT/v1/messages"
 TARGET_PID[gkm-anthropic]=$GKM_PID
 WRK_SCRIPT[gkm-anthropic]=generate-anthropic.lua
+URL[gkm-responses]="http://127.0.0.1:$GKM_PORT/v1/responses"
+TARGET_PID[gkm-responses]=$GKM_PID
+WRK_SCRIPT[gkm-responses]=generate-responses.lua
 URL[gkm-native]=${URL[gkm-proxy]}
 TARGET_PID[gkm-openai]=$GKM_PID TARGET_PID[gkm-native]=$GKM_PID
 WRK_SCRIPT[gkm-openai]=generate-openai.lua
@@ -463,6 +470,16 @@ elif ! problem=$(tool check-anthropic "$WORK/check-gkm-anthropic.json" "$WORK/ex
     FAILURES+=("gkm-anthropic: sanity request: $problem")
 fi
 
+# One response: 200 and the upstream's text in the Responses shape.
+status=$(curl -sS --max-time 5 -o "$WORK/check-gkm-responses.json" -w '%{http_code}' -X POST \
+    -H 'Content-Type: application/json' -H "Authorization: Bearer $TOKEN" \
+    -d '{"model":"gemini-2.5-flash","input":"hi","store":false}' "${URL[gkm-responses]}") || status=curl-error
+if [[ $status != 200 ]]; then
+    FAILURES+=("gkm-responses: sanity request answered $status: $(head -c 300 "$WORK/check-gkm-responses.json")")
+elif ! problem=$(tool check-responses "$WORK/check-gkm-responses.json" "$WORK/expected.json" 2>&1); then
+    FAILURES+=("gkm-responses: sanity request: $problem")
+fi
+
 : >"$WORK/results-openai"
 RESULTS=$WORK/results-openai
 log "saturating passes (-t2 -c32 -d${PASS_SECONDS}s), native then OpenAI route, after a 1 s warm-up each"
@@ -472,10 +489,13 @@ run_wrk warmup gkm-openai 2 32 1
 run_wrk saturating gkm-openai 2 32 "$PASS_SECONDS" record
 run_wrk warmup gkm-anthropic 2 32 1
 run_wrk saturating gkm-anthropic 2 32 "$PASS_SECONDS" record
-log "light passes (-t1 -c4 -d${PASS_SECONDS}s), native then OpenAI then Anthropic route"
+run_wrk warmup gkm-responses 2 32 1
+run_wrk saturating gkm-responses 2 32 "$PASS_SECONDS" record
+log "light passes (-t1 -c4 -d${PASS_SECONDS}s), native then OpenAI, Anthropic and Responses routes"
 run_wrk light gkm-native 1 4 "$PASS_SECONDS" record
 run_wrk light gkm-openai 1 4 "$PASS_SECONDS" record
 run_wrk light gkm-anthropic 1 4 "$PASS_SECONDS" record
+run_wrk light gkm-responses 1 4 "$PASS_SECONDS" record
 
 # ---------------------------------------------------------------------------------------------------------
 # 7b. Resources on the generate path (SPEC §5), through the first proxy instance: a plain body, a body naming a
@@ -550,7 +570,7 @@ echo "pool size: saturating pass (-t2 -c32 -d${PASS_SECONDS}s) through gkm-proxy
 tool report-workers "$WORK/results-pool"
 
 echo
-echo "OpenAI and Anthropic routes: POST $OPENAI_PATH (Bearer) and /v1/messages (x-api-key), not streamed, vs the native $MODEL_PATH," \
+echo "OpenAI, Anthropic and Responses routes: POST $OPENAI_PATH (Bearer), /v1/messages (x-api-key) and /v1/responses (Bearer), not streamed, vs the native $MODEL_PATH," \
     "through the first gkm-proxy instance, each pass right after the same pass on the native route"
 tool report-openai "$WORK/results-openai" "$WORK/ttfe.json"
 
@@ -559,6 +579,28 @@ echo "resources on the generate path: plain body, a body naming an unknown file 
     "cache made through the proxy (lookup hit, pinned to its project); through the first gkm-proxy instance"
 tool report-resources "$WORK/results-resources"
 
+# ---------------------------------------------------------------------------------------------------------
+# 9. The Live API relay (last: it needs nothing from the sections above).
+LIVE_N=${BENCH_LIVE_N:-2000}
+log "Live relay: $LIVE_N exchanges direct and through the proxy"
+"$MOCK_LIVE" --port 0 --keys "${KEYS[0]}" --pieces 1 --delay-ms 0 >"$WORK/mock-live.out" &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q listening "$WORK/mock-live.out" 2>/dev/null && break; sleep 0.1; done
+LIVE_UP=$(grep -o '127.0.0.1:[0-9]*' "$WORK/mock-live.out" | head -1)
+printf '%s\n' "${KEYS[0]}" >"$WORK/live-keys.txt"
+"$GKM" --host 127.0.0.1 --port 0 --key-file "$WORK/live-keys.txt" --usage-file "$WORK/live-usage.json" \
+    --token "$TOKEN" --upstream "http://$LIVE_UP" --log-dir "" 2>"$WORK/live-proxy.err" &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q 'listening on' "$WORK/live-proxy.err" 2>/dev/null && break; sleep 0.1; done
+LIVE_PROXY=$(grep -o 'listening on [0-9.:]*' "$WORK/live-proxy.err" | head -1 | awk '{print $3}')
+LIVE_PATH=/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent
+echo
+echo "Live API relay: one WebSocket session each, $LIVE_N exchanges (a turn up, its one-frame echo down), best of 3 interleaved rounds"
+python3 "$HERE/live.py" "ws://$LIVE_UP$LIVE_PATH" "ws://$LIVE_PROXY$LIVE_PATH" "${KEYS[0]}" "$TOKEN" "$LIVE_N" \
+    "$WORK/live.json" || FAILURES+=("Live relay bench")
+
+# ---------------------------------------------------------------------------------------------------------
+# 10. Quota efficiency.
 if [[ ${BENCH_QUOTA:-1} != 0 ]]; then
     echo
     log "quota efficiency: two runs of ${BENCH_QUOTA_SECONDS:-180} s"

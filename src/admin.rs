@@ -136,8 +136,14 @@ pub fn metrics_text(
 /// The answer to `GET /status`.
 pub fn status_reply(app: &App) -> Result<Reply, ProxyError> {
     let status = status_view(app, Utc::now());
-    let body = serde_json::to_vec(&status)
-        .map_err(|e| ProxyError::Internal { message: format!("cannot serialize the status: {e}") })?;
+    let live = app.live.view(app.config.max_live_sessions, |t| app.format_time(t));
+    let fail =
+        |e: serde_json::Error| ProxyError::Internal { message: format!("cannot serialize the status: {e}") };
+    let mut doc = serde_json::to_value(&status).map_err(fail)?;
+    if let Some(map) = doc.as_object_mut() {
+        map.insert("live".into(), serde_json::to_value(&live).map_err(fail)?);
+    }
+    let body = serde_json::to_vec(&doc).map_err(fail)?;
     Ok(Reply {
         status: 200,
         headers: vec![("Content-Type".into(), "application/json; charset=UTF-8".into())],
@@ -148,7 +154,9 @@ pub fn status_reply(app: &App) -> Result<Reply, ProxyError> {
 /// The answer to `GET /metrics`.
 pub fn metrics_reply(app: &App) -> Reply {
     let status = status_view(app, Utc::now());
-    let text = metrics_text(&status, &app.metrics, &app.server_stats, crate::logging::dropped_lines());
+    let mut text = metrics_text(&status, &app.metrics, &app.server_stats, crate::logging::dropped_lines());
+    app.responses.render_metrics(&mut text, std::time::Instant::now());
+    app.live.render(&mut text);
     Reply {
         status: 200,
         headers: vec![("Content-Type".into(), "text/plain; version=0.0.4; charset=utf-8".into())],

@@ -149,6 +149,19 @@ const OPTIONS: &[OptSpec] = &[
         help: "keys tried for one request after transient failures (5xx, timeouts)",
     },
     OptSpec {
+        flag: "max-live-sessions",
+        env: "MAX_LIVE_SESSIONS",
+        default: "64",
+        help: "Live API WebSocket sessions open at once (503 past it)",
+    },
+    OptSpec {
+        flag: "tls-cert",
+        env: "TLS_CERT",
+        default: "",
+        help: "PEM certificate chain: listen with TLS (https/wss; needs --tls-key)",
+    },
+    OptSpec { flag: "tls-key", env: "TLS_KEY", default: "", help: "PEM private key of --tls-cert" },
+    OptSpec {
         flag: "request-deadline",
         env: "REQUEST_DEADLINE",
         default: "120",
@@ -210,6 +223,10 @@ pub struct Config {
     pub max_attempts: u32,
     /// All attempts of one request fit in this (SPEC §5 retry budget).
     pub request_deadline: Duration,
+    /// Live API sessions open at once (SPEC §11).
+    pub max_live_sessions: usize,
+    /// Listen with TLS: (certificate chain, private key), PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Read/write timeout of client sockets. Not an option of SPEC §2 (always 30 s there);
     /// tests shorten it.
     pub client_timeout: Duration,
@@ -382,6 +399,7 @@ impl Config {
         let max_attempts = num("max-attempts", 1, 1000) as u32;
         let keepalive = Duration::from_secs(num("keepalive-secs", 0, 3600));
         let request_deadline = Duration::from_secs(num("request-deadline", 1, 86_400));
+        let max_live_sessions = num("max-live-sessions", 0, 100_000) as usize;
 
         let host = raw.get("host").trim().to_string();
         if host.is_empty() || host.parse::<std::net::IpAddr>().is_err() && !is_hostname(&host) {
@@ -452,6 +470,18 @@ impl Config {
                 true
             }
         };
+        let tls = match (raw.get("tls-cert").trim(), raw.get("tls-key").trim()) {
+            ("", "") => None,
+            (cert, "") => {
+                errors.push(format!("{}: {cert} needs --tls-key too", origin("tls-cert")));
+                None
+            }
+            ("", key) => {
+                errors.push(format!("{}: {key} needs --tls-cert too", origin("tls-key")));
+                None
+            }
+            (cert, key) => Some((PathBuf::from(cert), PathBuf::from(key))),
+        };
         let log_dir = match raw.get("log-dir") {
             "" => None,
             d => Some(PathBuf::from(d)),
@@ -484,6 +514,8 @@ impl Config {
             keepalive,
             max_attempts,
             request_deadline,
+            max_live_sessions,
+            tls,
             client_timeout: crate::server::CLIENT_TIMEOUT,
             body_timeout: crate::server::BODY_TIMEOUT,
         })

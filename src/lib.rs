@@ -20,6 +20,9 @@ pub mod interactions;
 pub mod keyfile;
 pub mod limits;
 pub mod listing;
+pub mod live;
+pub mod live_sessions;
+pub mod live_upstream;
 pub mod logging;
 pub mod metrics;
 pub mod native;
@@ -30,6 +33,9 @@ pub mod quota;
 pub mod redact;
 pub mod relay;
 pub mod resources;
+pub mod response_store;
+pub mod responses;
+pub mod responses_api;
 pub mod router;
 pub mod server;
 pub mod sse;
@@ -39,6 +45,7 @@ pub mod store_format;
 pub mod transport;
 pub mod upstream;
 pub mod usage;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +75,10 @@ pub struct App {
     pub save: store::SaveSignal,
     /// Models' output token limits (the Anthropic route clamps `max_tokens` to them).
     pub output_limits: anthropic_api::OutputLimits,
+    /// Responses kept for `previous_response_id` and `GET /v1/responses/{id}` (bounded, memory).
+    pub responses: response_store::ResponseStore,
+    /// The Live API sessions open now, and their totals.
+    pub live: live_sessions::Sessions,
 }
 
 impl App {
@@ -82,6 +93,8 @@ impl App {
             server_stats: Arc::new(server::ServerStats::default()),
             save,
             output_limits: anthropic_api::OutputLimits::default(),
+            responses: response_store::ResponseStore::default(),
+            live: live_sessions::Sessions::default(),
             config,
         }
     }
@@ -137,8 +150,14 @@ impl App {
             Route::OpenAiChat => openai_api::chat(self, ex),
             Route::OpenAiModels { id } => openai_api::models(self, ex, id.as_deref()),
             Route::OpenAiEmbeddings => openai_api::embeddings(self, ex),
+            Route::OpenAiResponses => responses_api::create(self, ex),
+            Route::OpenAiResponse { id, delete: false } => responses_api::get(self, ex, id),
+            Route::OpenAiResponse { id, delete: true } => responses_api::delete(self, ex, id),
             Route::AnthropicMessages => anthropic_api::messages(self, ex),
             Route::AnthropicCountTokens => anthropic_api::count_tokens(self, ex),
+            Route::Live => {
+                Err(ProxyError::bad_request("the Live API is a WebSocket: send Upgrade: websocket", None))
+            }
             Route::Status => {
                 ex.respond(admin::status_reply(self)?);
                 Ok(())
@@ -185,6 +204,14 @@ impl Handler for App {
         let (usable, total) = (pool.usable_count(now), pool.len());
         drop(pool);
         Reply::json(200, &json!({"status": "ok", "keys_usable": usable, "keys_total": total}))
+    }
+
+    fn upgrades(&self, method: &str, target: &str) -> bool {
+        method == "GET" && router::live_path(&Target::parse(target).path).is_some()
+    }
+
+    fn upgrade(&self, ex: &mut Exchange) -> Result<(), ProxyError> {
+        live::handle(self, ex)
     }
 
     fn surface_of(&self, method: &str, target: &str, bearer: bool) -> Surface {
@@ -308,6 +335,15 @@ pub fn start(config: Config) -> Result<Handle, String> {
     let background = background::Background::spawn(app.clone())?;
     let handler: Arc<dyn Handler> = app.clone();
     let stats = app.server_stats.clone();
+    let tls = match &config.tls {
+        Some((cert, key)) => {
+            let read = |p: &std::path::Path, flag: &str| {
+                std::fs::read(p).map_err(|e| format!("--{flag} {}: cannot read it: {e}", p.display()))
+            };
+            Some((read(cert, "tls-cert")?, read(key, "tls-key")?))
+        }
+        None => None,
+    };
     let opts = server::ServerOptions {
         host: config.host.clone(),
         port: config.port,
@@ -315,11 +351,13 @@ pub fn start(config: Config) -> Result<Handle, String> {
         queue_size: config.queue_size,
         client_timeout: config.client_timeout,
         body_timeout: config.body_timeout,
+        tls,
     };
     let server = Server::start(&opts, handler, stats)?;
     log::info!(
-        "listening on {} with {} keys, {} workers, upstream {}",
+        "listening on {}{} with {} keys, {} workers, upstream {}",
         server.addr(),
+        if config.tls.is_some() { " (TLS)" } else { "" },
         app.pool.lock().len(),
         config.workers,
         config.upstream.origin

@@ -562,6 +562,26 @@ impl KeyState {
         }
     }
 
+    /// Book `tokens` against a key and model without counting a request (a Live session's
+    /// `usageMetadata` frames, after the session itself was counted by [`KeyState::record`]).
+    /// False when the key has left the pool.
+    pub fn add_tokens(
+        &mut self,
+        idx: usize,
+        fingerprint: &str,
+        model: Option<&str>,
+        tokens: u64,
+        now: DateTime<Utc>,
+    ) -> bool {
+        self.rollover(now);
+        let Some(idx) = self.resolve(idx, fingerprint) else { return false };
+        let key = &mut self.keys[idx];
+        let usage = key.usage.entry(model.unwrap_or(NO_MODEL).to_string()).or_default();
+        usage.tokens = usage.tokens.saturating_add(tokens);
+        key.last_used = Some(now);
+        true
+    }
+
     /// If `now` is on a later quota day: today's counts move into the history (30 days kept),
     /// every per-day park ends, the backoff streaks restart, and the quota day advances. Running
     /// cooldowns run on (per-minute quotas do not reset at midnight). Returns whether it rolled.

@@ -98,6 +98,24 @@ impl Outcome {
     }
 }
 
+/// What the upstream closing a Live API WebSocket before its first frame means for the key
+/// (SPEC §11): a reason that says quota (per day, or else rate-limited with the doubling
+/// backoff) or names a key problem; `None` for any other close (passed on to the client).
+pub fn classify_live_close(reason: &str) -> Option<Outcome> {
+    let lower = reason.to_ascii_lowercase();
+    if lower.contains("quota")
+        || lower.contains("resource_exhausted")
+        || lower.contains("resource has been exhausted")
+    {
+        let per_day = lower.contains("perday") || lower.contains("per day") || lower.contains("daily");
+        return Some(if per_day { Outcome::QuotaPerDay } else { Outcome::RateLimited });
+    }
+    KEY_MESSAGES
+        .iter()
+        .find(|(fragment, _)| lower.contains(fragment))
+        .map(|(_, reason)| Outcome::KeyInvalid { reason: (*reason).to_string() })
+}
+
 /// Classify an upstream answer. Never panics, whatever the body.
 pub fn classify(status: u16, body: &[u8]) -> Outcome {
     match status {
@@ -333,6 +351,26 @@ pub fn violations(status: u16, body: &[u8]) -> Vec<crate::limits::Violation> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_live_close_before_the_first_frame_is_classified_by_its_reason() {
+        let check =
+            |reason: &str, want: Option<Outcome>| assert_eq!(classify_live_close(reason), want, "{reason}");
+        check(
+            "You exceeded your current quota, please check your plan and billing details.",
+            Some(Outcome::RateLimited),
+        );
+        check(
+            "Quota exceeded for metric: generate_content_free_tier_requests, GenerateRequestsPerDayPerProjectPerModel",
+            Some(Outcome::QuotaPerDay),
+        );
+        check(
+            "API key not valid. Please pass a valid API key.",
+            Some(Outcome::KeyInvalid { reason: "API_KEY_INVALID".into() }),
+        );
+        check("Request contains an invalid argument.", None);
+        check("", None);
+    }
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)

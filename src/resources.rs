@@ -405,6 +405,11 @@ pub fn referenced(path: &str, upload_id: Option<&str>, body: &[u8]) -> Vec<Strin
     if let Some(name) = path_resource(path) {
         found.push(name);
     }
+    if upload_id.is_some() || path.starts_with("/upload/") {
+        // An upload's bytes are the file itself (and its start, the file's metadata): never a
+        // request about resources, whatever a JSON file may name.
+        return found.names;
+    }
     let opaque = !model_call(path) && !path.is_empty();
     let worth = if opaque { body.iter().any(|b| !b.is_ascii_whitespace()) } else { mentions_resource(body) };
     if worth && let Ok(v) = serde_json::from_slice::<Value>(body) {
@@ -592,6 +597,11 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(referenced("/upload/v1beta/files", Some("U1"), b""), ["upload:U1"]);
+        // An upload's bytes are never read as a request (a JSON file may name anything).
+        assert_eq!(
+            referenced("/upload/v1beta/files", Some("U1"), br#"{"cachedContent":"cachedContents/x"}"#),
+            ["upload:U1"]
+        );
         assert!(referenced("/v1beta/files", None, b"not json files/").is_empty());
         // A batch's input file, either spelling.
         let batch = json!({"batch":{"input_config":{"file_name":"files/in1"}}});

@@ -90,10 +90,19 @@ pub enum Route {
         id: Option<String>,
     },
     OpenAiEmbeddings,
+    /// `POST /v1/responses`.
+    OpenAiResponses,
+    /// `GET` (or, with `delete`, `DELETE`) `/v1/responses/{id}`.
+    OpenAiResponse {
+        id: String,
+        delete: bool,
+    },
     /// Anthropic's Messages API (`POST /v1/messages`).
     AnthropicMessages,
     /// `POST /v1/messages/count_tokens`.
     AnthropicCountTokens,
+    /// The Live API's WebSocket (`GET /ws/…BidiGenerateContent` and friends, SPEC §11).
+    Live,
     Status,
     Metrics,
     Dashboard,
@@ -108,8 +117,10 @@ impl Route {
             Route::OpenAiChat => "chat_completions",
             Route::OpenAiModels { .. } => "models",
             Route::OpenAiEmbeddings => "embeddings",
+            Route::OpenAiResponses | Route::OpenAiResponse { .. } => "responses",
             Route::AnthropicMessages => "messages",
             Route::AnthropicCountTokens => "count_tokens",
+            Route::Live => "live",
             Route::Status => "status",
             Route::Metrics => "metrics",
             Route::Dashboard => "dashboard",
@@ -122,10 +133,12 @@ impl Route {
             Route::OpenAiChat
             | Route::OpenAiModels { .. }
             | Route::OpenAiEmbeddings
+            | Route::OpenAiResponses
+            | Route::OpenAiResponse { .. }
             | Route::GeminiOpenAi => Surface::OpenAi,
             Route::AnthropicMessages | Route::AnthropicCountTokens => Surface::Anthropic,
             Route::Status | Route::Metrics | Route::Dashboard => Surface::Admin,
-            Route::Native | Route::NotFound => Surface::Native,
+            Route::Native | Route::Live | Route::NotFound => Surface::Native,
         }
     }
 }
@@ -136,12 +149,23 @@ pub fn route(method: &str, path: &str, bearer: bool) -> Route {
     match (method, path) {
         ("POST", "/v1/chat/completions") => return Route::OpenAiChat,
         ("POST", "/v1/embeddings") => return Route::OpenAiEmbeddings,
+        ("POST", "/v1/responses") => return Route::OpenAiResponses,
         ("POST", "/v1/messages") => return Route::AnthropicMessages,
         ("POST", "/v1/messages/count_tokens") => return Route::AnthropicCountTokens,
         ("GET", "/status") => return Route::Status,
         ("GET", "/metrics") => return Route::Metrics,
         ("GET", "/dashboard") => return Route::Dashboard,
         _ => {}
+    }
+    if let Some(id) = path.strip_prefix("/v1/responses/")
+        && !id.is_empty()
+        && !id.contains('/')
+        && (method == "GET" || method == "DELETE")
+    {
+        return Route::OpenAiResponse { id: id.to_string(), delete: method == "DELETE" };
+    }
+    if method == "GET" && live_path(path).is_some() {
+        return Route::Live;
     }
     if method == "GET" && bearer {
         if path == "/v1/models" {
@@ -161,6 +185,20 @@ pub fn route(method: &str, path: &str, bearer: bool) -> Route {
         return Route::Native;
     }
     Route::NotFound
+}
+
+/// The Live API's services (SPEC §11): `BidiGenerateContent`, its ephemeral-token variant and
+/// Live Music.
+const LIVE_METHODS: &[&str] = &["BidiGenerateContent", "BidiGenerateContentConstrained", "BidiGenerateMusic"];
+
+/// The upstream path of a Live API route: `/ws/google.ai.generativelanguage.{v}.GenerativeService.{m}`,
+/// also when sent with the Python SDK's leading double slash (which becomes one).
+pub fn live_path(path: &str) -> Option<&str> {
+    let path = path.strip_prefix('/').filter(|p| p.starts_with('/')).unwrap_or(path);
+    let rest = path.strip_prefix("/ws/google.ai.generativelanguage.")?;
+    let (version, method) = rest.split_once(".GenerativeService.")?;
+    let version_ok = !version.is_empty() && version.bytes().all(|b| b.is_ascii_alphanumeric());
+    (version_ok && LIVE_METHODS.contains(&method)).then_some(path)
 }
 
 /// The credential a client presented, by the style it used.
@@ -276,6 +314,27 @@ mod tests {
     }
 
     #[test]
+    fn live_routes_with_one_slash_or_the_python_sdks_two() {
+        let m = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+        assert_eq!(live_path(m), Some(m));
+        assert_eq!(live_path(&format!("/{m}")), Some(m));
+        let c = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained";
+        assert_eq!(live_path(c), Some(c));
+        let music = "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateMusic";
+        assert_eq!(live_path(music), Some(music));
+        for no in [
+            "/ws/google.ai.generativelanguage.v1beta.GenerativeService.Other",
+            "/ws/google.ai.generativelanguage..GenerativeService.BidiGenerateContent",
+            "///ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent",
+            "/ws/google.ai.generativelanguage.v1/x.GenerativeService.BidiGenerateContent",
+        ] {
+            assert_eq!(live_path(no), None, "{no}");
+        }
+        assert_eq!(route("GET", &format!("/{m}"), false), Route::Live);
+        assert_eq!(route("POST", m, false), Route::NotFound);
+    }
+
+    #[test]
     fn routes() {
         let cases = [
             ("POST", "/v1beta/models/gemini-2.5-flash:generateContent", false, Route::Native),
@@ -290,6 +349,19 @@ mod tests {
             ("POST", "/v1/models/gemini-2.5-flash:generateContent", true, Route::Native),
             ("POST", "/v1/chat/completions", false, Route::OpenAiChat),
             ("POST", "/v1/embeddings", true, Route::OpenAiEmbeddings),
+            ("POST", "/v1/responses", true, Route::OpenAiResponses),
+            (
+                "GET",
+                "/v1/responses/resp_1",
+                true,
+                Route::OpenAiResponse { id: "resp_1".into(), delete: false },
+            ),
+            (
+                "DELETE",
+                "/v1/responses/resp_1",
+                false,
+                Route::OpenAiResponse { id: "resp_1".into(), delete: true },
+            ),
             ("POST", "/v1beta/openai/chat/completions", true, Route::GeminiOpenAi),
             ("PUT", "/upload/v1beta/files", false, Route::Native),
             ("GET", "/download/v1beta/files/abc:download", false, Route::Native),

@@ -43,6 +43,16 @@ pub trait Handler: Send + Sync + 'static {
     fn surface_of(&self, _method: &str, _target: &str, _bearer: bool) -> Surface {
         Surface::Native
     }
+    /// Does a request for this target asking for a protocol switch (`Upgrade: websocket`) go to
+    /// `upgrade` instead of `handle`? Such requests take no worker slot.
+    fn upgrades(&self, _method: &str, _target: &str) -> bool {
+        false
+    }
+    /// Serve a request that asks for a protocol switch; it may take the connection over with
+    /// `Exchange::switch_protocols` and keep it until it returns.
+    fn upgrade(&self, _ex: &mut Exchange) -> Result<(), ProxyError> {
+        Err(ProxyError::NotFound { message: "no protocol switch here".into() })
+    }
 }
 
 /// The facts of one request that end up in its log line and metrics.
@@ -272,6 +282,20 @@ impl Exchange {
         }
     }
 
+    /// Answer `101 Switching Protocols` with `headers` and take the connection over (its bytes,
+    /// decrypted under TLS). No further request is read from it; it closes when the handler
+    /// returns.
+    pub fn switch_protocols(&mut self, headers: &[(String, String)]) -> std::io::Result<ClientSocket> {
+        let Some(req) = self.request.take() else {
+            return Err(std::io::Error::other("request already answered"));
+        };
+        self.record.status = 101;
+        let mut head = Vec::with_capacity(256);
+        write_head(&mut head, false, 101, headers);
+        head.extend_from_slice(b"\r\n");
+        req.switch_protocols(&head).map(ClientSocket)
+    }
+
     /// Start a streamed answer: the head goes out now, the body in chunks as they come.
     pub fn start_stream(
         &mut self,
@@ -305,6 +329,40 @@ impl Exchange {
             redactor,
             redacting: crate::redact::StreamRedactor::default(),
         })
+    }
+}
+
+/// A client connection taken over after `101 Switching Protocols`: its bytes in and out (TLS
+/// handled underneath). Handles made with `try_clone` may read and write on two threads at once.
+pub struct ClientSocket(tiny_http::Upgraded);
+
+impl ClientSocket {
+    pub fn try_clone(&self) -> std::io::Result<ClientSocket> {
+        self.0.try_clone().map(ClientSocket)
+    }
+
+    /// The TCP socket under it (timeouts, keep-alive, `shutdown` to wake a blocked reader).
+    pub fn tcp(&self) -> std::io::Result<std::net::TcpStream> {
+        match self.0.tcp() {
+            Some(s) => s.try_clone(),
+            None => Err(std::io::Error::other("not a TCP connection")),
+        }
+    }
+}
+
+impl Read for ClientSocket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for ClientSocket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -435,6 +493,8 @@ pub struct ServerOptions {
     pub queue_size: usize,
     pub client_timeout: Duration,
     pub body_timeout: Duration,
+    /// Listen with TLS: the PEM certificate chain and private key.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Shared run state: stop requested, fatal error.
@@ -567,7 +627,8 @@ impl Server {
         handler: Arc<dyn Handler>,
         stats: Arc<ServerStats>,
     ) -> Result<Server, String> {
-        let ServerOptions { host, port, workers, queue_size, client_timeout, body_timeout } = opts.clone();
+        let ServerOptions { host, port, workers, queue_size, client_timeout, body_timeout, tls } =
+            opts.clone();
         let timeouts = Timeouts { client: client_timeout, body: body_timeout };
         if let Some(n) = raise_fd_limit() {
             log::debug!("open-file limit: {n}");
@@ -586,8 +647,12 @@ impl Server {
             })
         };
         let tiny = Arc::new(
-            tiny_http::Server::from_listener_with_filter(listener, None, Some(filter))
-                .map_err(|e| format!("cannot start server: {e}"))?,
+            tiny_http::Server::from_listener_with_filter(
+                listener,
+                tls.map(|(certificate, private_key)| tiny_http::SslConfig { certificate, private_key }),
+                Some(filter),
+            )
+            .map_err(|e| format!("cannot start server: {e}"))?,
         );
         let state: Shared = Arc::default();
         // Every request is taken by the filter; what reaches `recv` is an accept failure (tiny_http
@@ -704,13 +769,31 @@ fn admit(
         refuse(request, "refused", ProxyError::Framing { status, reason }, true);
         return;
     }
+    // A protocol switch (the Live API's WebSocket) holds its connection for as long as the
+    // session lasts: it takes no worker slot (the handler bounds such sessions itself).
+    if wants_websocket(&request) && handler.upgrades(request.method().as_str(), request.url()) {
+        if stopping.load(Ordering::SeqCst) {
+            refuse(request, "shed", ProxyError::Overloaded, true);
+            return;
+        }
+        serve_one(request, started, handler, stats, timeouts, true);
+        return;
+    }
     let slot = if stopping.load(Ordering::SeqCst) { None } else { slots.take(stats) };
     let Some(_slot) = slot else {
         stats.shed.fetch_add(1, Ordering::Relaxed);
         refuse(request, "shed", ProxyError::Overloaded, stopping.load(Ordering::SeqCst));
         return;
     };
-    serve_one(request, started, handler, stats, timeouts);
+    serve_one(request, started, handler, stats, timeouts, false);
+}
+
+/// `Upgrade: websocket` among the request's headers.
+fn wants_websocket(request: &tiny_http::Request) -> bool {
+    request.headers().iter().any(|h| {
+        h.field.equiv("Upgrade")
+            && h.value.as_str().split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+    })
 }
 
 fn serve_one(
@@ -719,11 +802,17 @@ fn serve_one(
     handler: &dyn Handler,
     stats: &ServerStats,
     timeouts: Timeouts,
+    upgrade: bool,
 ) {
     {
-        stats.busy_workers.fetch_add(1, Ordering::SeqCst);
+        let busy = if upgrade { None } else { Some(&stats.busy_workers) };
+        if let Some(b) = busy {
+            b.fetch_add(1, Ordering::SeqCst);
+        }
         let mut ex = Exchange::new(request, started, timeouts);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut ex)));
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if upgrade { handler.upgrade(&mut ex) } else { handler.handle(&mut ex) }
+        }));
         let surface = ex.record.surface.unwrap_or(Surface::Native);
         match outcome {
             Ok(Ok(())) => {}
@@ -760,6 +849,8 @@ fn serve_one(
         }
         ex.record.latency = started.elapsed();
         handler.finished(&ex.record);
-        stats.busy_workers.fetch_sub(1, Ordering::SeqCst);
+        if let Some(b) = busy {
+            b.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }

@@ -577,41 +577,51 @@ fn walk<'a>(
         // The model a 429 names wins over the request's for its effect (SPEC §5).
         let effect = quota_model.take();
         let effect = effect.as_deref().or(model);
-        let mut pool = app.pool.lock();
-        let refused =
-            matches!(outcome, Outcome::QuotaPerDay | Outcome::QuotaPerMinute { .. } | Outcome::RateLimited);
-        // Google did not count what it refused; what its 429 says about the limits is learned.
-        let learned = refused && {
+        if matches!(outcome, Outcome::QuotaPerDay | Outcome::QuotaPerMinute { .. } | Outcome::RateLimited) {
+            // Google did not count what it refused; what its 429 says about the limits is learned.
+            let mut pool = app.pool.lock();
             pool.refused(&fingerprint, model, now);
-            pool.learn(&fingerprint, effect, &std::mem::take(&mut violations))
-        };
-        let recorded = pool.record(idx, &fingerprint, effect, &outcome, 0, chrono::Utc::now());
-        drop(pool);
-        let what = effect.unwrap_or("all models");
-        if learned {
-            log::debug!("key {fingerprint}: learned the limits of its project for {what} from a 429");
+            let learned = pool.learn(&fingerprint, effect, &std::mem::take(&mut violations));
+            drop(pool);
+            if learned {
+                log::debug!(
+                    "key {fingerprint}: learned the limits of its project for {} from a 429",
+                    effect.unwrap_or("all models")
+                );
+                app.save.wanted();
+            }
         }
-        match recorded {
-            Recorded::Parked { until } => {
-                log::warn!(
-                    "key {fingerprint}: daily quota of {what} used up; parked until {}",
-                    app.format_time(until)
-                )
-            }
-            Recorded::Disabled => log::warn!("key {fingerprint} disabled: {outcome:?}"),
-            Recorded::Cooling { until } => {
-                log::debug!("key {fingerprint}: cooling down for {what} until {}", app.format_time(until))
-            }
-            Recorded::Throttled { until } => log::warn!(
+        record_failure(app, idx, &fingerprint, effect, &outcome);
+    }
+}
+
+/// Record what a failed attempt with key (`idx`, `fingerprint`) means for `effect` (the model
+/// it blocks; `None`: all models), with the log line of a park or a disabled key.
+pub fn record_failure(app: &App, idx: usize, fingerprint: &str, effect: Option<&str>, outcome: &Outcome) {
+    let recorded = app.pool.lock().record(idx, fingerprint, effect, outcome, 0, chrono::Utc::now());
+    let what = effect.unwrap_or("all models");
+    match recorded {
+        Recorded::Parked { until } => {
+            log::warn!(
+                "key {fingerprint}: daily quota of {what} used up; parked until {}",
+                app.format_time(until)
+            )
+        }
+        Recorded::Disabled => log::warn!("key {fingerprint} disabled: {outcome:?}"),
+        Recorded::Cooling { until } => {
+            log::debug!("key {fingerprint}: cooling down for {what} until {}", app.format_time(until))
+        }
+        Recorded::Throttled { until } => {
+            log::warn!(
                 "bare 429s from several projects for {what}: Google is limiting this proxy's address; \
                  {what} cools down for every key until {}",
                 app.format_time(until)
-            ),
-            _ => {}
+            )
         }
-        if learned || !matches!(recorded, Recorded::Nothing | Recorded::UnknownKey) {
-            app.save.wanted();
-        }
+        _ => {}
+    }
+    if !matches!(recorded, Recorded::Nothing | Recorded::UnknownKey) {
+        app.save.wanted();
     }
 }
 
@@ -633,7 +643,7 @@ fn resource_error(app: &App, pin: &crate::resources::Pin, pick: Pick) -> ProxyEr
 }
 
 /// "No key available" from the pool's `Pick::Exhausted`.
-fn exhausted_error(app: &App, pick: Pick) -> ProxyError {
+pub fn exhausted_error(app: &App, pick: Pick) -> ProxyError {
     match pick {
         Pick::Exhausted { retry_after_secs, until, model } => {
             ProxyError::NoKeyAvailable { model, retry_after_secs, until: until.map(|t| app.format_time(t)) }

@@ -45,19 +45,6 @@ fn events(text: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
-fn keys_anywhere(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                out.push(k.clone());
-                keys_anywhere(x, out);
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|x| keys_anywhere(x, out)),
-        _ => {}
-    }
-}
-
 /// What Claude Code sends (observed): beta query, adaptive thinking, cache_control, fields and
 /// schema keywords Gemini refuses. None of them may reach Google; max_tokens is clamped.
 #[test]
@@ -146,22 +133,7 @@ fn a_stream_arrives_in_pieces_with_pings_while_the_upstream_is_silent() {
         "messages": [{"role": "user", "content": "Hi"}]});
     let resp = open_stream(&format!("{}/v1/messages", proxy.url), ("x-api-key", TOKEN), &body.to_string());
     assert_eq!(resp.status(), 200);
-    let started = std::time::Instant::now();
-    let mut reader = resp.into_body().into_reader();
-    let mut text = String::new();
-    let mut first_delta = None;
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = std::io::Read::read(&mut reader, &mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        text.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if first_delta.is_none() && text.contains("content_block_delta") {
-            first_delta = Some(started.elapsed());
-        }
-    }
-    let total = started.elapsed();
+    let (text, first_delta, total) = read_timed(resp, "content_block_delta");
     assert!(
         first_delta.unwrap() + Duration::from_millis(2000) < total,
         "the first delta came early: {first_delta:?} of {total:?}"

@@ -37,6 +37,7 @@ fn a_panicking_handler_becomes_a_500_and_the_worker_lives_on() {
         queue_size: 4,
         client_timeout: Duration::from_secs(5),
         body_timeout: Duration::from_secs(5),
+        tls: None,
     };
     let server = Server::start(&opts, Arc::new(Panicky), stats).unwrap();
     let url = format!("http://{}", server.addr());

@@ -72,9 +72,11 @@ def get_json(port, path, headers=None):
     return json.loads(data)
 
 
-def client(port, stop, interval, counts, lock):
+def client(port, stop, interval, phase, counts, lock):
     conn = None
-    next_at = time.time()
+    # Clients are not in step with each other: each starts at its own phase of the interval.
+    next_at = time.time() + phase
+    stop.wait(phase)
     while not stop.is_set():
         try:
             if conn is None:
@@ -132,8 +134,10 @@ def run(args, learning):
                 time.sleep(0.05)
         stop = threading.Event()
         counts, lock = {}, threading.Lock()
-        threads = [threading.Thread(target=client, args=(gkm_port, stop, args.threads / args.rate, counts, lock))
-                   for _ in range(args.threads)]
+        interval = args.threads / args.rate
+        threads = [threading.Thread(target=client,
+                                    args=(gkm_port, stop, interval, i * interval / args.threads, counts, lock))
+                   for i in range(args.threads)]
         started = time.time()
         for t in threads:
             t.start()

@@ -8,6 +8,7 @@
   tool.py report RESULTS TTFE_JSON          print the final table and ratios from the collected results
   tool.py check-openai ANSWER EXPECTED      is ANSWER the OpenAI chat completion of the Gemini answer EXPECTED
   tool.py check-anthropic ANSWER EXPECTED   is ANSWER the Anthropic message of the Gemini answer EXPECTED
+  tool.py check-responses ANSWER EXPECTED   is ANSWER the Responses `response` of the Gemini answer EXPECTED
   tool.py report-streams IDLE_RSS IDLE_THREADS AFTER_RSS AFTER_THREADS NAME=JSON NAME=JSON...
                                             the concurrent-streams section (streams.py outputs, direct first)
   tool.py report-workers RESULTS            the throughput-by-worker-count section
@@ -228,6 +229,13 @@ def check_anthropic(answer_path, expected_path):
                      "message")
 
 
+def check_responses(answer_path, expected_path):
+    """The answer is a Responses `response` carrying the Gemini answer's text."""
+    check_translated(answer_path, expected_path, "Responses", lambda g: g.get("object"),
+                     lambda g: "".join(c.get("text", "") for i in g["output"] if i.get("type") == "message"
+                                       for c in i["content"]), "response")
+
+
 def load_json(path):
     try:
         with open(path, encoding="utf-8") as f:
@@ -323,6 +331,10 @@ def report_openai(results_path, ttfe_path):
     if sn and sa and sn["rps"]:
         parts.append(f"anthropic/native saturating throughput = {sa['rps'] / sn['rps']:.2f}; "
                      f"added p50 {sa['p50'] - sn['p50']:+.3f} ms; added cpu {sa['cpu'] - sn['cpu']:+.1f} us/req")
+    sr = get("saturating", "gkm-responses")
+    if sn and sr and sn["rps"]:
+        parts.append(f"responses/native saturating throughput = {sr['rps'] / sn['rps']:.2f}; "
+                     f"added p50 {sr['p50'] - sn['p50']:+.3f} ms; added cpu {sr['cpu'] - sn['cpu']:+.1f} us/req")
     ln, lo = get("light", "gkm-native"), get("light", "gkm-openai")
     if ln and lo and ln["rps"]:
         parts.append(f"light load: openai/native throughput = {lo['rps'] / ln['rps']:.2f}; "
@@ -332,6 +344,10 @@ def report_openai(results_path, ttfe_path):
     if ln and la and ln["rps"]:
         parts.append(f"light load: anthropic/native throughput = {la['rps'] / ln['rps']:.2f}; "
                      f"added p50 {la['p50'] - ln['p50']:+.3f} ms; added cpu {la['cpu'] - ln['cpu']:+.1f} us/req")
+    lr = get("light", "gkm-responses")
+    if ln and lr and ln["rps"]:
+        parts.append(f"light load: responses/native throughput = {lr['rps'] / ln['rps']:.2f}; "
+                     f"added p50 {lr['p50'] - ln['p50']:+.3f} ms; added cpu {lr['cpu'] - ln['cpu']:+.1f} us/req")
     t = load_json(ttfe_path)
     if "openai" in t:
         o, p = t["openai"], t["proxied"]
@@ -372,6 +388,8 @@ def main(argv):
         report(argv[1], argv[2])
     elif len(argv) == 3 and argv[0] == "check-openai":
         check_openai(argv[1], argv[2])
+    elif len(argv) == 3 and argv[0] == "check-responses":
+        check_responses(argv[1], argv[2])
     elif len(argv) == 3 and argv[0] == "check-anthropic":
         check_anthropic(argv[1], argv[2])
     elif len(argv) >= 7 and argv[0] == "report-streams":

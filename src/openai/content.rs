@@ -149,7 +149,7 @@ fn parse_data_url(url: &str) -> Option<(&str, &str)> {
 }
 
 /// A file URI that Gemini itself resolves: Files API URIs and Cloud Storage URIs.
-fn is_gemini_file_uri(url: &str) -> bool {
+pub(crate) fn is_gemini_file_uri(url: &str) -> bool {
     url.starts_with("gs://")
         || (url.starts_with("https://generativelanguage.googleapis.com/") && url.contains("/files/"))
 }
@@ -177,7 +177,7 @@ fn mime_from_name(name: &str) -> Option<&'static str> {
     })
 }
 
-fn file_uri_part(uri: &str) -> Value {
+pub(crate) fn file_uri_part(uri: &str) -> Value {
     let path = uri.split(['?', '#']).next().unwrap_or(uri);
     match mime_from_name(path) {
         Some(mime) => json!({"fileData": {"fileUri": uri, "mimeType": mime}}),
@@ -185,7 +185,7 @@ fn file_uri_part(uri: &str) -> Value {
     }
 }
 
-fn url_part(url: &str, param: &str) -> Result<Value, TranslateError> {
+pub(crate) fn url_part(url: &str, param: &str) -> Result<Value, TranslateError> {
     if let Some((mime, data)) = parse_data_url(url) {
         return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
     }
@@ -200,7 +200,11 @@ fn url_part(url: &str, param: &str) -> Result<Value, TranslateError> {
     ))
 }
 
-fn file_data_part(data: &str, filename: Option<&str>, param: &str) -> Result<Value, TranslateError> {
+pub(crate) fn file_data_part(
+    data: &str,
+    filename: Option<&str>,
+    param: &str,
+) -> Result<Value, TranslateError> {
     if let Some((mime, payload)) = parse_data_url(data) {
         return Ok(json!({"inlineData": {"mimeType": mime, "data": payload}}));
     }

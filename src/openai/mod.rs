@@ -11,11 +11,13 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-mod content;
+pub(crate) mod content;
 pub mod embeddings;
 pub mod error;
 pub(crate) mod fields;
 pub mod models;
+#[doc(hidden)]
+pub mod openapi;
 pub mod request;
 pub mod response;
 pub mod schema;
@@ -24,7 +26,7 @@ pub(crate) mod tools;
 pub mod types;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use embeddings::{embeddings_request_to_gemini, embeddings_response_to_openai};
 pub use error::{gemini_error_to_openai, openai_error_body};

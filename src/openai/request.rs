@@ -84,7 +84,7 @@ fn parse_model(obj: &Obj) -> Result<String, TranslateError> {
 }
 
 /// Appends `parts` to the last turn when it has the same role, else starts a new turn.
-fn push_turn(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, parts: Vec<Value>) {
+pub(crate) fn push_turn(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, parts: Vec<Value>) {
     if parts.is_empty() {
         return;
     }
@@ -163,7 +163,7 @@ fn convert_messages(messages: &[Value], gemini3: bool) -> Result<(Vec<Value>, Ve
 
 /// `{"functionResponse":{"name","response"}}`: the content parsed when it is a JSON object,
 /// else `{"result": content}`.
-fn function_response(name: &str, content: &str) -> Value {
+pub(crate) fn function_response(name: &str, content: &str) -> Value {
     let response = match serde_json::from_str::<Value>(content) {
         Ok(v @ Value::Object(_)) => v,
         _ => json!({ "result": content }),
@@ -245,7 +245,7 @@ fn assistant_parts(
 
 /// Tool-call arguments: a JSON string holding an object (an empty string means `{}`); an object
 /// is accepted as is.
-fn parse_arguments(args: Option<&Value>, param: &str) -> Result<Value, TranslateError> {
+pub(crate) fn parse_arguments(args: Option<&Value>, param: &str) -> Result<Value, TranslateError> {
     match args {
         None => Ok(json!({})),
         Some(v @ Value::Object(_)) => Ok(v.clone()),
@@ -291,64 +291,79 @@ fn generation_config(obj: &Obj, model: &str) -> Result<Obj, TranslateError> {
         let seed = seed.as_i64().ok_or_else(|| TranslateError::wrong_type("seed", "an integer", seed))?;
         gc.insert("seed".into(), seed.into());
     }
+    if let Some(stop) = stop_sequences(obj)? {
+        gc.insert("stopSequences".into(), stop);
+    }
+    response_format(obj, &mut gc)?;
+    if let Some(effort) = opt_str(obj, "reasoning_effort", "reasoning_effort")? {
+        gc.insert("thinkingConfig".into(), thinking_config(effort, model, "reasoning_effort")?);
+    }
+    Ok(gc)
+}
+
+/// `stop` (a string or an array of strings) -> Gemini `stopSequences`; `None` when absent or empty.
+pub(crate) fn stop_sequences(obj: &Obj) -> Result<Option<Value>, TranslateError> {
     match field(obj, "stop") {
-        None => {}
-        Some(Value::String(s)) => {
-            gc.insert("stopSequences".into(), json!([s]));
-        }
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(json!([s]))),
         Some(Value::Array(list)) => {
             for (k, s) in list.iter().enumerate() {
                 if !s.is_string() {
                     return Err(TranslateError::wrong_type(&format!("stop[{k}]"), "a string", s));
                 }
             }
-            if !list.is_empty() {
-                gc.insert("stopSequences".into(), Value::Array(list.clone()));
-            }
+            Ok((!list.is_empty()).then(|| Value::Array(list.clone())))
         }
-        Some(v) => return Err(TranslateError::wrong_type("stop", "a string or an array of strings", v)),
+        Some(v) => Err(TranslateError::wrong_type("stop", "a string or an array of strings", v)),
     }
-    response_format(obj, &mut gc)?;
-    if let Some(effort) = opt_str(obj, "reasoning_effort", "reasoning_effort")? {
-        gc.insert("thinkingConfig".into(), thinking_config(effort, model)?);
-    }
-    Ok(gc)
 }
 
 fn response_format(obj: &Obj, gc: &mut Obj) -> Result<(), TranslateError> {
     let Some(rf) = opt_object(obj, "response_format", "response_format")? else {
         return Ok(());
     };
-    match req_str(rf, "type", "response_format.type")? {
+    let kind = req_str(rf, "type", "response_format.type")?;
+    let schema = if kind == "json_schema" {
+        let js = opt_object(rf, "json_schema", "response_format.json_schema")?
+            .ok_or_else(|| TranslateError::missing("response_format.json_schema"))?;
+        field(js, "schema")
+    } else {
+        None
+    };
+    json_output(kind, schema, "response_format", "response_format.json_schema.schema", gc)
+}
+
+/// An output format (`text`, `json_object`, `json_schema` with its `schema`) -> Gemini
+/// `responseMimeType` and `responseSchema`; `param` names the format object in errors. Shared
+/// with the Responses core (`text.format`).
+pub(crate) fn json_output(
+    kind: &str,
+    schema: Option<&Value>,
+    param: &str,
+    schema_param: &str,
+    gc: &mut Obj,
+) -> Result<(), TranslateError> {
+    match kind {
         "text" => {}
         "json_object" => {
             gc.insert("responseMimeType".into(), "application/json".into());
         }
         "json_schema" => {
-            let js = opt_object(rf, "json_schema", "response_format.json_schema")?
-                .ok_or_else(|| TranslateError::missing("response_format.json_schema"))?;
             gc.insert("responseMimeType".into(), "application/json".into());
-            match field(js, "schema") {
+            match schema {
                 None => {}
                 Some(schema @ Value::Object(_)) => {
-                    let cleaned = clean_schema(schema, "response_format.json_schema.schema")?;
-                    gc.insert("responseSchema".into(), cleaned);
+                    gc.insert("responseSchema".into(), clean_schema(schema, schema_param)?);
                 }
-                Some(v) => {
-                    return Err(TranslateError::wrong_type(
-                        "response_format.json_schema.schema",
-                        "an object",
-                        v,
-                    ));
-                }
+                Some(v) => return Err(TranslateError::wrong_type(schema_param, "an object", v)),
             }
         }
         other => {
             return Err(bad(
                 format!(
-                    "Invalid value for 'response_format.type': '{other}'. Supported values are: 'text', 'json_object' and 'json_schema'."
+                    "Invalid value for '{param}.type': '{other}'. Supported values are: 'text', 'json_object' and 'json_schema'."
                 ),
-                "response_format.type",
+                &format!("{param}.type"),
             ));
         }
     }
@@ -361,16 +376,16 @@ fn response_format(obj: &Obj, gc: &mut Obj) -> Result<(), TranslateError> {
 /// of 1024 (minimal, low), 8192 (medium) or 24576 (high) tokens, and 0 for "none" (128, the
 /// minimum, on Pro models, which cannot stop thinking). Thought summaries are asked for
 /// (`includeThoughts`) unless the effort is "none".
-fn thinking_config(effort: &str, model: &str) -> Result<Value, TranslateError> {
+pub(crate) fn thinking_config(effort: &str, model: &str, param: &str) -> Result<Value, TranslateError> {
     let level = match effort {
         "none" | "minimal" | "low" | "medium" | "high" => effort,
         "xhigh" => "high",
         other => {
             return Err(bad(
                 format!(
-                    "Invalid value for 'reasoning_effort': '{other}'. Supported values are: 'none', 'minimal', 'low', 'medium', 'high' and 'xhigh'."
+                    "Invalid value for '{param}': '{other}'. Supported values are: 'none', 'minimal', 'low', 'medium', 'high' and 'xhigh'."
                 ),
-                "reasoning_effort",
+                param,
             ));
         }
     };

@@ -1,10 +1,9 @@
-//! Test-only: request helpers shared by the tests, and a small validator of produced values against OpenAI's published schemas (an extract of
-//! OpenAI's openapi.json, kept verbatim in the fixture `openai-subset.json`).
+//! Test-only: request helpers shared by the tests, and validation of produced values against
+//! OpenAI's published schemas (extracts of OpenAI's openapi.json, kept verbatim in the fixtures
+//! `openai-subset.json` for chat and `openai-responses-subset.json` for Responses) with the
+//! validator of `openapi.rs`.
 //!
-//! Never used outside tests; does no I/O at run time (the schema is compiled in with `include_str!`).
-//! Understands exactly what those schemas use: `required`, `type` (string or list), `enum`, `items`,
-//! `properties`, `$ref` to `#/components/schemas/*`, `anyOf` / `oneOf` (any branch passes),
-//! OpenAPI 3.0's `nullable: true`.
+//! Never used outside tests; does no I/O at run time (the schemas are compiled in with `include_str!`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,12 +24,30 @@ fn document() -> &'static Value {
 
 /// Errors of `value` against `components.schemas[name]`; empty when it conforms.
 pub fn validate(name: &str, value: &Value) -> Vec<String> {
-    let doc = document();
-    let schema = &doc["components"]["schemas"][name];
-    assert!(schema.is_object(), "no schema named {name}");
-    let mut errors = Vec::new();
-    check(doc, schema, value, "$", &mut errors);
-    errors
+    super::openapi::validate(document(), name, value)
+}
+
+/// The Responses subset (`Response`, every stream event, `ErrorResponse`).
+pub fn responses_document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        serde_json::from_str(include_str!("../../tests/fixtures/openai/openai-responses-subset.json"))
+            .expect("openai-responses-subset.json is valid JSON")
+    })
+}
+
+/// Panics with every violation when `value` is not a valid Responses `name` (or, for a stream
+/// event, `name` = "event": the schema its `type` names).
+#[track_caller]
+pub fn assert_valid_response(name: &str, value: &Value) {
+    let doc = responses_document();
+    let name = if name == "event" {
+        super::openapi::event_schema(doc, value).unwrap_or_else(|| panic!("unknown event type: {value}"))
+    } else {
+        name
+    };
+    let errors = super::openapi::validate(doc, name, value);
+    assert!(errors.is_empty(), "{name} violations: {errors:#?}\nvalue: {value:#}");
 }
 
 /// Panics with every violation when `value` does not conform to schema `name`.
@@ -58,84 +75,6 @@ pub fn chat_err(req: Value, param: Option<&str>) -> TranslateError {
 /// A user message with text content.
 pub fn user(text: &str) -> Value {
     json!({"role": "user", "content": text})
-}
-
-fn resolve<'a>(doc: &'a Value, reference: &str) -> &'a Value {
-    let name = reference
-        .strip_prefix("#/components/schemas/")
-        .unwrap_or_else(|| panic!("unsupported $ref {reference}"));
-    let target = &doc["components"]["schemas"][name];
-    assert!(target.is_object(), "dangling $ref {reference}");
-    target
-}
-
-fn type_matches(t: &str, v: &Value) -> bool {
-    match t {
-        "object" => v.is_object(),
-        "array" => v.is_array(),
-        "string" => v.is_string(),
-        "boolean" => v.is_boolean(),
-        "null" => v.is_null(),
-        "number" => v.is_number(),
-        "integer" => v.is_i64() || v.is_u64(),
-        other => panic!("unsupported type {other}"),
-    }
-}
-
-fn check(doc: &Value, schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
-    if schema.get("nullable").and_then(Value::as_bool) == Some(true) && value.is_null() {
-        return;
-    }
-    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        check(doc, resolve(doc, r), value, path, errors);
-    }
-    for key in ["anyOf", "oneOf"] {
-        if let Some(branches) = schema.get(key).and_then(Value::as_array) {
-            let ok = branches.iter().any(|b| {
-                let mut sub = Vec::new();
-                check(doc, b, value, path, &mut sub);
-                sub.is_empty()
-            });
-            if !ok {
-                errors.push(format!("{path}: matches no branch of {key}"));
-            }
-        }
-    }
-    match schema.get("type") {
-        Some(Value::String(t)) if !type_matches(t, value) => {
-            errors.push(format!("{path}: expected {t}, got {value}"));
-            return;
-        }
-        Some(Value::Array(ts)) if !ts.iter().filter_map(Value::as_str).any(|t| type_matches(t, value)) => {
-            errors.push(format!("{path}: expected one of {ts:?}, got {value}"));
-            return;
-        }
-        _ => {}
-    }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array).filter(|a| !a.contains(value)) {
-        errors.push(format!("{path}: {value} not in enum {allowed:?}"));
-    }
-    if let Value::Object(map) = value {
-        if let Some(required) = schema.get("required").and_then(Value::as_array) {
-            for r in required.iter().filter_map(Value::as_str) {
-                if !map.contains_key(r) {
-                    errors.push(format!("{path}: missing required property '{r}'"));
-                }
-            }
-        }
-        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-            for (k, sub) in props {
-                if let Some(v) = map.get(k) {
-                    check(doc, sub, v, &format!("{path}.{k}"), errors);
-                }
-            }
-        }
-    }
-    if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
-        for (i, item) in items.iter().enumerate() {
-            check(doc, item_schema, item, &format!("{path}[{i}]"), errors);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -179,5 +118,39 @@ mod tests {
         assert!(validate("CreateChatCompletionStreamResponse", &c).is_empty());
         c["usage"] = json!({"prompt_tokens": 1});
         assert!(!validate("CreateChatCompletionStreamResponse", &c).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod responses_schema_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_responses_validator_is_not_vacuous() {
+        let doc = responses_document();
+        let ok = json!({"id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
+            "error": null, "incomplete_details": null, "instructions": null, "model": "m", "tools": [],
+            "output": [], "parallel_tool_calls": true, "metadata": {}, "tool_choice": "auto",
+            "temperature": null, "top_p": null});
+        assert!(super::super::openapi::validate(doc, "Response", &ok).is_empty());
+        for (k, v) in [
+            ("output", json!(null)),
+            ("usage", json!(null)),
+            ("status", json!("done")),
+            ("parallel_tool_calls", json!(null)),
+        ] {
+            let mut bad = ok.clone();
+            bad[k] = v;
+            assert!(!super::super::openapi::validate(doc, "Response", &bad).is_empty(), "{k}");
+        }
+        let mut bad = ok.clone();
+        bad.as_object_mut().unwrap().remove("tools");
+        assert!(!super::super::openapi::validate(doc, "Response", &bad).is_empty());
+        let mut bad = ok;
+        bad["output"] = json!([{"type": "message", "id": "m", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": "x"}]}]);
+        assert!(!super::super::openapi::validate(doc, "Response", &bad).is_empty(), "annotations missing");
     }
 }

@@ -14,6 +14,12 @@
 //! Each request is answered by the script if it returns `Some`, else by the reply set for its key,
 //! else by the default behaviour (valid keys, models, streams, files, cached contents: see below).
 //!
+//! Every server-side resource (files, cached contents, upload sessions, batches, file search
+//! stores, interactions and the rest of the Interactions family) belongs to the Cloud *project* of
+//! the key that made it, as at Google: any key of that project may use it, a key of another
+//! project is refused (see `mock_resources.rs` and `mock_interactions.rs`). Keys are their own
+//! project unless `set_projects` groups them. Routes exist under `/v1/`, `/v1beta/` and `/v1alpha/`.
+//!
 //! Wire framing of the two streaming forms of `:streamGenerateContent`:
 //! * `?alt=sse`: `text/event-stream`, one `data: <one-line json>\r\n\r\n` per event, each event in
 //!   its own HTTP chunk. Google terminates events with CRLF pairs (see mokksy/ai-mocks#703 and
@@ -32,6 +38,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+#[path = "mock_interactions.rs"]
+mod interactions;
+#[path = "mock_resources.rs"]
+mod resources;
 
 /// How a scripted stream ends once its events are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,7 +300,11 @@ impl Recorded {
 type Script = Arc<dyn Fn(&Recorded) -> Option<Reply> + Send + Sync>;
 
 struct Upload {
-    key: String,
+    project: String,
+    /// The API version the session was started on; its upload URL keeps it.
+    version: String,
+    /// `fileSearchStores/{s}` for an upload into a file search store, else a plain file.
+    store: Option<String>,
     mime_type: String,
     display_name: Option<String>,
     received: Vec<u8>,
@@ -305,13 +320,40 @@ struct State {
     models_page_size: usize,
     requests: Vec<Recorded>,
     uploads: HashMap<String, Upload>,
-    /// file id -> (owner key, `File` resource)
-    files: HashMap<String, (String, Value)>,
-    /// cache id -> (owner key, `CachedContent` resource)
-    caches: HashMap<String, (String, Value)>,
+    /// key -> Cloud project; a key not listed is its own project.
+    projects: HashMap<String, String>,
+    /// Every server-side resource, with its owning project, in creation order.
+    res: resources::Resources,
+    /// Default page size of the resource lists (default 10).
+    list_page_size: usize,
+    /// Hops of an interaction: the first `n - 1` answer `requires_continuation` (default 1).
+    interaction_hops: usize,
+    /// Mixed into the opaque ids (interactions, continuation tokens) so two mocks differ.
+    id_seed: u64,
     next_id: u64,
     conns: HashMap<u64, TcpStream>,
     streams_aborted: usize,
+}
+
+impl State {
+    fn project_of(&self, key: &str) -> String {
+        self.projects.get(key).cloned().unwrap_or_else(|| key.to_string())
+    }
+
+    /// `{prefix}{n:06}` with a number unique in this mock.
+    fn fresh(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}{:06}", self.next_id)
+    }
+
+    /// `{prefix}` and 16 hex digits that look random but never repeat (splitmix64 of a counter).
+    fn opaque(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        let mut z = self.id_seed.wrapping_add(self.next_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        format!("{prefix}{:016x}", z ^ (z >> 31))
+    }
 }
 
 struct Shared {
@@ -354,9 +396,7 @@ impl Shared {
     }
 
     fn fresh_id(&self, prefix: &str) -> String {
-        let mut state = self.lock();
-        state.next_id += 1;
-        format!("{prefix}{:06}", state.next_id)
+        self.lock().fresh(prefix)
     }
 }
 
@@ -379,6 +419,11 @@ impl MockUpstream {
                 valid_keys: valid_keys.iter().map(|k| k.to_string()).collect(),
                 stream_events: 3,
                 models_page_size: 50,
+                list_page_size: 10,
+                interaction_hops: 1,
+                id_seed: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
                 ..State::default()
             }),
             changed: Condvar::new(),
@@ -438,6 +483,56 @@ impl MockUpstream {
     /// Page size of `models.list` when the request has no `pageSize` (default 50).
     pub fn set_models_page_size(&self, n: usize) {
         self.shared.lock().models_page_size = n.max(1);
+    }
+
+    /// Groups keys into Cloud projects: `(key, project)` pairs; replaces the previous grouping. A key
+    /// not listed is its own project (the default for every key).
+    pub fn set_projects(&self, pairs: &[(&str, &str)]) {
+        self.shared.lock().projects = pairs.iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
+    }
+
+    /// The project of `key` (the key itself unless `set_projects` named one). Tests tell which
+    /// project served a request with `mock.project_of(rec.key.as_deref().unwrap_or_default())`.
+    pub fn project_of(&self, key: &str) -> String {
+        self.shared.lock().project_of(key)
+    }
+
+    /// The project owning a resource, by its name (`files/abc`, `cachedContents/c`, `batches/b`,
+    /// `fileSearchStores/s`, `interactions/v1_…`, `agents/agent_…`, `auth_tokens/…`, …).
+    pub fn owner_of(&self, name: &str) -> Option<String> {
+        self.shared.lock().res.get(name).map(|e| e.project.clone())
+    }
+
+    /// An uploaded file `files/{id}` owned by `project`, made "outside the proxy"; returns its name.
+    pub fn add_file(&self, project: &str, id: &str) -> String {
+        resources::seed_file(&self.shared, project, id)
+    }
+
+    /// A cached content `cachedContents/{id}` (of gemini-2.5-flash) owned by `project`.
+    pub fn add_cache(&self, project: &str, id: &str) -> String {
+        resources::seed_cache(&self.shared, project, id)
+    }
+
+    /// An empty file search store `fileSearchStores/{id}` owned by `project`.
+    pub fn add_file_search_store(&self, project: &str, id: &str) -> String {
+        resources::seed_store(&self.shared, project, id)
+    }
+
+    /// A stored, completed interaction of `model` owned by `project`; returns its id.
+    pub fn add_interaction(&self, project: &str, model: &str) -> String {
+        interactions::seed(&self.shared, project, model)
+    }
+
+    /// Default page size of the resource lists (files, cachedContents, batches, fileSearchStores,
+    /// documents, the Interactions family) when the request has none (default 10, at least 1).
+    pub fn set_list_page_size(&self, n: usize) {
+        self.shared.lock().list_page_size = n.max(1);
+    }
+
+    /// An interaction takes `n` hops (default 1): the first `n - 1` creates of a turn answer
+    /// `requires_continuation` with a `continuation_token` (background ones excepted).
+    pub fn set_interaction_hops(&self, n: usize) {
+        self.shared.lock().interaction_hops = n.max(1);
     }
 
     /// Every request seen, in arrival order.
@@ -881,29 +976,61 @@ fn check_key(shared: &Shared, key: Option<&str>) -> Result<String, Reply> {
     if shared.lock().valid_keys.contains(key) { Ok(key.to_string()) } else { Err(key_invalid_400()) }
 }
 
+/// One request to an API route: its key checked, its JSON body parsed.
+struct Call<'a> {
+    shared: &'a Shared,
+    rec: &'a Recorded,
+    /// `v1`, `v1beta` or `v1alpha`, as the path named it.
+    version: &'a str,
+    /// The project of the request's key.
+    project: String,
+    body: Value,
+}
+
+const VERSIONS: [&str; 3] = ["v1", "v1beta", "v1alpha"];
+
+/// `(prefix, version, rest)` of a path: `/upload/v1beta/files` gives `("upload", "v1beta", "files")`,
+/// `/v1/models` gives `("", "v1", "models")`; the prefix is `upload`, `download` or empty.
+fn split_version(path: &str) -> Option<(&'static str, &str, &str)> {
+    let path = path.strip_prefix('/')?;
+    let (prefix, path) = ["upload", "download"]
+        .into_iter()
+        .find_map(|p| path.strip_prefix(p)?.strip_prefix('/').map(|rest| (p, rest)))
+        .unwrap_or(("", path));
+    let (version, rest) = path.split_once('/')?;
+    VERSIONS.contains(&version).then_some((prefix, version, rest))
+}
+
 fn default_reply(shared: &Shared, rec: &Recorded) -> Reply {
     let path = percent_decode(&rec.path);
     let method = rec.method.as_str();
     if path == "/v1beta/openai/chat/completions" && method == "POST" {
         return openai_chat(shared, rec);
     }
-    if path == "/upload/v1beta/files" && method == "POST" {
-        if let Some(upload_id) = rec.query_param("upload_id") {
-            return upload_continue(shared, rec, &upload_id);
-        }
-        return check_key(shared, rec.key.as_deref())
-            .map_or_else(|e| e, |key| upload_start(shared, rec, key));
-    }
-    let Some((version, rest)) = (path.strip_prefix("/v1beta/").map(|r| ("v1beta", r)))
-        .or_else(|| path.strip_prefix("/v1/").map(|r| ("v1", r)))
-    else {
+    let Some((prefix, version, rest)) = split_version(&path) else {
         return route_not_found();
     };
-    let segments: Vec<&str> = rest.split('/').collect();
+    if prefix == "upload"
+        && method == "POST"
+        && let Some(upload_id) = rec.query_param("upload_id")
+    {
+        return upload_continue(shared, rec, &upload_id);
+    }
     let key = match check_key(shared, rec.key.as_deref()) {
         Ok(key) => key,
         Err(reply) => return reply,
     };
+    let project = shared.lock().project_of(&key);
+    if prefix == "upload" {
+        return match (method, rest.strip_suffix(":uploadToFileSearchStore")) {
+            ("POST", None) if rest == "files" => upload_start(shared, rec, project, version, None),
+            ("POST", Some(store)) => match resources::owned_store(shared, &project, store) {
+                Ok(store) => upload_start(shared, rec, project, version, Some(store)),
+                Err(reply) => reply,
+            },
+            _ => route_not_found(),
+        };
+    }
     let body = if rec.body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -912,20 +1039,27 @@ fn default_reply(shared: &Shared, rec: &Recorded) -> Reply {
             Err(_) => return invalid_argument("Invalid JSON payload received. Unexpected token."),
         }
     };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let call = Call { shared, rec, version, project, body };
+    if prefix == "download" {
+        return match (method, segments.as_slice()) {
+            ("GET", ["files", file]) => resources::download(&call, file),
+            _ => route_not_found(),
+        };
+    }
     match (method, segments.as_slice()) {
         ("GET", ["models"]) => list_models(shared, rec),
         ("GET", ["models", id]) if !id.contains(':') => match find_model(id) {
             Some(m) => Reply::json(200, model_json(m)),
             None => not_found_404(&format!("Model is not found: models/{id} for api version {version}")),
         },
-        ("POST", ["models", call]) => match call.split_once(':') {
-            Some((model, action)) => call_model(shared, rec, &key, &body, version, model, action),
+        ("POST", ["models", call_name]) => match call_name.split_once(':') {
+            Some((model, action)) => call_model(&call, model, action),
             None => route_not_found(),
         },
-        ("GET", ["files", id]) => owned_resource(shared, &key, id, false),
-        ("POST", ["cachedContents"]) => create_cache(shared, &key, &body),
-        ("GET", ["cachedContents", id]) => owned_resource(shared, &key, id, true),
-        _ => route_not_found(),
+        _ => resources::route(&call, &segments)
+            .or_else(|| interactions::route(&call, &segments))
+            .unwrap_or_else(route_not_found),
     }
 }
 
@@ -948,15 +1082,8 @@ fn list_models(shared: &Shared, rec: &Recorded) -> Reply {
     Reply::json(200, body)
 }
 
-fn call_model(
-    shared: &Shared,
-    rec: &Recorded,
-    key: &str,
-    body: &Value,
-    version: &str,
-    model: &str,
-    action: &str,
-) -> Reply {
+fn call_model(c: &Call, model: &str, action: &str) -> Reply {
+    let (shared, rec, body, version) = (c.shared, c.rec, &c.body, c.version);
     let unsupported = || {
         not_found_404(&format!(
             "models/{model} is not found for API version {version}, or is not supported for \
@@ -971,12 +1098,13 @@ fn call_model(
     let prompt = count_words(body).max(1);
     match action {
         "generateContent" | "streamGenerateContent" if generates => {
-            if let Err(denied) = check_references(shared, key, body) {
-                return denied;
-            }
+            let note = match resources::check_references(&shared.lock(), &c.project, body) {
+                Ok(stores) => resources::grounding_note(&stores),
+                Err(denied) => return denied,
+            };
             let response_id = shared.fresh_id("mock-response-");
             if action == "generateContent" {
-                return answer_generate(model, &response_id, body, prompt);
+                return answer_generate(model, &response_id, body, prompt, &note);
             }
             let (delay, n) = {
                 let state = shared.lock();
@@ -984,13 +1112,13 @@ fn call_model(
             };
             // A function call (tools offered, no tool result yet) streams as one event, as Gemini
             // sends it; an answer the unary path refuses is refused here too.
-            let events = match answer_generate(model, &response_id, body, prompt) {
+            let events = match answer_generate(model, &response_id, body, prompt, &note) {
                 Reply::Json { status: 200, body: whole }
                     if whole.pointer("/candidates/0/content/parts/0/functionCall").is_some() =>
                 {
                     vec![whole]
                 }
-                Reply::Json { status: 200, .. } => stream_events(model, &response_id, prompt, n),
+                Reply::Json { status: 200, .. } => stream_events(model, &response_id, prompt, n, &note),
                 refused => return refused,
             };
             if rec.query_param("alt").as_deref() == Some("sse") {
@@ -999,11 +1127,16 @@ fn call_model(
                 Reply::JsonArray { chunks: events, delay, then: StreamEnd::Finish }
             }
         }
-        "countTokens" => Reply::json(
-            200,
-            json!({"totalTokens": prompt,
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]}),
-        ),
+        "countTokens" => match resources::check_references(&shared.lock(), &c.project, body) {
+            Ok(_) => Reply::json(
+                200,
+                json!({"totalTokens": prompt,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]}),
+            ),
+            Err(denied) => denied,
+        },
+        "batchGenerateContent" if generates => resources::create_batch(c, model, false),
+        "asyncBatchEmbedContent" if !generates => resources::create_batch(c, model, true),
         "embedContent" if !generates => Reply::json(200, json!({"embedding": embedding(body)})),
         "batchEmbedContents" if !generates => match body.get("requests").and_then(Value::as_array) {
             Some(requests) => Reply::json(
@@ -1022,8 +1155,9 @@ pub const THOUGHT_SIGNATURE: &str = "bW9jay10aG91Z2h0LXNpZ25hdHVyZQ==";
 
 /// generateContent as a model would answer it: a function call when tools are offered and no
 /// tool result is in the last turn (with a thought signature the next turn must bring back, as
-/// Gemini 3 requires); JSON text when JSON was asked for; `candidateCount` candidates.
-fn answer_generate(model: &str, id: &str, body: &Value, prompt: u64) -> Reply {
+/// Gemini 3 requires); JSON text when JSON was asked for; `candidateCount` candidates. `note` ends
+/// the plain text (the file search stores that grounded it).
+fn answer_generate(model: &str, id: &str, body: &Value, prompt: u64, note: &str) -> Reply {
     if model == "exhausted-model" {
         return quota_per_minute_429(model, "30s");
     }
@@ -1056,7 +1190,7 @@ fn answer_generate(model: &str, id: &str, body: &Value, prompt: u64) -> Reply {
     let text = if json_wanted {
         json!({"answer": format!("Hello from {model}")}).to_string()
     } else {
-        format!("Hello from {model}")
+        format!("Hello from {model}{note}")
     };
     let words = text.split_whitespace().count() as u64;
     let mut answer = generate_response(model, id, &text, prompt, words, true);
@@ -1090,11 +1224,12 @@ fn generate_response(model: &str, id: &str, text: &str, prompt: u64, candidates:
 
 /// `n` streamed responses; every one carries usageMetadata (cumulative, as Google does), only the
 /// last one carries `finishReason: STOP`.
-fn stream_events(model: &str, id: &str, prompt: u64, n: usize) -> Vec<Value> {
+fn stream_events(model: &str, id: &str, prompt: u64, n: usize, note: &str) -> Vec<Value> {
     let mut so_far = 0;
     (1..=n)
         .map(|i| {
-            let text = if i == n { format!("Hello from {model}.") } else { format!("Part {i} of {n}, ") };
+            let text =
+                if i == n { format!("Hello from {model}{note}.") } else { format!("Part {i} of {n}, ") };
             so_far += text.split_whitespace().count() as u64;
             generate_response(model, id, &text, prompt, so_far, i == n)
         })
@@ -1122,55 +1257,34 @@ fn embedding(request: &Value) -> Value {
     json!({"values": values})
 }
 
-/// Requests may only use the files and cached contents created with the same key.
-fn check_references(shared: &Shared, key: &str, body: &Value) -> Result<(), Reply> {
-    fn file_uris<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
-        match value {
-            Value::Object(map) => map.iter().for_each(|(k, v)| match v {
-                Value::String(s) if k == "fileUri" || k == "file_uri" => out.push(s),
-                other => file_uris(other, out),
-            }),
-            Value::Array(items) => items.iter().for_each(|v| file_uris(v, out)),
-            _ => {}
-        }
-    }
-    let state = shared.lock();
-    if let Some(cache) = body.get("cachedContent").and_then(Value::as_str) {
-        let id = cache.trim_start_matches("cachedContents/");
-        if state.caches.get(id).is_none_or(|(owner, _)| owner != key) {
-            return Err(cache_denied());
-        }
-    }
-    let mut uris = Vec::new();
-    file_uris(body, &mut uris);
-    for uri in uris {
-        let Some((_, id)) = uri.rsplit_once("/files/") else {
-            continue;
-        };
-        let id = id.split(['?', '#']).next().unwrap_or_default();
-        if state.files.get(id).is_none_or(|(owner, _)| owner != key) {
-            return Err(file_denied(id));
-        }
-    }
-    Ok(())
-}
-
-fn upload_start(shared: &Shared, rec: &Recorded, key: String) -> Reply {
+fn upload_start(
+    shared: &Shared,
+    rec: &Recorded,
+    project: String,
+    version: &str,
+    store: Option<String>,
+) -> Reply {
     let protocol = rec.header("x-goog-upload-protocol").unwrap_or_default();
     let command = rec.header("x-goog-upload-command").unwrap_or_default();
     if !protocol.eq_ignore_ascii_case("resumable") || !command.eq_ignore_ascii_case("start") {
         return invalid_argument("The mock upstream supports resumable uploads only.");
     }
-    let meta = rec.json().and_then(|b| b.get("file").cloned()).unwrap_or(json!({}));
+    // Files: `{"file": {...}}`; file search stores: the metadata at the top level.
+    let body = rec.json().unwrap_or(json!({}));
+    let meta = if store.is_some() { body } else { body.get("file").cloned().unwrap_or(json!({})) };
     let meta_str = |a: &str, b: &str| meta.get(a).or(meta.get(b)).and_then(Value::as_str).map(str::to_string);
     let mime_type = (rec.header("x-goog-upload-header-content-type").map(str::to_string))
         .or_else(|| meta_str("mimeType", "mime_type"))
         .unwrap_or_else(|| "application/octet-stream".to_string());
     let display_name = meta_str("displayName", "display_name");
     let upload_id = shared.fresh_id("mock-upload-");
-    let upload = Upload { key, mime_type, display_name, received: Vec::new() };
+    let target =
+        store.as_ref().map_or_else(|| "files".to_string(), |s| format!("{s}:uploadToFileSearchStore"));
+    let url =
+        format!("{}/upload/{version}/{target}?upload_id={upload_id}&upload_protocol=resumable", shared.url());
+    let version = version.to_string();
+    let upload = Upload { project, version, store, mime_type, display_name, received: Vec::new() };
     shared.lock().uploads.insert(upload_id.clone(), upload);
-    let url = format!("{}/upload/v1beta/files?upload_id={upload_id}&upload_protocol=resumable", shared.url());
     Reply::Http {
         status: 200,
         headers: vec![
@@ -1184,18 +1298,19 @@ fn upload_start(shared: &Shared, rec: &Recorded, key: String) -> Reply {
     }
 }
 
-/// The upload URL is a capability: a follow-up without a key is accepted, one with another key
-/// than the starter's is refused.
+/// The upload URL is a capability: a follow-up without a key is accepted, one with a key of
+/// another project than the starter's is refused.
 fn upload_continue(shared: &Shared, rec: &Recorded, upload_id: &str) -> Reply {
     if let Some(Err(reply)) = rec.key.as_deref().map(|key| check_key(shared, Some(key))) {
         return reply;
     }
     let command = rec.header("x-goog-upload-command").unwrap_or_default().to_ascii_lowercase();
     let mut state = shared.lock();
+    let caller = rec.key.as_deref().map(|k| state.project_of(k));
     let Some(upload) = state.uploads.get_mut(upload_id) else {
         return not_found_404(&format!("Upload {upload_id} not found."));
     };
-    if rec.key.as_ref().is_some_and(|k| *k != upload.key) {
+    if caller.is_some_and(|p| p != upload.project) {
         return file_denied(upload_id);
     }
     if command.contains("upload") {
@@ -1213,45 +1328,8 @@ fn upload_continue(shared: &Shared, rec: &Recorded, upload_id: &str) -> Reply {
         };
     }
     let upload = state.uploads.remove(upload_id).expect("upload present");
-    state.next_id += 1;
-    let id = format!("mockfile{:06}", state.next_id);
-    let mut file = json!({"name": format!("files/{id}"), "mimeType": upload.mime_type,
-        "sizeBytes": upload.received.len().to_string(), "createTime": CREATE_TIME,
-        "updateTime": CREATE_TIME, "expirationTime": EXPIRE_TIME,
-        "uri": format!("{}/v1beta/files/{id}", shared.url()), "state": "ACTIVE", "source": "UPLOADED"});
-    if let Some(name) = upload.display_name {
-        file["displayName"] = json!(name);
-    }
-    state.files.insert(id, (upload.key, file.clone()));
-    Reply::json(200, json!({"file": file})).with_header("X-Goog-Upload-Status", "final")
-}
-
-fn create_cache(shared: &Shared, key: &str, body: &Value) -> Reply {
-    let Some(model) = body.get("model").and_then(Value::as_str) else {
-        return invalid_argument("* CachedContent.model: model is required");
-    };
-    if let Err(denied) = check_references(shared, key, body) {
-        return denied;
-    }
-    let id = shared.fresh_id("mockcache");
-    let mut cache = json!({"name": format!("cachedContents/{id}"),
-        "model": format!("models/{}", model.trim_start_matches("models/")),
-        "createTime": CREATE_TIME, "updateTime": CREATE_TIME, "expireTime": EXPIRE_TIME,
-        "usageMetadata": {"totalTokenCount": count_words(body).max(1)}});
-    if let Some(name) = body.get("displayName") {
-        cache["displayName"] = name.clone();
-    }
-    shared.lock().caches.insert(id, (key.to_string(), cache.clone()));
-    Reply::json(200, cache)
-}
-
-fn owned_resource(shared: &Shared, key: &str, id: &str, cache: bool) -> Reply {
-    let state = shared.lock();
-    match (if cache { &state.caches } else { &state.files }).get(id) {
-        Some((owner, resource)) if owner == key => Reply::json(200, resource.clone()),
-        _ if cache => cache_denied(),
-        _ => file_denied(id),
-    }
+    let answer = resources::finish_upload(&mut state, &shared.url(), upload);
+    Reply::json(200, answer).with_header("X-Goog-Upload-Status", "final")
 }
 
 /// Gemini's OpenAI compatibility layer: Bearer auth only, errors wrapped in a JSON array.

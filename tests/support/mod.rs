@@ -2,6 +2,7 @@
 //! in-process against it, and a plain HTTP client. Everything listens on 127.0.0.1, port 0.
 #![allow(dead_code, unused_imports)]
 
+pub mod mock_live;
 pub mod mock_upstream;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -241,4 +242,40 @@ pub fn requests_on_disk(dir: &std::path::Path) -> u64 {
         .flat_map(|k| k["models"].as_object().unwrap().values())
         .map(|m| m["requests"].as_u64().unwrap())
         .sum()
+}
+
+/// Read a streamed answer to its end: its text, when `marker` first appeared, and the whole time
+/// (both from the start of reading).
+pub fn read_timed(
+    resp: ureq::http::Response<ureq::Body>,
+    marker: &str,
+) -> (String, Option<Duration>, Duration) {
+    let started = std::time::Instant::now();
+    let mut reader = resp.into_body().into_reader();
+    let (mut text, mut buf, mut first) = (String::new(), [0u8; 4096], None);
+    loop {
+        let n = reader.read(&mut buf).expect("the stream reads");
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if first.is_none() && text.contains(marker) {
+            first = Some(started.elapsed());
+        }
+    }
+    (text, first, started.elapsed())
+}
+
+/// Every object key anywhere in a JSON value (to check what went upstream).
+pub fn keys_anywhere(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                out.push(k.clone());
+                keys_anywhere(x, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| keys_anywhere(x, out)),
+        _ => {}
+    }
 }

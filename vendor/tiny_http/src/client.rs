@@ -39,8 +39,9 @@ pub struct ClientConnection {
     // true if the connection goes through SSL
     secure: bool,
 
-    // gemini-key-manager patch: the TCP socket, handed to each request (see `Request::socket`)
-    tcp: Option<std::sync::Arc<std::net::TcpStream>>,
+    // gemini-key-manager patch: the connection, handed to each request (see `Request::socket`
+    // and `Request::switch_protocols`)
+    tcp: Option<std::sync::Arc<crate::util::refined_tcp_stream::Stream>>,
 
     // gemini-key-manager patch: set by `Request::close_after` (an answer with `Connection: close`)
     close_after: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -71,7 +72,7 @@ impl ClientConnection {
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
-        let tcp = read_socket.tcp_handle().map(std::sync::Arc::new);
+        let tcp = read_socket.handle().map(std::sync::Arc::new);
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();

@@ -113,7 +113,7 @@ use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use request::{ReadWrite, Request};
+pub use request::{ReadWrite, Request, Upgraded};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
 
@@ -347,24 +347,19 @@ impl Server {
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
                             if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        let rq = match &filter {
-                                            Some(f) => match f(rq) {
-                                                Some(rq) => rq,
-                                                None => continue,
-                                            },
-                                            None => rq,
-                                        };
-                                        messages.push(rq.into());
-                                    }
+                                // gemini-key-manager patch 18: HTTPS requests go through the
+                                // filter too. The original queued them one at a time, waiting
+                                // for each answer, because its TLS stream deadlocked a reader
+                                // and a writer; the split stream (`ssl/rustls.rs`) does not.
+                                for rq in client {
+                                    let rq = match &filter {
+                                        Some(f) => match f(rq) {
+                                            Some(rq) => rq,
+                                            None => continue,
+                                        },
+                                        None => rq,
+                                    };
+                                    messages.push(rq.into());
                                 }
                             }
                         }));

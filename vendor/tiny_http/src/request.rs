@@ -10,7 +10,9 @@ use std::sync::mpsc::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::util::refined_tcp_stream::Stream;
 use crate::util::{EqualReader, FusedReader};
+use std::io::Result as IoResult;
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -78,9 +80,9 @@ pub struct Request {
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
 
-    // gemini-key-manager patch: the connection's TCP socket (plain HTTP), and a framing the
+    // gemini-key-manager patch: the connection (its TCP socket, TLS or not), and a framing the
     // server refused (status, reason): the application answers it, the connection then closes.
-    socket: Option<Arc<TcpStream>>,
+    socket: Option<Arc<Stream>>,
     framing_error: Option<(u16, &'static str)>,
     close_after: Arc<AtomicBool>,
 }
@@ -144,7 +146,7 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
-    socket: Option<Arc<TcpStream>>,
+    socket: Option<Arc<Stream>>,
     long_line: bool,
     close_after: Arc<AtomicBool>,
 ) -> Result<Request, RequestCreationError>
@@ -328,9 +330,33 @@ impl Request {
     }
 
     /// The connection's TCP socket, for a body timeout or a liveness probe (gemini-key-manager
-    /// patch; `None` over TLS or a Unix socket).
+    /// patch; under TLS too; `None` for a Unix socket).
     pub fn socket(&self) -> Option<&TcpStream> {
-        self.socket.as_deref()
+        self.socket.as_deref().and_then(Stream::tcp)
+    }
+
+    /// Answer with `head` (a status line and headers the caller formatted, such as a `101
+    /// Switching Protocols`) and take the connection over: its bytes, decrypted when it is TLS,
+    /// are the caller's from then on, and no further request is read from it (gemini-key-manager
+    /// patch 18). Call it on the connection's thread (in the filter): the connection is closed
+    /// when that thread goes back to tiny_http, so the caller must be done with it by then.
+    pub fn switch_protocols(mut self, head: &[u8]) -> IoResult<Upgraded> {
+        let stream = match self.socket.as_deref() {
+            Some(s) => s.try_clone()?,
+            None => return Err(IoError::other("no connection to take over")),
+        };
+        self.close_after();
+        let mut writer = match self.response_writer.take() {
+            Some(w) => w,
+            None => return Err(IoError::other("request already answered")),
+        };
+        let written = writer.write_all(head).and_then(|()| writer.flush());
+        drop(writer);
+        if let Some(sender) = self.notify_when_responded.take() {
+            let _ = sender.send(());
+        }
+        written?;
+        Ok(Upgraded { stream })
     }
 
     /// No further request is read from this connection: it closes once this one is answered
@@ -592,6 +618,41 @@ impl Drop for Request {
                 sender.send(()).unwrap();
             }
         }
+    }
+}
+
+/// A connection taken over after a protocol switch (gemini-key-manager patch 18): its bytes in
+/// and out, decrypted and encrypted when it is TLS. Handles made with `try_clone` may read and
+/// write from two threads at once without waiting for each other (also under TLS).
+pub struct Upgraded {
+    stream: Stream,
+}
+
+impl Upgraded {
+    /// A second handle on the same connection.
+    pub fn try_clone(&self) -> IoResult<Upgraded> {
+        Ok(Upgraded { stream: self.stream.try_clone()? })
+    }
+
+    /// The TCP socket under it (socket options, `shutdown` to wake a blocked reader).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        self.stream.tcp()
+    }
+}
+
+impl Read for Upgraded {
+    fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Upgraded {
+    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> IoResult<()> {
+        self.stream.flush()
     }
 }
 

@@ -24,7 +24,7 @@ impl Clone for Stream {
 
 impl Stream {
     /// A second handle on the same connection (gemini-key-manager patch: fallible, see `new`).
-    fn try_clone(&self) -> IoResult<Stream> {
+    pub(crate) fn try_clone(&self) -> IoResult<Stream> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.try_clone().map(Stream::Http),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -40,6 +40,19 @@ impl From<Connection> for Stream {
 }
 
 impl Stream {
+    /// gemini-key-manager patch: the TCP socket under the connection (TLS or not).
+    pub(crate) fn tcp(&self) -> Option<&std::net::TcpStream> {
+        match self {
+            Stream::Http(crate::connection::Connection::Tcp(s)) => Some(s),
+            #[cfg(unix)]
+            Stream::Http(_) => None,
+            #[cfg(feature = "ssl-rustls")]
+            Stream::Https(ssl_stream) => ssl_stream.tcp(),
+            #[cfg(feature = "ssl-openssl")]
+            Stream::Https(_) => None,
+        }
+    }
+
     fn secure(&self) -> bool {
         match self {
             Stream::Http(_) => false,
@@ -56,7 +69,7 @@ impl Stream {
         }
     }
 
-    fn shutdown(&mut self, how: Shutdown) -> IoResult<()> {
+    pub(crate) fn shutdown(&mut self, how: Shutdown) -> IoResult<()> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -136,13 +149,11 @@ impl RefinedTcpStream {
         self.stream.peer_addr()
     }
 
-    /// gemini-key-manager patch: a second handle on the TCP socket (plain HTTP only), so that
-    /// the application can set a body timeout and see whether the client is still there.
-    pub(crate) fn tcp_handle(&self) -> Option<std::net::TcpStream> {
-        match &self.stream {
-            Stream::Http(crate::connection::Connection::Tcp(s)) => s.try_clone().ok(),
-            _ => None,
-        }
+    /// gemini-key-manager patch: a second handle on the connection (TLS or not), so that the
+    /// application can set a body timeout, see whether the client is still there, and take the
+    /// connection over after a protocol switch (`Request::switch_protocols`).
+    pub(crate) fn handle(&self) -> Option<Stream> {
+        self.stream.try_clone().ok()
     }
 }
 
