@@ -32,6 +32,10 @@
 #   9. the Live API relay: a WebSocket session direct to the Live mock (examples/mock_live) vs through a
 #      proxy instance, BENCH_LIVE_N exchanges of one frame each way (scripts/bench/live.py): the time a
 #      session's relay adds per frame at p50/p90/p99 (goal: under 1 ms at p99) and the p99 ratio.
+#  10. quota efficiency (SPEC §14, scripts/bench/quota.py): a mock pool of 4 projects with small per-minute and
+#      per-day limits (examples/quota_mock.rs) under a client load above them for BENCH_QUOTA_SECONDS (default 180),
+#      with and without learning; served, client 503s, upstream 429s, attempts per served request, and the goals
+#      (served = capacity, 429s <= projects x windows, attempts per served <= 1.05). BENCH_QUOTA=0 skips it.
 #
 # Environment: BENCH_SECONDS (per wrk pass, default 10), BENCH_ROUNDS (of the main table, default 3),
 # BENCH_TTFE_N (default 30), BENCH_STREAMS (concurrent streams, default 256, at most 300), BENCH_KEEP_TMP=1
@@ -97,7 +101,8 @@ command -v cargo >/dev/null || die "cargo not found (install a Rust toolchain)"
 
 log "building the proxy and the mock upstream (release)"
 # One cargo invocation for both, so the two LTO links run side by side.
-(cd "$ROOT" && cargo build --release --bins --example mock_upstream --example mock_live --example bench_lookup)
+(cd "$ROOT" && cargo build --release --bins --example mock_upstream --example mock_live --example quota_mock \
+    --example bench_lookup)
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 GKM=$TARGET_DIR/release/gemini-key-manager
@@ -614,6 +619,16 @@ echo
 echo "Live API relay: one WebSocket session each, $LIVE_N exchanges (a turn up, its one-frame echo down), best of 3 interleaved rounds"
 python3 "$HERE/live.py" "ws://$LIVE_UP$LIVE_PATH" "ws://$LIVE_PROXY$LIVE_PATH" "${KEYS[0]}" "$TOKEN" "$LIVE_N" \
     "$WORK/live.json" || FAILURES+=("Live relay bench")
+
+# ---------------------------------------------------------------------------------------------------------
+# 10. Quota efficiency.
+if [[ ${BENCH_QUOTA:-1} != 0 ]]; then
+    echo
+    log "quota efficiency: two runs of ${BENCH_QUOTA_SECONDS:-180} s"
+    python3 "$HERE/quota.py" --gkm "$GKM" --mock "$TARGET_DIR/release/examples/quota_mock" \
+        --seconds "${BENCH_QUOTA_SECONDS:-180}" --json "$WORK/quota.json" ||
+        FAILURES+=("quota efficiency: a goal was missed (see the table above)")
+fi
 
 if ((${#FAILURES[@]})); then
     echo

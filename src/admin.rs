@@ -92,6 +92,39 @@ pub fn metrics_text(
             let _ = writeln!(out, "gkm_key_state{{key=\"{}\",state=\"{}\"}} {v}", k.id, state.as_str());
         }
     }
+    out.push_str("# HELP gkm_key_limit A key's project's known limit per model (learned from Google's 429s or configured).\n# TYPE gkm_key_limit gauge\n");
+    let mut remaining = String::new();
+    for k in keys {
+        for (model, m) in &k.models {
+            let model = model.replace(['"', '\\', '\n'], "_");
+            for (name, value) in [("rpm", m.limits.rpm), ("rpd", m.limits.rpd), ("tpm", m.limits.tpm)] {
+                if let Some(v) = value {
+                    let _ = writeln!(
+                        out,
+                        "gkm_key_limit{{key=\"{}\",model=\"{model}\",limit=\"{name}\"}} {v}",
+                        k.id
+                    );
+                }
+            }
+            if let Some(r) = m.remaining_today {
+                let _ =
+                    writeln!(remaining, "gkm_key_remaining_today{{key=\"{}\",model=\"{model}\"}} {r}", k.id);
+            }
+        }
+    }
+    out.push_str("# HELP gkm_key_remaining_today Requests a key's project has left today per model (known daily limits only).\n# TYPE gkm_key_remaining_today gauge\n");
+    out.push_str(&remaining);
+    out.push_str("# HELP gkm_model_remaining_today Requests left today per model, summed over the projects that know its daily limit.\n# TYPE gkm_model_remaining_today gauge\n");
+    for (model, v) in &status.models {
+        let model = model.replace(['"', '\\', '\n'], "_");
+        let _ = writeln!(out, "gkm_model_remaining_today{{model=\"{model}\"}} {}", v.remaining_today);
+    }
+    out.push_str("# HELP gkm_model_limit_today Daily limits per model, summed over the projects that know them.\n# TYPE gkm_model_limit_today gauge\n");
+    for (model, v) in &status.models {
+        let model = model.replace(['"', '\\', '\n'], "_");
+        let _ =
+            writeln!(out, "gkm_model_limit_today{{model=\"{model}\",projects=\"{}\"}} {}", v.projects, v.rpd);
+    }
     let _ = write!(
         out,
         "# HELP gkm_build_info Build information.\n# TYPE gkm_build_info gauge\ngkm_build_info{{version=\"{}\"}} 1\n",
@@ -173,8 +206,18 @@ mod tests {
     }
 
     fn example() -> StatusView {
-        let flash = ModelView { requests: 12, tokens: 3400, parked_until: None, cooling_until: None };
+        let flash = ModelView {
+            requests: 12,
+            tokens: 3400,
+            limits: LimitsView { rpd: Some(250), rpm: Some(10), tpm: None },
+            remaining_today: Some(238),
+            ..ModelView::default()
+        };
         StatusView {
+            models: BTreeMap::from([(
+                "gemini-2.5-flash".to_string(),
+                ModelLimitsView { projects: 1, remaining_today: 238, rpd: 250 },
+            )]),
             quota_day: NaiveDate::from_ymd_opt(2026, 11, 22).unwrap(),
             timezone: "America/Los_Angeles".into(),
             next_reset: t("2026-11-23T00:00:00-08:00"),
@@ -203,10 +246,8 @@ mod tests {
                     models: BTreeMap::from([(
                         "we\"ird\\mo\ndel".to_string(),
                         ModelView {
-                            requests: 0,
-                            tokens: 0,
                             parked_until: Some(t("2026-11-23T00:00:00-08:00")),
-                            cooling_until: None,
+                            ..ModelView::default()
                         },
                     )]),
                 },
@@ -248,7 +289,9 @@ mod tests {
                    "state": "usable", "disabled_reason": null, "last_used": "2026-11-22T10:01:02-08:00",
                    "requests": 12, "tokens": 3400,
                    "models": {"gemini-2.5-flash": {"requests": 12, "tokens": 3400,
-                                                   "parked_until": null, "cooling_until": null}}})
+                                                   "parked_until": null, "cooling_until": null,
+                                                   "limits": {"rpm": 10, "rpd": 250, "tpm": null},
+                                                   "remaining_today": 238}}})
         );
         assert_eq!(v["keys"][1]["project"], json!(null));
         assert_eq!(v["keys"][1]["last_used"], json!(null));
@@ -292,6 +335,11 @@ mod tests {
             "gkm_key_state{key=\"3f2a9c1b7e4d\",state=\"usable\"} 1\n",
             "gkm_key_state{key=\"3f2a9c1b7e4d\",state=\"parked\"} 0\n",
             "gkm_key_state{key=\"9b71e0c4a2f5\",state=\"parked\"} 1\n",
+            "gkm_key_limit{key=\"3f2a9c1b7e4d\",model=\"gemini-2.5-flash\",limit=\"rpm\"} 10\n",
+            "gkm_key_limit{key=\"3f2a9c1b7e4d\",model=\"gemini-2.5-flash\",limit=\"rpd\"} 250\n",
+            "gkm_key_remaining_today{key=\"3f2a9c1b7e4d\",model=\"gemini-2.5-flash\"} 238\n",
+            "gkm_model_remaining_today{model=\"gemini-2.5-flash\"} 238\n",
+            "gkm_model_limit_today{model=\"gemini-2.5-flash\",projects=\"1\"} 250\n",
         ] {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }

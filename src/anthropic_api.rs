@@ -68,6 +68,8 @@ pub fn messages(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     let call = anthropic::messages_request_to_gemini(&req, limit).map_err(translate_error)?;
     ex.record.model = Some(call.model.clone());
     let (answer, used) = generate(app, ex, &call.model, call.stream, &call.body)?;
+    // A fallback model served it: the answer names that model (SPEC §14).
+    let asked = used.fallback.as_ref().map_or(asked, |f| f.to.clone());
     let id = new_id("msg");
     if !call.stream {
         let answer = read_json_answer(answer)?;

@@ -89,7 +89,20 @@ pub fn usage_report(
             let mut models = BTreeMap::new();
             let (mut req, mut tok) = (0u64, 0u64);
             let (mut parked, mut cooling) = (false, false);
+            let project = match &k.project {
+                Some(label) => crate::keyfile::ProjectId::Label(label.clone()),
+                None => crate::keyfile::ProjectId::Solo(id.clone()),
+            };
             for (name, m) in &k.models {
+                // What the file learned for the key's project (the usage command has no --limits).
+                let learned =
+                    file.limits.iter().find(|l| l.project == project && l.model == *name).map(|l| {
+                        let sent = if current { l.sent_today } else { 0 };
+                        (
+                            status::LimitsView { rpd: l.rpd, rpm: l.rpm, tpm: l.tpm },
+                            l.rpd.map(|rpd| rpd.saturating_sub(sent)),
+                        )
+                    });
                 let (r, t) = if current { (m.requests, m.tokens) } else { (0, 0) };
                 req += r;
                 tok += t;
@@ -100,7 +113,14 @@ pub fn usage_report(
                 if r > 0 || parked_until.is_some() || cooling_until.is_some() {
                     models.insert(
                         name.clone(),
-                        ModelView { requests: r, tokens: t, parked_until, cooling_until },
+                        ModelView {
+                            requests: r,
+                            tokens: t,
+                            parked_until,
+                            cooling_until,
+                            limits: learned.map(|l| l.0).unwrap_or_default(),
+                            remaining_today: learned.and_then(|l| l.1),
+                        },
                     );
                 }
             }

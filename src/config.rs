@@ -119,6 +119,24 @@ const OPTIONS: &[OptSpec] = &[
         help: "PATTERN=MODEL,... : the Gemini model for a model a client names (* glob, first match wins)",
     },
     OptSpec {
+        flag: "model-fallback",
+        env: "MODEL_FALLBACK",
+        default: "",
+        help: "A>B>C,... : when no key can serve A, serve the request with B, then C",
+    },
+    OptSpec {
+        flag: "limits",
+        env: "LIMITS",
+        default: "",
+        help: "PATTERN=rpm:N/rpd:N/tpm:N,... : known limits per project and model (* glob, first match wins)",
+    },
+    OptSpec {
+        flag: "learn-limits",
+        env: "LEARN_LIMITS",
+        default: "true",
+        help: "learn each project's limits from Google's 429s and stop sending what they would refuse (true/false)",
+    },
+    OptSpec {
         flag: "keepalive-secs",
         env: "STREAM_KEEPALIVE_SECS",
         default: "15",
@@ -193,6 +211,12 @@ pub struct Config {
     pub log_keep: usize,
     /// `--model-alias`: the Gemini model for a model a client names.
     pub aliases: crate::alias::Aliases,
+    /// `--model-fallback`: the chains of models that stand in for each other.
+    pub fallbacks: crate::fallback::Fallbacks,
+    /// `--limits`: configured limits per model.
+    pub limits: crate::limits::Configured,
+    /// `--learn-limits`: whether 429s teach the pool each project's limits.
+    pub learn_limits: bool,
     /// Upstream silence before a stream gets a keep-alive; zero: never.
     pub keepalive: Duration,
     /// Transient failures (5xx, timeouts, connection errors) retried on at most this many keys.
@@ -434,6 +458,22 @@ impl Config {
             errors.push(format!("{}: {e}", origin("model-alias")));
             crate::alias::Aliases::default()
         });
+        let fallbacks = crate::fallback::Fallbacks::parse(raw.get("model-fallback")).unwrap_or_else(|e| {
+            errors.push(format!("{}: {e}", origin("model-fallback")));
+            crate::fallback::Fallbacks::default()
+        });
+        let limits = crate::limits::Configured::parse(raw.get("limits")).unwrap_or_else(|e| {
+            errors.push(format!("{}: {e}", origin("limits")));
+            crate::limits::Configured::default()
+        });
+        let learn_limits = match raw.get("learn-limits").trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            other => {
+                errors.push(format!("{}: '{other}' is not true or false", origin("learn-limits")));
+                true
+            }
+        };
         let tls = match (raw.get("tls-cert").trim(), raw.get("tls-key").trim()) {
             ("", "") => None,
             (cert, "") => {
@@ -472,6 +512,9 @@ impl Config {
             log_max_bytes,
             log_keep,
             aliases,
+            fallbacks,
+            limits,
+            learn_limits,
             keepalive,
             max_attempts,
             request_deadline,

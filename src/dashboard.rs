@@ -45,6 +45,7 @@ pub fn render(
     out.push_str("</style>\n</head>\n<body>\n<main>\n");
     header(&mut out, status, &ctx);
     totals(&mut out, status, &keys);
+    model_limits(&mut out, status);
     key_cards(&mut out, &keys, &ctx);
     history_chart(&mut out, status, history, &keys, &ctx);
     footer(&mut out, &ctx);
@@ -294,6 +295,25 @@ fn totals(out: &mut String, status: &StatusView, keys: &[Card]) {
     out.push_str("</ul>\n</section>\n");
 }
 
+/// What remains today per model, summed over the projects that know its daily limit (SPEC §14):
+/// "gemini-2.5-pro: 67 of 750 left today across 3 projects".
+fn model_limits(out: &mut String, status: &StatusView) {
+    if status.models.is_empty() {
+        return;
+    }
+    out.push_str("<section aria-labelledby=\"limits-h\">\n<h2 id=\"limits-h\">Left today</h2>\n<ul class=\"card models\">\n");
+    for (model, v) in &status.models {
+        out.push_str(&format!(
+            "<li><code>{}</code>: {} of {} left today across {}</li>\n",
+            model_label(model),
+            thousands(v.remaining_today),
+            thousands(v.rpd),
+            plural(v.projects, "project", "projects"),
+        ));
+    }
+    out.push_str("</ul>\n</section>\n");
+}
+
 /// The badge text after the symbol: `usable`, `cooling until 10:05 for gemini-2.5-flash`,
 /// `parked until 00:00 for all models`, `disabled: API_KEY_INVALID`.
 fn badge_text(card: &Card, ctx: &Ctx) -> String {
@@ -387,6 +407,15 @@ fn model_bars(out: &mut String, card: &Card, max: u64, ctx: &Ctx) {
         }
         if let Some(t) = m.cooling_until {
             tags.push_str(&format!(" <span class=\"tag cooling\">cooling until {}</span>", ctx.when(t)));
+        }
+        let limits: Vec<String> = [("rpm", m.limits.rpm), ("rpd", m.limits.rpd), ("tpm", m.limits.tpm)]
+            .iter()
+            .filter_map(|(name, v)| v.map(|v| format!("{} {name}", thousands(v))))
+            .collect();
+        if !limits.is_empty() {
+            let left =
+                m.remaining_today.map(|r| format!(", {} left today", thousands(r))).unwrap_or_default();
+            tags.push_str(&format!(" <span class=\"tag\">limit {}{left}</span>", limits.join(" · ")));
         }
         // Width in percent of the largest per-model request count on the page; a model with
         // requests keeps a sliver so that it never looks unused.

@@ -14,9 +14,11 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod fallback;
 pub mod google_error;
 pub mod interactions;
 pub mod keyfile;
+pub mod limits;
 pub mod listing;
 pub mod live;
 pub mod live_sessions;
@@ -81,7 +83,8 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, keys: Vec<keyfile::KeySpec>, save: store::SaveSignal) -> App {
-        let pool = KeyState::new(keys, config.reset_timezone, Utc::now());
+        let mut pool = KeyState::new(keys, config.reset_timezone, Utc::now());
+        pool.set_limits(config.limits.clone(), config.learn_limits);
         App {
             upstream: Upstream::new(&config),
             pool: Mutex::new(pool),
@@ -111,8 +114,10 @@ impl App {
     }
 
     /// Count a successful answer against the key that got it.
+    /// A fallback model's answer is booked to that model (SPEC §14).
     pub fn record_success(&self, used: &KeyUsed, model: Option<&str>, tokens: u64) {
         let now = Utc::now();
+        let model = used.fallback.as_ref().map(|f| f.to.as_str()).or(model);
         self.pool.lock().record(used.idx, &used.fingerprint, model, &quota::Outcome::Success, tokens, now);
         self.save.wanted();
     }

@@ -28,7 +28,7 @@ pub fn handle(app: &App, ex: &mut Exchange, target: &Target, key_style: KeyStyle
     if let Some(asked) = model.clone()
         && let Some(gemini) = app.config.aliases.resolve(&asked)
     {
-        path = alias_path(&path, &asked, gemini);
+        path = quota::path_with_model(&path, &asked, gemini).unwrap_or(path);
         model = Some(gemini.to_string());
     }
     // Else the model the body names (Interactions, caches, tuning, voices: SPEC §5); bodies pass
@@ -200,24 +200,6 @@ fn list_all(
     Ok(())
 }
 
-/// `path` with the model segment `models/{asked}` (before `:method` or the end) naming `gemini`.
-fn alias_path(path: &str, asked: &str, gemini: &str) -> String {
-    for marker in ["/models/", "/tunedModels/"] {
-        let mut from = 0;
-        while let Some(i) = path[from..].find(marker) {
-            let start = from + i + marker.len();
-            let rest = &path[start..];
-            if let Some(after) = rest.strip_prefix(asked)
-                && (after.is_empty() || after.starts_with([':', '/']))
-            {
-                return format!("{}{gemini}{after}", &path[..start]);
-            }
-            from = start;
-        }
-    }
-    path.to_string()
-}
-
 /// Point a resumable upload's `X-Goog-Upload-URL` back at the proxy and remember which key
 /// started the session: the follow-up must go out with the same key.
 fn rewrite_upload_url(app: &App, ex: &Exchange, headers: &mut [(String, String)], used: &KeyUsed) {
@@ -240,19 +222,4 @@ fn rewrite_upload_url(app: &App, ex: &Exchange, headers: &mut [(String, String)]
         used,
         None,
     );
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn an_alias_names_the_gemini_model_in_the_path() {
-        let p =
-            super::alias_path("/v1beta/models/claude-x:streamGenerateContent", "claude-x", "gemini-2.5-pro");
-        assert_eq!(p, "/v1beta/models/gemini-2.5-pro:streamGenerateContent");
-        assert_eq!(
-            super::alias_path("/v1/models/gpt-4o", "gpt-4o", "gemini-2.5-flash"),
-            "/v1/models/gemini-2.5-flash"
-        );
-        assert_eq!(super::alias_path("/v1/models/gpt-4o-mini:x", "gpt-4o", "g"), "/v1/models/gpt-4o-mini:x");
-    }
 }

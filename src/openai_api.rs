@@ -119,6 +119,8 @@ pub fn chat(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     let asked = asked.unwrap_or_else(|| call.model.clone());
     ex.record.model = Some(call.model.clone());
     let (answer, used) = generate(app, ex, &call.model, call.stream, &call.body)?;
+    // A fallback model served it: the answer names that model (SPEC §14).
+    let asked = used.fallback.as_ref().map_or(asked, |f| f.to.clone());
     let id = new_id("chatcmpl");
     let created = Utc::now().timestamp();
     if !call.stream {

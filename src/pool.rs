@@ -23,12 +23,21 @@
 //!   midnight (DST-aware; where a zone skips midnight, the first instant of the day). `pick`,
 //!   `record` and `restore` roll the day over themselves; [`KeyState::rollover`] is also public so
 //!   an idle proxy resets on a timer.
+//! * Quota intelligence (SPEC §14, the books in `limits`): every attempt with a model is counted
+//!   for its project when its key is picked (and taken back when Google refuses it with a 429);
+//!   a 429's `QuotaFailure` teaches the project's limits for the model; `--limits` sets them too.
+//!   A project a known limit would refuse is not picked, and its slot-free time is what
+//!   [`Pick::Exhausted`] reports. Bare 429s from three projects within 10 s cool the model for the
+//!   whole pool instead of each project (`limits::Throttle`).
 
 use crate::calendar::{next_reset_at, quota_day_at};
 use crate::keyfile::{KeySpec, ProjectId, fingerprint, mask};
+use crate::limits::{Bare, Book, Configured, Limits, Throttle, Until, Violation};
 use crate::quota::Outcome;
-use crate::status::{self, KeyStateName, KeyView, ModelView, StatusView, Totals};
-use crate::store_format::{ALL_MODELS, DayTotals, KeyRecord, ModelRecord, NO_MODEL, UsageFile};
+use crate::status::{
+    self, KeyStateName, KeyView, LimitsView, ModelLimitsView, ModelView, StatusView, Totals,
+};
+use crate::store_format::{ALL_MODELS, DayTotals, KeyRecord, LimitRecord, ModelRecord, NO_MODEL, UsageFile};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -85,6 +94,9 @@ pub enum Recorded {
     Parked { until: DateTime<Utc> },
     /// The key is disabled.
     Disabled,
+    /// A bare 429 that is part of pool-wide throttling: the model is cooled for every key until
+    /// then, and no project was cooled for it.
+    Throttled { until: DateTime<Utc> },
     /// Nothing to change (transient or client error).
     Nothing,
     /// The key is no longer in the pool (a reload came between pick and record).
@@ -206,6 +218,16 @@ pub struct KeyState {
     limits: BTreeMap<(ProjectId, String), Limit>,
     history: BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
     cursor: usize,
+    /// What each project sent and learned, per model (SPEC §14).
+    books: BTreeMap<(ProjectId, String), Book>,
+    /// `--limits`.
+    configured: Configured,
+    /// Whether 429s teach limits (on unless the operator turned it off).
+    learning: bool,
+    /// Some limit is known (configured or learned): picks consult the books.
+    gating: bool,
+    /// Pool-wide throttling per model.
+    throttles: BTreeMap<String, Throttle<ProjectId, Option<Limit>>>,
 }
 
 impl KeyState {
@@ -219,7 +241,25 @@ impl KeyState {
             limits: BTreeMap::new(),
             history: BTreeMap::new(),
             cursor: 0,
+            books: BTreeMap::new(),
+            configured: Configured::default(),
+            learning: true,
+            gating: false,
+            throttles: BTreeMap::new(),
         }
+    }
+
+    /// Set the configured limits (`--limits`) and whether 429s teach limits.
+    pub fn set_limits(&mut self, configured: Configured, learning: bool) {
+        self.gating = !configured.is_empty() || self.books.values().any(|b| !b.learned.is_empty());
+        self.configured = configured;
+        self.learning = learning;
+    }
+
+    /// The limits that apply to `project` for `model`: configured, else learned.
+    fn limits_for(&self, book: Option<&Book>, model: &str) -> Limits {
+        let learned = book.map(|b| b.learned).unwrap_or_default();
+        self.configured.of(model).or(learned)
     }
 
     pub fn len(&self) -> usize {
@@ -270,15 +310,69 @@ impl KeyState {
     /// all models), if it is blocked at `now`.
     /// (Runs for every pick: a scan of the few running limits, without building their keys.)
     fn blocked_until(&self, idx: usize, model: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if self.limits.is_empty() {
+        let key = &self.keys[idx];
+        let mut until = if self.limits.is_empty() {
+            None
+        } else {
+            self.limits
+                .iter()
+                .filter(|((pid, m), _)| key.belongs_to(pid) && (m == model || m == ALL_MODELS))
+                .filter_map(|(_, limit)| limit.blocked_until(now))
+                .max()
+        };
+        if model != ALL_MODELS {
+            if let Some(t) = self.throttles.get(model).and_then(|t| t.until(now)) {
+                until = until.max(Some(t));
+            }
+            if self.gating {
+                until = until.max(self.gate(&key.project_id(), model, now));
+            }
+        }
+        until
+    }
+
+    /// When `project` may send one more request for `model`, if a known limit refuses it now.
+    fn gate(&self, project: &ProjectId, model: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let book = self.books.get(&(project.clone(), model.to_string()));
+        let limits = self.limits_for(book, model);
+        if limits.is_empty() {
             return None;
         }
-        let key = &self.keys[idx];
-        self.limits
-            .iter()
-            .filter(|((pid, m), _)| key.belongs_to(pid) && (m == model || m == ALL_MODELS))
-            .filter_map(|(_, limit)| limit.blocked_until(now))
-            .max()
+        match book.unwrap_or(&Book::default()).blocked(&limits, now)? {
+            Until::At(t) => Some(t),
+            Until::Reset => Some(self.next_reset(now).with_timezone(&Utc)),
+        }
+    }
+
+    /// Count one attempt of key `idx` for `model` at `now` (model-less requests spend no quota).
+    fn count_sent(&mut self, idx: usize, model: Option<&str>, now: DateTime<Utc>) {
+        if let Some(model) = model.filter(|m| *m != ALL_MODELS) {
+            let pid = self.keys[idx].project_id();
+            self.books.entry((pid, model.to_string())).or_default().sent(now);
+        }
+    }
+
+    /// The attempt of the key with `fingerprint` for `model`, picked at `at`, was refused with a
+    /// 429: Google did not count it, so neither does the pool.
+    pub fn refused(&mut self, fingerprint: &str, model: Option<&str>, at: DateTime<Utc>) {
+        let (Some(model), Some(pid)) = (model, self.project_of(fingerprint)) else { return };
+        if let Some(book) = self.books.get_mut(&(pid, model.to_string())) {
+            book.refused(at);
+        }
+    }
+
+    /// Learn the limits a 429's `QuotaFailure` names for the project of the key with
+    /// `fingerprint` (a violation without a model is `model`'s). Whether anything was learned.
+    pub fn learn(&mut self, fingerprint: &str, model: Option<&str>, violations: &[Violation]) -> bool {
+        let Some(pid) = self.project_of(fingerprint).filter(|_| self.learning) else { return false };
+        let mut learned = false;
+        for v in violations {
+            let Some(m) = v.model.as_deref().or(model).filter(|m| *m != ALL_MODELS) else { continue };
+            self.books.entry((pid.clone(), m.to_string())).or_default().learn(v.kind, v.value);
+            learned = true;
+        }
+        self.gating |= learned;
+        learned
     }
 
     /// Pick the next key for `model`: round-robin over the keys usable for it, skipping `tried`
@@ -293,6 +387,7 @@ impl KeyState {
                 continue;
             }
             self.cursor = (idx + 1) % n;
+            self.count_sent(idx, model, now);
             let key = &self.keys[idx];
             return Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() };
         }
@@ -318,7 +413,9 @@ impl KeyState {
                 continue;
             }
             self.cursor = (idx + 1) % n;
-            return Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() };
+            let pick = Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() };
+            self.count_sent(idx, model, now);
+            return pick;
         }
         self.exhausted_in(project, model, now)
     }
@@ -413,6 +510,10 @@ impl KeyState {
                 usage.requests = usage.requests.saturating_add(1);
                 usage.tokens = usage.tokens.saturating_add(tokens);
                 key.last_used = Some(now);
+                if let Some(model) = model.filter(|m| *m != ALL_MODELS && tokens > 0) {
+                    let pid = self.keys[idx].project_id();
+                    self.books.entry((pid, model.to_string())).or_default().tokens(tokens, now);
+                }
                 Recorded::Counted
             }
             Outcome::QuotaPerDay => {
@@ -429,6 +530,23 @@ impl KeyState {
                 Recorded::Cooling { until: limit.cooling_until.unwrap_or(until) }
             }
             Outcome::RateLimited => {
+                if let Some(m) = model.filter(|m| *m != ALL_MODELS) {
+                    let pid = self.keys[idx].project_id();
+                    let before = self.limits.get(&(pid.clone(), m.to_string())).copied();
+                    match self.throttles.entry(m.to_string()).or_default().bare(pid, before, now) {
+                        Bare::Project => {}
+                        Bare::PoolWide { until, undo } => {
+                            for (pid, before) in undo {
+                                let at = (pid, m.to_string());
+                                match before {
+                                    Some(limit) => self.limits.insert(at, limit),
+                                    None => self.limits.remove(&at),
+                                };
+                            }
+                            return Recorded::Throttled { until };
+                        }
+                    }
+                }
                 let limit = self.limit_mut(idx, model);
                 let backoff = BACKOFF_BASE_SECS << limit.streak.min(BACKOFF_MAX_SHIFT);
                 let until = add(now, Duration::seconds(backoff)).min(reset);
@@ -487,6 +605,14 @@ impl KeyState {
             limit.streak = 0;
         }
         self.limits.retain(|_, l| l.cooling(now).is_some());
+        for book in self.books.values_mut() {
+            book.new_day();
+        }
+        self.books.retain(|_, b| !b.is_idle(now));
+        for throttle in self.throttles.values_mut() {
+            throttle.new_day();
+        }
+        self.throttles.retain(|_, t| !t.is_idle(now));
         self.quota_day = today;
         self.prune_history();
         true
@@ -531,6 +657,7 @@ impl KeyState {
         self.cursor = 0;
         let projects: HashSet<ProjectId> = self.keys.iter().map(Key::project_id).collect();
         self.limits.retain(|(pid, _), _| projects.contains(pid));
+        self.books.retain(|(pid, _), _| projects.contains(pid));
         Ok(report)
     }
 
@@ -588,6 +715,19 @@ impl KeyState {
             };
             file.keys.insert(key.fingerprint.clone(), record);
         }
+        file.limits = self
+            .books
+            .iter()
+            .filter(|(_, b)| !b.learned.is_empty() || b.today > 0)
+            .map(|((pid, model), b)| LimitRecord {
+                project: pid.clone(),
+                model: model.clone(),
+                rpm: b.learned.rpm,
+                rpd: b.learned.rpd,
+                tpm: b.learned.tpm,
+                sent_today: b.today,
+            })
+            .collect();
         file
     }
 
@@ -661,6 +801,30 @@ impl KeyState {
                 limit.streak = limit.streak.max(streak);
             }
         }
+        // Learned limits hold whatever the day; today's counts only on the same day. A file
+        // without counts (older versions) still has the successes of today, a lower bound.
+        for r in &file.limits {
+            let book = self.books.entry((r.project.clone(), r.model.clone())).or_default();
+            book.learned = Limits { rpm: r.rpm, rpd: r.rpd, tpm: r.tpm }.or(book.learned);
+            if current {
+                book.today = book.today.max(r.sent_today);
+            }
+        }
+        if current {
+            let mut used: BTreeMap<(ProjectId, String), u64> = BTreeMap::new();
+            for key in &self.keys {
+                for (model, u) in key.usage.iter().filter(|(m, _)| *m != NO_MODEL && *m != ALL_MODELS) {
+                    *used.entry((key.project_id(), model.clone())).or_default() += u.requests;
+                }
+            }
+            for (at, requests) in used {
+                let book = self.books.entry(at).or_default();
+                book.today = book.today.max(requests);
+            }
+        }
+        let projects: HashSet<ProjectId> = self.keys.iter().map(Key::project_id).collect();
+        self.books.retain(|(pid, _), b| projects.contains(pid) && !b.is_idle(now));
+        self.gating = !self.configured.is_empty() || self.books.values().any(|b| !b.learned.is_empty());
         self.prune_history();
     }
 
@@ -687,15 +851,23 @@ impl KeyState {
                 parked |= limit.parked(now).is_some();
                 cooling |= limit.cooling(now).is_some();
             }
+            for ((p, model), book) in &self.books {
+                if *p == pid && !book.learned.is_empty() {
+                    names.insert(model);
+                }
+            }
             let mut models = BTreeMap::new();
             for name in names {
                 let usage = key.usage.get(name).copied().unwrap_or_default();
                 let limit = self.limits.get(&(pid.clone(), name.to_string())).copied().unwrap_or_default();
+                let (limits, remaining_today) = self.limits_view(&pid, name);
                 let view = ModelView {
                     requests: usage.requests,
                     tokens: usage.tokens,
                     parked_until: time(limit.parked(now)),
                     cooling_until: time(limit.cooling(now)),
+                    limits,
+                    remaining_today,
                 };
                 models.insert(name.to_string(), view);
             }
@@ -715,12 +887,51 @@ impl KeyState {
             });
         }
         StatusView {
+            models: self.model_limits(),
             quota_day: self.quota_day,
             timezone: tz.name().to_string(),
             next_reset: self.next_reset(now).fixed_offset(),
             totals: Totals { requests: total.requests, tokens: total.tokens },
             keys,
         }
+    }
+}
+
+impl KeyState {
+    /// The limits of `project` for `model` as `/status` shows them, and what remains today.
+    fn limits_view(&self, project: &ProjectId, model: &str) -> (LimitsView, Option<u64>) {
+        if model == ALL_MODELS || model == NO_MODEL {
+            return (LimitsView::default(), None);
+        }
+        let book = self.books.get(&(project.clone(), model.to_string()));
+        let limits = self.limits_for(book, model);
+        let today = book.map_or(0, |b| b.today);
+        let view = LimitsView { rpd: limits.rpd, rpm: limits.rpm, tpm: limits.tpm };
+        (view, limits.rpd.map(|rpd| rpd.saturating_sub(today)))
+    }
+
+    /// Per model, summed over the projects that know its daily limit: what remains today.
+    fn model_limits(&self) -> BTreeMap<String, ModelLimitsView> {
+        let mut models: BTreeSet<&str> = self.books.keys().map(|(_, m)| m.as_str()).collect();
+        for key in &self.keys {
+            models.extend(key.usage.keys().map(String::as_str));
+        }
+        let projects: Vec<ProjectId> = self.projects().into_iter().map(|(p, _)| p).collect();
+        let mut out = BTreeMap::new();
+        for model in models {
+            let mut view = ModelLimitsView::default();
+            for pid in &projects {
+                if let (limits, Some(remaining)) = self.limits_view(pid, model) {
+                    view.projects += 1;
+                    view.rpd = view.rpd.saturating_add(limits.rpd.unwrap_or(0));
+                    view.remaining_today = view.remaining_today.saturating_add(remaining);
+                }
+            }
+            if view.projects > 0 {
+                out.insert(model.to_string(), view);
+            }
+        }
+        out
     }
 }
 
@@ -1303,7 +1514,10 @@ mod tests {
                       "last_used": "2026-11-22T10:01:02-08:00",
                       "requests": 1, "tokens": 3400,
                       "models": {"gemini-2.5-flash": {"requests": 1, "tokens": 3400,
-                                                      "parked_until": null, "cooling_until": null}}}]
+                                                      "parked_until": null, "cooling_until": null,
+                                                      "limits": {"rpm": null, "rpd": null, "tpm": null},
+                                                      "remaining_today": null}}}],
+            "models": {}
         });
         assert_eq!(status_json(&s, at), expected);
     }
@@ -1466,5 +1680,163 @@ mod tests {
             file.keys[&fingerprint(&key(0))].models["gemini-2.5-flash"].cooling_until,
             Some(t0() + Duration::seconds(5))
         );
+    }
+
+    // ---- quota intelligence (SPEC §14) ---------------------------------------------------
+
+    fn violation(kind: crate::limits::Kind, value: u64) -> Vec<Violation> {
+        vec![Violation { kind, value, model: FLASH.map(str::to_string) }]
+    }
+
+    /// Pick for FLASH at `now` and book it a success.
+    fn serve(s: &mut KeyState, now: DateTime<Utc>) -> usize {
+        let idx = picked(&s.pick(FLASH, &[], now));
+        s.record(idx, &fingerprint(&key(idx)), FLASH, &Outcome::Success, 5, now);
+        idx
+    }
+
+    #[test]
+    fn a_learned_per_minute_limit_stops_picks_until_a_slot_frees() {
+        use crate::limits::{Kind, MARGIN_MS, WINDOW_MS};
+        let mut s = pool(1, t0());
+        for i in 0..10 {
+            serve(&mut s, t0() + Duration::seconds(i));
+        }
+        // The 11th is refused by Google: it is taken back, the limit learned, the project cools.
+        let at = t0() + Duration::seconds(10);
+        let idx = picked(&s.pick(FLASH, &[], at));
+        record(&mut s, idx, FLASH, per_minute(26), at);
+        s.refused(&fingerprint(&key(0)), FLASH, at);
+        assert!(s.learn(&fingerprint(&key(0)), None, &violation(Kind::Rpm, 10)));
+        // After the cooldown the window is still full: no pick until the first request leaves it.
+        let after = at + Duration::seconds(27);
+        let free = t0() + Duration::milliseconds(100 + WINDOW_MS + MARGIN_MS);
+        let Pick::Exhausted { until, retry_after_secs, .. } = s.pick(FLASH, &[], after) else {
+            panic!("a full window refuses")
+        };
+        assert_eq!(until, Some(free));
+        assert_eq!(retry_after_secs, u64::try_from((free - after).num_seconds()).unwrap() + 1);
+        assert_eq!(picked(&s.pick(FLASH, &[], free)), 0);
+        assert!(matches!(s.pick(FLASH, &[], free), Pick::Exhausted { .. }), "one slot freed, one used");
+        // Other models are not limited by it.
+        assert_eq!(picked(&s.pick(PRO, &[], free)), 0);
+        let st = status_json(&s, free);
+        assert_eq!(
+            st["keys"][0]["models"]["gemini-2.5-flash"]["limits"],
+            json!({"rpm": 10, "rpd": null, "tpm": null})
+        );
+        assert_eq!(st["keys"][0]["models"]["gemini-2.5-flash"]["remaining_today"], Value::Null);
+    }
+
+    #[test]
+    fn a_limit_is_per_project_and_the_pick_moves_on() {
+        use crate::limits::Kind;
+        let mut s = KeyState::new(specs(&[Some("p"), Some("p"), Some("q")]), LA, t0());
+        s.learn(&fingerprint(&key(0)), FLASH, &violation(Kind::Rpm, 2));
+        let order: Vec<usize> = (0..5).map(|_| serve(&mut s, t0())).collect();
+        // Project p takes two, then only q's key is picked.
+        assert_eq!(order, vec![0, 1, 2, 2, 2]);
+    }
+
+    #[test]
+    fn configured_daily_limits_answer_until_the_reset_and_show_what_remains() {
+        let mut s = KeyState::new(specs(&[Some("p"), Some("q")]), LA, t0());
+        s.set_limits(Configured::parse("gemini-2.5-*=rpd:2/rpm:100").unwrap(), true);
+        for _ in 0..3 {
+            serve(&mut s, t0());
+        }
+        let st = status_json(&s, t0());
+        assert_eq!(st["keys"][0]["models"]["gemini-2.5-flash"]["remaining_today"], 0);
+        assert_eq!(st["keys"][1]["models"]["gemini-2.5-flash"]["remaining_today"], 1);
+        assert_eq!(st["keys"][1]["models"]["gemini-2.5-flash"]["limits"]["rpm"], 100);
+        assert_eq!(st["models"]["gemini-2.5-flash"], json!({"projects": 2, "rpd": 4, "remaining_today": 1}));
+        serve(&mut s, t0());
+        let Pick::Exhausted { until, .. } = s.pick(FLASH, &[], t0()) else { panic!("all used up") };
+        assert_eq!(until, Some(la(2026, 11, 23, 0, 0)), "until the reset");
+        assert_eq!(picked(&s.pick(FLASH, &[], la(2026, 11, 23, 0, 0))), 0, "a new day");
+    }
+
+    #[test]
+    fn a_configured_value_wins_and_learning_can_be_off() {
+        use crate::limits::Kind;
+        let mut s = pool(1, t0());
+        s.set_limits(Configured::parse("*=rpm:3").unwrap(), true);
+        s.learn(&fingerprint(&key(0)), FLASH, &violation(Kind::Rpm, 1));
+        for _ in 0..3 {
+            serve(&mut s, t0());
+        }
+        assert!(matches!(s.pick(FLASH, &[], t0()), Pick::Exhausted { .. }));
+        let mut off = pool(1, t0());
+        off.set_limits(Configured::default(), false);
+        assert!(!off.learn(&fingerprint(&key(0)), FLASH, &violation(Kind::Rpm, 1)));
+        for _ in 0..5 {
+            serve(&mut off, t0());
+        }
+    }
+
+    #[test]
+    fn learned_limits_and_todays_counts_survive_a_restart() {
+        use crate::limits::Kind;
+        let mut s = pool(2, t0());
+        serve(&mut s, t0());
+        serve(&mut s, t0());
+        s.learn(&fingerprint(&key(0)), FLASH, &violation(Kind::Rpd, 3));
+        s.learn(&fingerprint(&key(1)), FLASH, &violation(Kind::Rpm, 9));
+        let text = serde_json::to_string(&s.snapshot(t0())).unwrap();
+        let file = crate::store_format::parse_usage(text.as_bytes(), LA).unwrap();
+        assert_eq!(file.limits.len(), 2);
+        let mut fresh = pool(2, t0());
+        fresh.restore(&file, t0());
+        assert_eq!(status_json(&fresh, t0()), status_json(&s, t0()));
+        // Key 0's project: Google said 3 a day and it is used up.
+        assert_eq!(picked(&fresh.pick(FLASH, &[], t0())), 1);
+        assert_eq!(picked(&fresh.pick(FLASH, &[], t0())), 1);
+        // Tomorrow the counts are gone, the limits stay.
+        let tomorrow = la(2026, 11, 23, 9, 0);
+        let mut next = pool(2, tomorrow);
+        next.restore(&file, tomorrow);
+        let st = status_json(&next, tomorrow);
+        assert_eq!(st["keys"][0]["models"]["gemini-2.5-flash"]["remaining_today"], 3);
+        assert_eq!(st["keys"][1]["models"]["gemini-2.5-flash"]["limits"]["rpm"], 9);
+    }
+
+    #[test]
+    fn todays_successes_count_for_a_file_without_limits() {
+        let mut s = KeyState::new(specs(&[Some("p"), Some("p")]), LA, t0());
+        serve(&mut s, t0());
+        serve(&mut s, t0());
+        let mut file = s.snapshot(t0());
+        file.limits.clear();
+        let mut fresh = KeyState::new(specs(&[Some("p"), Some("p")]), LA, t0());
+        fresh.set_limits(Configured::parse("*=rpd:3").unwrap(), true);
+        fresh.restore(&file, t0());
+        serve(&mut fresh, t0());
+        assert!(matches!(fresh.pick(FLASH, &[], t0()), Pick::Exhausted { .. }), "2 + 1 of 3");
+    }
+
+    #[test]
+    fn bare_429s_from_three_projects_cool_the_model_for_the_whole_pool() {
+        let mut s = KeyState::new(specs(&[Some("a"), Some("b"), Some("c"), Some("d")]), LA, t0());
+        let at = |secs| t0() + Duration::seconds(secs);
+        assert!(matches!(record(&mut s, 0, FLASH, Outcome::RateLimited, at(0)), Recorded::Cooling { .. }));
+        assert!(matches!(record(&mut s, 1, FLASH, Outcome::RateLimited, at(3)), Recorded::Cooling { .. }));
+        let r = record(&mut s, 2, FLASH, Outcome::RateLimited, at(6));
+        assert_eq!(r, Recorded::Throttled { until: at(11) });
+        // No project keeps a cooldown of its own; the model waits pool-wide, other models do not.
+        let st = status_json(&s, at(6));
+        for k in st["keys"].as_array().unwrap() {
+            assert_eq!(k["state"], "usable", "{k}");
+        }
+        let Pick::Exhausted { retry_after_secs, .. } = s.pick(FLASH, &[], at(6)) else { panic!("pool-wide") };
+        assert_eq!(retry_after_secs, 5);
+        assert_eq!(picked(&s.pick(PRO, &[], at(6))), 0);
+        assert_eq!(
+            record(&mut s, 3, FLASH, Outcome::RateLimited, at(7)),
+            Recorded::Throttled { until: at(11) }
+        );
+        assert!(matches!(s.pick(FLASH, &[], at(11)), Pick::Key { .. }));
+        // The streak of a project is back where it was: its next bare 429 waits 60 s again.
+        let r = record(&mut s, 0, FLASH, Outcome::RateLimited, at(40));
+        assert_eq!(r, Recorded::Cooling { until: at(100) });
     }
 }

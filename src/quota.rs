@@ -291,6 +291,61 @@ pub fn quota_model(status: u16, body: &[u8]) -> Option<String> {
         .filter(|m| !m.is_empty())
 }
 
+/// `path` with its model segment `models/{from}` (or `tunedModels/{from}`, before `:method`,
+/// `/` or the end) naming `to` instead; `None` when no segment names `from`.
+pub fn path_with_model(path: &str, from: &str, to: &str) -> Option<String> {
+    for marker in ["/models/", "/tunedModels/"] {
+        let mut at = 0;
+        while let Some(i) = path[at..].find(marker) {
+            let start = at + i + marker.len();
+            if let Some(after) = path[start..].strip_prefix(from)
+                && (after.is_empty() || after.starts_with([':', '/', '?']))
+            {
+                return Some(format!("{}{to}{after}", &path[..start]));
+            }
+            at = start;
+        }
+    }
+    None
+}
+
+/// Whether a non-streamed `generateContent` answer is empty (SPEC §14): a JSON object whose
+/// candidates (none at all counts) all lack parts, without a `promptFeedback.blockReason`.
+pub fn empty_answer(body: &[u8]) -> bool {
+    let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(body) else { return false };
+    if v.contains_key("error") || v.get("promptFeedback").and_then(|f| f.get("blockReason")).is_some() {
+        return false;
+    }
+    let candidates = v.get("candidates").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    candidates
+        .iter()
+        .all(|c| c.pointer("/content/parts").and_then(Value::as_array).is_none_or(|parts| parts.is_empty()))
+}
+
+/// The limits a 429's `QuotaFailure` names (SPEC §14): each violation's `quotaId` (requests or
+/// tokens, per minute or per day), `quotaValue` (a string or a number) and
+/// `quotaDimensions.model`. Violations of kinds the pool does not model are left out.
+pub fn violations(status: u16, body: &[u8]) -> Vec<crate::limits::Violation> {
+    if status != 429 {
+        return Vec::new();
+    }
+    let Some(err) = GoogleError::parse(body) else { return Vec::new() };
+    err.details_of("google.rpc.QuotaFailure")
+        .filter_map(|d| d.get("violations")?.as_array())
+        .flatten()
+        .filter_map(|v| {
+            let kind = crate::limits::Violation::kind_of(v.get("quotaId")?.as_str()?)?;
+            let value = match v.get("quotaValue")? {
+                Value::String(s) => s.trim().parse::<u64>().ok()?,
+                n => n.as_u64()?,
+            };
+            let model = v.pointer("/quotaDimensions/model").and_then(Value::as_str).filter(|m| !m.is_empty());
+            Some(crate::limits::Violation { kind, value, model: model.map(str::to_string) })
+        })
+        .filter(|v| v.value > 0)
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -794,5 +849,68 @@ mod tests {
         assert!(Outcome::QuotaPerDay.retry_on_next_key());
         assert!(Outcome::Transient.retry_on_next_key());
         assert!(invalid("X").retry_on_next_key());
+    }
+
+    #[test]
+    fn violations_name_the_limits_google_applies() {
+        use crate::limits::{Kind, Violation};
+        let body = error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            QUOTA_MSG,
+            vec![
+                help(),
+                quota_failure("GenerateRequestsPerMinutePerProjectPerModel-FreeTier"),
+                json!({"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+                {"quotaId": "GenerateContentInputTokensPerModelPerMinute-FreeTier", "quotaValue": 250000},
+                {"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier", "quotaValue": "x"},
+                {"quotaId": "Unknown", "quotaValue": "3"}]}),
+                retry_info("26s"),
+            ],
+        );
+        assert_eq!(
+            violations(429, body.as_bytes()),
+            vec![
+                Violation { kind: Kind::Rpm, value: 200, model: Some("gemini-2.0-flash".into()) },
+                Violation { kind: Kind::Tpm, value: 250_000, model: None },
+            ]
+        );
+        assert!(violations(200, body.as_bytes()).is_empty());
+        assert!(violations(429, b"not json").is_empty());
+    }
+
+    #[test]
+    fn a_path_names_another_model() {
+        let p = |path, from, to| path_with_model(path, from, to);
+        assert_eq!(
+            p("/v1beta/models/claude-x:streamGenerateContent?alt=sse", "claude-x", "gemini-2.5-pro")
+                .as_deref(),
+            Some("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse")
+        );
+        assert_eq!(
+            p("/v1/models/gpt-4o", "gpt-4o", "gemini-2.5-flash").as_deref(),
+            Some("/v1/models/gemini-2.5-flash")
+        );
+        assert_eq!(p("/v1/models/gpt-4o-mini:x", "gpt-4o", "g"), None);
+        assert_eq!(p("/v1beta/files/abc", "abc", "g"), None);
+    }
+
+    #[test]
+    fn empty_answers_are_told_from_blocked_and_full_ones() {
+        let cases = [
+            (r#"{"candidates": [{"content": {"role": "model"}, "finishReason": "STOP"}]}"#, true),
+            (r#"{"candidates": [{"content": {"parts": []}}], "usageMetadata": {}}"#, true),
+            (r#"{"usageMetadata": {"totalTokenCount": 3}}"#, true),
+            (r#"{"candidates": []}"#, true),
+            (r#"{"candidates": [{"content": {"parts": [{"text": "hi"}]}}]}"#, false),
+            (r#"{"candidates": [{"content": {}}, {"content": {"parts": [{"text": ""}]}}]}"#, false),
+            (r#"{"promptFeedback": {"blockReason": "SAFETY"}}"#, false),
+            (r#"{"error": {"code": 500}}"#, false),
+            ("not json", false),
+            ("[]", false),
+        ];
+        for (body, empty) in cases {
+            assert_eq!(empty_answer(body.as_bytes()), empty, "{body}");
+        }
     }
 }

@@ -7,6 +7,13 @@
 //! every byte (through `StreamWriter`). What differs by surface is a [`Transform`] fed the upstream
 //! bytes as they arrive: the identity for native streams, a translation for the others.
 //!
+//! Streams that stay open (SPEC §14): while the upstream is silent for `--keepalive-secs`, the
+//! client gets a keep-alive — the transform's own (Anthropic's `ping`), else, by the answer's
+//! content type, an SSE comment line between events or a newline between JSON-array elements
+//! (only where the bytes sent so far leave a gap for it: `sse::Gap`). Every stream carries
+//! `Cache-Control: no-cache, no-transform` and `X-Accel-Buffering: no`, so that proxies in front
+//! neither buffer nor rewrite it.
+//!
 //! It never retries, never builds an error body itself (a transform writes its surface's error
 //! event), and holds no lock across I/O.
 
@@ -30,8 +37,9 @@ pub trait Transform {
     fn fail(&mut self, message: &str, out: &mut Vec<u8>) -> bool;
     /// The tokens the stream reported so far.
     fn tokens(&self) -> Option<u64>;
-    /// A keep-alive while the upstream is silent for `--keepalive-secs` (Anthropic's `ping`):
-    /// append it and return true, or return false when the surface sends none (the default).
+    /// A keep-alive of the surface's own while the upstream is silent for `--keepalive-secs`
+    /// (Anthropic's `ping`): append it and return true, or return false to let the relay send
+    /// the generic one of the stream's content type (the default).
     fn keepalive(&mut self, _out: &mut Vec<u8>) -> bool {
         false
     }
@@ -40,8 +48,9 @@ pub trait Transform {
     fn take_created(&mut self) -> Vec<crate::resources::Created> {
         Vec::new()
     }
-    /// Whether this surface sends keep-alives at all (then the upstream is read on a thread of
-    /// its own, so that silence can be noticed).
+    /// Whether this surface sends keep-alives of its own even where its content type would
+    /// take none (then the upstream is read on a thread of its own, so that silence can be
+    /// noticed).
     fn wants_keepalive(&self) -> bool {
         false
     }
@@ -192,6 +201,22 @@ impl GeminiEvents {
     }
 }
 
+/// A stream's head: `headers` with `Cache-Control: no-cache, no-transform` in place of any the
+/// upstream sent, and `X-Accel-Buffering: no` (nginx, Cloudflare and the like neither buffer
+/// nor transform it then).
+fn stream_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(n, _)| {
+            !n.eq_ignore_ascii_case("cache-control") && !n.eq_ignore_ascii_case("x-accel-buffering")
+        })
+        .cloned()
+        .collect();
+    out.push(("Cache-Control".into(), "no-cache, no-transform".into()));
+    out.push(("X-Accel-Buffering".into(), "no".into()));
+    out
+}
+
 /// How big a piece is read from the upstream at once.
 const READ_BUFFER: usize = 16 * 1024;
 
@@ -206,7 +231,12 @@ pub fn stream(
     head: (u16, &[(String, String)]),
     transform: &mut dyn Transform,
 ) -> Result<(), ProxyError> {
-    let mut writer = match ex.start_stream(head.0, head.1) {
+    let headers = stream_headers(head.1);
+    let style = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .and_then(|(_, v)| crate::sse::KeepAlive::for_content_type(v));
+    let mut writer = match ex.start_stream(head.0, &headers) {
         Ok(w) => w,
         Err(e) => {
             ex.record.client_gone = true;
@@ -215,8 +245,9 @@ pub fn stream(
         }
     };
     let every = app.config.keepalive;
-    let keepalive = (transform.wants_keepalive() && !every.is_zero()).then_some(every);
+    let keepalive = ((transform.wants_keepalive() || style.is_some()) && !every.is_zero()).then_some(every);
     let mut source = Source::new(answer.into_reader(), keepalive);
+    let mut gap = style.map(crate::sse::Gap::new);
     let mut out = Vec::new();
     // Ok(()) at a clean end; Err((log note, message)) when the upstream broke or reported an error.
     let ended: Result<(), (&str, String)> = loop {
@@ -225,7 +256,16 @@ pub fn stream(
             Piece::Data => {}
             Piece::Silent => {
                 out.clear();
-                if transform.keepalive(&mut out) && writer.send(&out).is_err() {
+                if !transform.keepalive(&mut out)
+                    && let (Some(style), Some(gap)) = (style, gap.as_ref())
+                    && gap.open()
+                {
+                    out.extend_from_slice(style.bytes());
+                }
+                if let Some(gap) = gap.as_mut() {
+                    gap.sent(&out);
+                }
+                if !out.is_empty() && writer.send(&out).is_err() {
                     ex.record.client_gone = true;
                     app.record_success(used, model, transform.tokens().unwrap_or(0));
                     return Ok(());
@@ -251,6 +291,9 @@ pub fn stream(
         if !out.is_empty() {
             if ex.record.first_byte.is_none() {
                 ex.record.first_byte = Some(ex.started.elapsed());
+            }
+            if let Some(gap) = gap.as_mut() {
+                gap.sent(&out);
             }
             if let Err(e) = writer.send(&out) {
                 // The client went away: dropping the reader drops the upstream request.

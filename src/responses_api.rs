@@ -41,6 +41,8 @@ pub fn create(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     let asked = asked.unwrap_or_else(|| call.model.clone());
     ex.record.model = Some(call.model.clone());
     let (answer, used) = generate(app, ex, &call.model, call.stream, &call.body)?;
+    // A fallback model served it: the answer names that model (SPEC §14).
+    let asked = used.fallback.as_ref().map_or(asked, |f| f.to.clone());
     let id = new_id("resp").replace('-', "_");
     let ResponsesCall { model, stream, store, echo, items, namespaces, .. } = call;
     let mut builder = ResponseBuilder::new(&id, &asked, Utc::now().timestamp(), echo, namespaces, stream);

@@ -89,6 +89,9 @@ pub struct Exchange {
     http10: bool,
     timeouts: Timeouts,
     pub record: RequestRecord,
+    /// Headers every answer to this request carries besides its own (the fallback of SPEC §14
+    /// names the model that served it).
+    pub extra_headers: Vec<(String, String)>,
 }
 
 /// Read timeouts of a client socket: between requests and while a body arrives.
@@ -127,7 +130,17 @@ impl Exchange {
             path: target.split('?').next().unwrap_or("").to_string(),
             ..RequestRecord::default()
         };
-        Exchange { request: Some(request), method, target, headers, started, http10, timeouts, record }
+        Exchange {
+            request: Some(request),
+            method,
+            target,
+            headers,
+            started,
+            http10,
+            timeouts,
+            record,
+            extra_headers: Vec::new(),
+        }
     }
 
     /// First value of a header (name in any case).
@@ -228,6 +241,7 @@ impl Exchange {
         let Some(req) = self.request.take() else { return };
         self.record.status = reply.status;
         let Reply { status, mut headers, mut body } = reply;
+        headers.extend(self.extra_headers.iter().cloned());
         // The one redaction point of whole answers: headers always; the body of every answer
         // that is not a success (Google echoes keys in error bodies) and of admin pages. Success
         // bodies pass untouched.
@@ -296,6 +310,7 @@ impl Exchange {
         let chunked = !self.http10;
         let redactor = crate::redact::current();
         let mut headers = headers.to_vec();
+        headers.extend(self.extra_headers.iter().cloned());
         redact_headers(&redactor, &mut headers);
         let mut head = Vec::with_capacity(256);
         write_head(&mut head, self.http10, status, &headers);

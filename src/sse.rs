@@ -2,6 +2,9 @@
 //! JSON array of `streamGenerateContent` without `alt`. Bytes go in as they arrive; complete
 //! event payloads (JSON texts) come out.
 //!
+//! Also [`Gap`]: where, in the bytes a client was sent, a keep-alive may go without breaking the
+//! framing (SPEC §14: an SSE comment between events, whitespace between JSON-array elements).
+//!
 //! Pure: no I/O, no locks, no clock. Memory is bounded: an event larger than the limit is
 //! dropped (and counted) instead of growing the buffer without end.
 
@@ -169,6 +172,113 @@ fn sse_payload(event: &[u8]) -> Option<Vec<u8>> {
     payload
 }
 
+/// The keep-alive a stream of this content type takes (SPEC §14), if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// `: keep-alive` comment lines between events.
+    Sse,
+    /// A newline between elements.
+    JsonArray,
+}
+
+impl KeepAlive {
+    /// By the answer's `Content-Type`: SSE, or JSON (a JSON-array stream); else none.
+    pub fn for_content_type(content_type: &str) -> Option<KeepAlive> {
+        let ct = content_type.to_ascii_lowercase();
+        if ct.starts_with("text/event-stream") {
+            Some(KeepAlive::Sse)
+        } else if ct.contains("json") {
+            Some(KeepAlive::JsonArray)
+        } else {
+            None
+        }
+    }
+
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            KeepAlive::Sse => b": keep-alive\n\n",
+            KeepAlive::JsonArray => b"\n",
+        }
+    }
+}
+
+/// Follows the bytes sent to a client to tell whether a keep-alive may go now: on SSE after a
+/// complete event (a blank line), on a JSON array outside every element (after `[`, `,` or an
+/// element's closing `}` / `]` at depth one), never inside a string.
+#[derive(Debug, Clone)]
+pub struct Gap {
+    style: KeepAlive,
+    /// Bytes sent so far (only whether any were matters).
+    started: bool,
+    /// SSE: the last bytes sent.
+    tail: [u8; 4],
+    // JSON: scanning state.
+    depth: u32,
+    in_string: bool,
+    escape: bool,
+    last: u8,
+}
+
+impl Gap {
+    pub fn new(style: KeepAlive) -> Gap {
+        Gap { style, started: false, tail: [0; 4], depth: 0, in_string: false, escape: false, last: 0 }
+    }
+
+    /// Bytes that went to the client.
+    pub fn sent(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.started = true;
+        match self.style {
+            KeepAlive::Sse => {
+                for &b in data.iter().rev().take(4).rev() {
+                    self.tail.rotate_left(1);
+                    self.tail[3] = b;
+                }
+            }
+            KeepAlive::JsonArray => {
+                for &b in data {
+                    if self.in_string {
+                        match (self.escape, b) {
+                            (true, _) => self.escape = false,
+                            (false, b'\\') => self.escape = true,
+                            (false, b'"') => self.in_string = false,
+                            _ => {}
+                        }
+                        self.last = b'"';
+                        continue;
+                    }
+                    match b {
+                        b'"' => self.in_string = true,
+                        b'[' | b'{' => self.depth = self.depth.saturating_add(1),
+                        b']' | b'}' => self.depth = self.depth.saturating_sub(1),
+                        _ => {}
+                    }
+                    if !b.is_ascii_whitespace() {
+                        self.last = b;
+                    }
+                }
+            }
+        }
+    }
+
+    /// May a keep-alive go now?
+    pub fn open(&self) -> bool {
+        if !self.started {
+            return true;
+        }
+        match self.style {
+            KeepAlive::Sse => {
+                self.tail[2..] == *b"\n\n" || self.tail == *b"\r\n\r\n" || self.tail[2..] == *b"\r\r"
+            }
+            KeepAlive::JsonArray => {
+                !self.in_string && (self.depth == 1 && matches!(self.last, b'[' | b',' | b'}' | b']'))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +323,40 @@ mod tests {
         let got = all(&mut f, &[b"[{\"x\":\"0123456789012345678901234\"},{\"y\":1}]"]);
         assert_eq!(got, vec!["{\"y\":1}"]);
         assert_eq!(f.oversized, 1);
+    }
+
+    #[test]
+    fn keep_alives_go_only_between_events_and_elements() {
+        // (style, pieces sent, may a keep-alive go after them)
+        let cases: &[(KeepAlive, &[&str], bool)] = &[
+            (KeepAlive::Sse, &[], true),
+            (KeepAlive::Sse, &["data: {}\n\n"], true),
+            (KeepAlive::Sse, &["data: {}\r\n\r\n"], true),
+            (KeepAlive::Sse, &["data: {}\r\n", "\r\n"], true),
+            (KeepAlive::Sse, &["data: {\"a\":"], false),
+            (KeepAlive::Sse, &["data: {}\n"], false),
+            (KeepAlive::JsonArray, &[], true),
+            (KeepAlive::JsonArray, &["[{\"a\": 1}"], true),
+            (KeepAlive::JsonArray, &["[{\"a\": 1}", "\n,\r\n"], true),
+            (KeepAlive::JsonArray, &["["], true),
+            (KeepAlive::JsonArray, &["[{\"a\": 1"], false),
+            (KeepAlive::JsonArray, &["[{\"a\": \"x}"], false),
+            (KeepAlive::JsonArray, &["[{\"a\": \"x\\\"}\"", "}"], true),
+            (KeepAlive::JsonArray, &["[{\"a\": [1]"], false),
+            (KeepAlive::JsonArray, &["[{}]"], false),
+        ];
+        for (style, pieces, open) in cases {
+            let mut g = Gap::new(*style);
+            for p in *pieces {
+                g.sent(p.as_bytes());
+            }
+            assert_eq!(g.open(), *open, "{style:?} after {pieces:?}");
+        }
+        assert_eq!(KeepAlive::for_content_type("text/event-stream; charset=utf-8"), Some(KeepAlive::Sse));
+        assert_eq!(
+            KeepAlive::for_content_type("application/json; charset=UTF-8"),
+            Some(KeepAlive::JsonArray)
+        );
+        assert_eq!(KeepAlive::for_content_type("application/octet-stream"), None);
     }
 }

@@ -61,6 +61,10 @@ impl KeyStateName {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusView {
     pub keys: Vec<KeyView>,
+    /// Version 2 (SPEC §14): per model, what remains today summed over the projects that know
+    /// its daily limit.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelLimitsView>,
     /// The next reset: local midnight after now in the reset zone.
     #[serde(with = "rfc3339")]
     pub next_reset: DateTime<FixedOffset>,
@@ -101,14 +105,39 @@ pub struct KeyView {
 }
 
 /// One key and model: usage and the limits running now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelView {
     #[serde(default, with = "rfc3339_opt")]
     pub cooling_until: Option<DateTime<FixedOffset>>,
+    /// Version 2 (SPEC §14): the learned or configured limits of the key's project.
+    #[serde(default)]
+    pub limits: LimitsView,
     #[serde(default, with = "rfc3339_opt")]
     pub parked_until: Option<DateTime<FixedOffset>>,
+    /// Version 2: the daily limit less what the project sent today; `null` when it is unknown.
+    #[serde(default)]
+    pub remaining_today: Option<u64>,
     pub requests: u64,
     pub tokens: u64,
+}
+
+/// A project's known limits for a model (`null` where unknown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsView {
+    pub rpd: Option<u64>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+/// One model over the pool: "67 of 750 left today across 3 projects".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelLimitsView {
+    /// Projects whose daily limit for the model is known.
+    pub projects: u64,
+    /// What they have left today, summed.
+    pub remaining_today: u64,
+    /// Their daily limits, summed.
+    pub rpd: u64,
 }
 
 /// What the `usage` command prints (its `--json` output; the table is made from it): today's

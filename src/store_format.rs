@@ -54,6 +54,10 @@ pub struct UsageFile {
     /// them (SPEC §5). Version 1 called it `affinity`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", alias = "affinity")]
     pub resources: BTreeMap<String, ResourceRecord>,
+    /// Per project and model: the limits learned from Google's 429s and the requests sent on
+    /// the quota day (SPEC §14).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitRecord>,
     /// True when this value was converted from the seed format (never serialized): the caller
     /// logs it, and the next save writes our format in its place.
     #[serde(skip)]
@@ -74,6 +78,22 @@ pub struct ResourceRecord {
     /// Its usage is booked (an interaction's tokens count once, however often it is read).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub booked: bool,
+}
+
+/// One project and model's learned limits (`null` where unknown) and its requests sent on the
+/// file's quota day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitRecord {
+    pub project: crate::keyfile::ProjectId,
+    pub model: String,
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub rpd: Option<u64>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub sent_today: u64,
 }
 
 /// One key, by fingerprint. No raw key anywhere.
@@ -144,6 +164,7 @@ impl UsageFile {
             keys: BTreeMap::new(),
             history: BTreeMap::new(),
             resources: BTreeMap::new(),
+            limits: Vec::new(),
             converted_from_seed: false,
         }
     }

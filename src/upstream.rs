@@ -134,6 +134,21 @@ impl Answer {
         Ok(out)
     }
 
+    /// The whole body (at most `limit` bytes), and the answer again with that body, for a look
+    /// at it before it is returned.
+    fn buffered(self, limit: u64) -> Result<(Answer, Vec<u8>), ProxyError> {
+        let (parts, body) = self.response.into_parts();
+        let mut bytes = Vec::new();
+        body.into_with_config()
+            .limit(limit)
+            .reader()
+            .read_to_end(&mut bytes)
+            .map_err(|e| read_failure(&e))?;
+        let copy = bytes.clone();
+        let response = http::Response::from_parts(parts, ureq::Body::builder().data(bytes));
+        Ok((Answer { response }, copy))
+    }
+
     /// The body as a reader (for streams); map its errors with `read_failure`. Dropping it drops
     /// the upstream request.
     pub fn into_reader(self) -> impl Read + Send + 'static {
@@ -156,7 +171,20 @@ pub struct KeyUsed {
     pub idx: usize,
     pub fingerprint: String,
     pub key: String,
+    /// Set when a model of the requested one's fallback chain served the request (SPEC §14):
+    /// its usage is booked to that model, and translated answers name it.
+    pub fallback: Option<Fallback>,
 }
+
+/// The model that stood in for the requested one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    pub from: String,
+    pub to: String,
+}
+
+/// Largest answer read whole to see whether it is empty.
+const MAX_CHECKED_ANSWER: u64 = 64 << 20;
 
 /// Connection pools per upstream (see `Upstream::agent`).
 const POOL_SHARDS: usize = 4;
@@ -333,6 +361,12 @@ fn retry_after_hint(outcome: &Outcome) -> Option<u64> {
 /// The retry budget (SPEC §5): transient failures are retried on at most `--max-attempts` keys;
 /// quota and key errors walk on, but every attempt fits in `--request-deadline` (an attempt in
 /// flight at the deadline is cut: 504); the walk stops as soon as the client has gone.
+///
+/// Quota intelligence (SPEC §14): when no key can serve the model, the next model of its
+/// `--model-fallback` chain that can serves the request (the path names it; the answer carries
+/// `X-Gemini-Model-Fallback: FROM>TO` and `KeyUsed::fallback`); a non-streamed
+/// `generateContent` answer that is empty is retried once on another key, and returned if the
+/// retry brings nothing better.
 pub fn call_with_keys(
     app: &App,
     ex: &mut Exchange,
@@ -340,14 +374,72 @@ pub fn call_with_keys(
     out: &Outgoing,
     pinned: Option<&crate::resources::Pin>,
 ) -> Result<(Answer, KeyUsed), ProxyError> {
+    let mut empty: Option<(Answer, KeyUsed, u64)> = None;
+    let result = match walk(app, ex, model, out, pinned, &mut empty) {
+        Ok(got) => {
+            if let Some((_, first, tokens)) = empty {
+                // The empty answer was served too: it counts.
+                app.record_success(&first, model, tokens);
+            }
+            Ok(got)
+        }
+        Err(e) => match empty {
+            Some((answer, first, _)) => {
+                log::debug!("the retry of an empty answer failed ({e:?}); the empty answer is returned");
+                Ok((answer, first))
+            }
+            None => Err(e),
+        },
+    };
+    if let Ok((_, used)) = &result
+        && let Some(f) = &used.fallback
+    {
+        ex.extra_headers.push(("X-Gemini-Model-Fallback".into(), format!("{}>{}", f.from, f.to)));
+        ex.record.model = Some(f.to.clone());
+        if ex.record.note.is_none() {
+            ex.record.note = Some(format!("fallback {}>{}", f.from, f.to));
+        }
+    }
+    result
+}
+
+/// Whether a request is a non-streamed `generateContent` (whose empty answers are retried).
+fn is_generate(path_and_query: &str) -> bool {
+    path_and_query.split('?').next().is_some_and(|p| p.ends_with(":generateContent"))
+}
+
+/// The walk of [`call_with_keys`]; an empty answer it moved on from is left in `empty`.
+fn walk<'a>(
+    app: &App,
+    ex: &mut Exchange,
+    requested: Option<&str>,
+    out: &Outgoing<'a>,
+    pinned: Option<&crate::resources::Pin>,
+    empty: &mut Option<(Answer, KeyUsed, u64)>,
+) -> Result<(Answer, KeyUsed), ProxyError> {
+    // A cache belongs to its model: no other model may read it.
+    let chain: &[String] = match requested {
+        Some(m) if pinned.is_none_or(|p| !p.resource.starts_with("cachedContents/")) => {
+            app.config.fallbacks.after(m)
+        }
+        _ => &[],
+    };
+    let mut next_fallback = 0;
+    let mut serving: Option<String> = requested.map(str::to_string);
+    let mut fallback_out: Option<Outgoing<'a>> = None;
+    // The soonest "no key" of the models given up on, for the final 503.
+    let mut soonest: Option<(u64, Option<chrono::DateTime<chrono::Utc>>)> = None;
     let deadline = std::time::Instant::now() + app.config.request_deadline;
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<ProxyError> = None;
     let mut last_was_transient = false;
     let mut transient = 0u32;
     let mut quota_model: Option<String> = None;
+    let mut violations = Vec::new();
     loop {
         let now = chrono::Utc::now();
+        let model = serving.as_deref();
+        let current = fallback_out.as_ref().unwrap_or(out);
         if !tried.is_empty() {
             // Between attempts: has the budget run out, or the client gone?
             if ex.client_gone() {
@@ -376,12 +468,35 @@ pub fn call_with_keys(
         };
         let (idx, key, fingerprint) = match pick {
             Pick::Key { idx, key, fingerprint } => (idx, key, fingerprint),
-            exhausted @ Pick::Exhausted { .. } => {
+            Pick::Exhausted { retry_after_secs, until, model: named } => {
                 // 5xx and network failures return the last answer; quota and key problems
                 // (this request's own, or older ones) are "no key available".
                 if last_was_transient && let Some(e) = last {
                     return Err(e);
                 }
+                if soonest.is_none_or(|(s, _)| retry_after_secs < s) {
+                    soonest = Some((retry_after_secs, until));
+                }
+                // No key for this model: the next model of its chain, if the path can name it.
+                if let (Some(from), Some(to)) = (model, chain.get(next_fallback))
+                    && let Some(path_and_query) = quota::path_with_model(&current.path_and_query, from, to)
+                {
+                    log::debug!("no key can serve {from}; falling back to {to}");
+                    let next = Outgoing { path_and_query, ..current.clone() };
+                    next_fallback += 1;
+                    serving = Some(to.clone());
+                    fallback_out = Some(next);
+                    tried.clear();
+                    last = None;
+                    continue;
+                }
+                // The answer names the requested model, and the soonest time any model frees.
+                let exhausted = match soonest {
+                    Some((retry_after_secs, until)) if next_fallback > 0 => {
+                        Pick::Exhausted { retry_after_secs, until, model: requested.map(str::to_string) }
+                    }
+                    _ => Pick::Exhausted { retry_after_secs, until, model: named },
+                };
                 return Err(match (pinned, last) {
                     // This request's own attempt disabled the project's last key: Google's
                     // answer says why better than a 409 would.
@@ -396,7 +511,7 @@ pub fn call_with_keys(
         ex.record.keys.push(fingerprint.clone());
         let started = std::time::Instant::now();
         let left = deadline.saturating_duration_since(started);
-        let result = app.upstream.send(out, &key, left);
+        let result = app.upstream.send(current, &key, left);
         let outcome = match result {
             Ok(answer) if (200..300).contains(&answer.status()) => {
                 log::debug!(
@@ -406,13 +521,37 @@ pub fn call_with_keys(
                     started.elapsed()
                 );
                 app.metrics.attempt(&Outcome::Success);
-                return Ok((answer, KeyUsed { idx, fingerprint, key }));
+                let fallback = match (requested, model) {
+                    (Some(from), Some(to)) if from != to => {
+                        Some(Fallback { from: from.to_string(), to: to.to_string() })
+                    }
+                    _ => None,
+                };
+                let used = KeyUsed { idx, fingerprint, key, fallback };
+                if empty.is_none()
+                    && is_generate(&current.path_and_query)
+                    && answer.content_type().contains("json")
+                {
+                    let (answer, body) = answer.buffered(MAX_CHECKED_ANSWER)?;
+                    if quota::empty_answer(&body) {
+                        log::info!(
+                            "key {}: an empty answer for {}; retried once on another key",
+                            used.fingerprint,
+                            model.unwrap_or("-")
+                        );
+                        *empty = Some((answer, used, crate::usage::tokens_of(&body).unwrap_or(0)));
+                        continue;
+                    }
+                    return Ok((answer, used));
+                }
+                return Ok((answer, used));
             }
             Ok(answer) => {
                 let status = answer.status();
                 let body = answer.read_whole(MAX_ERROR_BODY).unwrap_or_default();
                 let outcome = quota::classify(status, &body);
                 quota_model = quota::quota_model(status, &body);
+                violations = quota::violations(status, &body);
                 log::debug!("attempt {} key {fingerprint}: {status} {:?}", ex.record.attempts, outcome);
                 let retry_after = retry_after_hint(&outcome);
                 let error = ProxyError::UpstreamStatus { status, body, retry_after };
@@ -437,7 +576,22 @@ pub fn call_with_keys(
         }
         // The model a 429 names wins over the request's for its effect (SPEC §5).
         let effect = quota_model.take();
-        record_failure(app, idx, &fingerprint, effect.as_deref().or(model), &outcome);
+        let effect = effect.as_deref().or(model);
+        if matches!(outcome, Outcome::QuotaPerDay | Outcome::QuotaPerMinute { .. } | Outcome::RateLimited) {
+            // Google did not count what it refused; what its 429 says about the limits is learned.
+            let mut pool = app.pool.lock();
+            pool.refused(&fingerprint, model, now);
+            let learned = pool.learn(&fingerprint, effect, &std::mem::take(&mut violations));
+            drop(pool);
+            if learned {
+                log::debug!(
+                    "key {fingerprint}: learned the limits of its project for {} from a 429",
+                    effect.unwrap_or("all models")
+                );
+                app.save.wanted();
+            }
+        }
+        record_failure(app, idx, &fingerprint, effect, &outcome);
     }
 }
 
@@ -456,6 +610,13 @@ pub fn record_failure(app: &App, idx: usize, fingerprint: &str, effect: Option<&
         Recorded::Disabled => log::warn!("key {fingerprint} disabled: {outcome:?}"),
         Recorded::Cooling { until } => {
             log::debug!("key {fingerprint}: cooling down for {what} until {}", app.format_time(until))
+        }
+        Recorded::Throttled { until } => {
+            log::warn!(
+                "bare 429s from several projects for {what}: Google is limiting this proxy's address; \
+                 {what} cools down for every key until {}",
+                app.format_time(until)
+            )
         }
         _ => {}
     }

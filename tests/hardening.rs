@@ -153,7 +153,8 @@ fn a_key_echoed_in_an_upstream_header_is_masked() {
     mock.set_script(|r| {
         let key = r.key.clone().unwrap_or_default();
         Some(
-            Reply::json(200, json!({"candidates": []}))
+            // Not an empty answer (SPEC §14 would retry that on another key).
+            Reply::json(200, json!({"candidates": [{"content": {"parts": [{"text": "hi"}]}}]}))
                 .with_header("Server-Timing", &format!("desc=\"{key}\"")),
         )
     });
