@@ -156,6 +156,8 @@ pub struct KeyUsed {
     pub idx: usize,
     pub fingerprint: String,
     pub key: String,
+    /// The named client the answer is booked to (SPEC §13).
+    pub client: Option<std::sync::Arc<str>>,
 }
 
 /// Connection pools per upstream (see `Upstream::agent`).
@@ -340,6 +342,7 @@ pub fn call_with_keys(
     out: &Outgoing,
     pinned: Option<&crate::resources::Pin>,
 ) -> Result<(Answer, KeyUsed), ProxyError> {
+    app.clients.check_model(ex.record.client.as_deref(), model)?;
     let deadline = std::time::Instant::now() + app.config.request_deadline;
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<ProxyError> = None;
@@ -406,7 +409,7 @@ pub fn call_with_keys(
                     started.elapsed()
                 );
                 app.metrics.attempt(&Outcome::Success);
-                return Ok((answer, KeyUsed { idx, fingerprint, key }));
+                return Ok((answer, KeyUsed { idx, fingerprint, key, client: ex.record.client.clone() }));
             }
             Ok(answer) => {
                 let status = answer.status();
