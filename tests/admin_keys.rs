@@ -91,7 +91,11 @@ fn every_admin_keys_operation_is_written_to_the_key_file_and_survives_a_restart(
     let before = mock.request_count();
     for _ in 0..6 {
         assert_eq!(
-            post_json(&format!("{}/v1beta/models/gemini-2.5-flash:generateContent", proxy.url), &generate_body()).status,
+            post_json(
+                &format!("{}/v1beta/models/gemini-2.5-flash:generateContent", proxy.url),
+                &generate_body()
+            )
+            .status,
             200
         );
     }
