@@ -25,8 +25,10 @@
 #      light passes, each run right after the same pass on the native route for the ratio;
 #   7b. resources on the generate path: a plain body, one naming an unknown file, one naming a cache made through
 #      the proxy (pinned to its project), saturating and light passes in BENCH_ROUNDS rounds, for the cost of the
-#      lookup; with BENCH_BASELINE_BIN, the plain pass through that (older) build as well; and the lookup's own
-#      CPU time per request, alone (examples/bench_lookup.rs);
+#      lookup; with BENCH_BASELINE_BIN, the plain pass through that (older) build as well; the plain pass
+#      through an instance started with --tokens-file, the same token as a named client (booked per client,
+#      under a budget): what booking per client costs the hot path; and the lookup's own CPU time per
+#      request, alone (examples/bench_lookup.rs);
 #   8. prints one table, the ratios against their goals, our proxy's RSS and the binary's size, then one
 #      section each for 5, 6 and 7;
 #   9. the Live API relay: a WebSocket session direct to the Live mock (examples/mock_live) vs through a
@@ -181,8 +183,9 @@ wait_ready() {
     die "$name did not answer $url within 10 s"
 }
 
-mapfile -t PORTS < <(tool free-ports $((6 + ${#WORKER_COUNTS[@]} + ${#POOL_SIZES[@]})))
+mapfile -t PORTS < <(tool free-ports $((7 + ${#WORKER_COUNTS[@]} + ${#POOL_SIZES[@]})))
 BASE_PORT=${PORTS[-1]}
+NAMED_PORT=${PORTS[-2]}
 UP_PORT=${PORTS[0]} NGX_PORT=${PORTS[1]} GKM_PORT=${PORTS[2]} GKM2_PORT=${PORTS[3]} GKM3_PORT=${PORTS[4]}
 WORKER_PORTS=("${PORTS[@]:5:${#WORKER_COUNTS[@]}}")
 POOL_PORTS=("${PORTS[@]:$((5 + ${#WORKER_COUNTS[@]}))}")
@@ -529,6 +532,15 @@ if [[ -n ${BENCH_BASELINE_BIN:-} ]]; then
     check_native gkm-baseline
     RESOURCE_TARGETS+=(gkm-baseline)
 fi
+# Booking per client (SPEC §13): the same plain pass with the token as a named client's, on an instance of
+# its own (same flags, plus --tokens-file; the budget never binds).
+printf '# bench\nbench %s rpd=1000000000 tpd=1000000000000 models=gemini-*\n' "$TOKEN" >"$WORK/tokens.txt"
+log "starting gemini-key-manager with a named client on :$NAMED_PORT"
+start_gkm gkm-named "$NAMED_PORT" "http://127.0.0.1:$UP_PORT" --tokens-file "$WORK/tokens.txt"
+TARGET_PID[gkm-named]=${PIDS[-1]}
+URL[gkm-named]="http://127.0.0.1:$NAMED_PORT$MODEL_PATH"
+check_native gkm-named
+RESOURCE_TARGETS+=(gkm-named)
 log "saturating and light passes: plain generate, then a body naming an unknown file, then a pinned cache"
 for ((round = 1; round <= ROUNDS; round++)); do
     for pass in saturating light; do

@@ -142,6 +142,7 @@ pub fn status_reply(app: &App) -> Result<Reply, ProxyError> {
     let mut doc = serde_json::to_value(&status).map_err(fail)?;
     if let Some(map) = doc.as_object_mut() {
         map.insert("live".into(), serde_json::to_value(&live).map_err(fail)?);
+        map.insert("clients".into(), serde_json::to_value(app.clients.view(Utc::now())).map_err(fail)?);
     }
     let body = serde_json::to_vec(&doc).map_err(fail)?;
     Ok(Reply {
@@ -157,6 +158,7 @@ pub fn metrics_reply(app: &App) -> Reply {
     let mut text = metrics_text(&status, &app.metrics, &app.server_stats, crate::logging::dropped_lines());
     app.responses.render_metrics(&mut text, std::time::Instant::now());
     app.live.render(&mut text);
+    app.clients.render_metrics(&mut text, Utc::now());
     Reply {
         status: 200,
         headers: vec![("Content-Type".into(), "text/plain; version=0.0.4; charset=utf-8".into())],

@@ -54,7 +54,7 @@ impl Aliases {
 
 /// Does `text` match `pattern`, where `*` stands for any run of characters? Iterative, linear in
 /// practice (the classic two-pointer match with one backtrack point).
-pub(crate) fn glob(pattern: &str, text: &str) -> bool {
+pub fn glob(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;

@@ -1,5 +1,5 @@
-//! The background threads: the key-file watcher (poll every few seconds; SIGHUP calls the same
-//! reload) and the re-prober that gives disabled keys their way back (SPEC §3, §5).
+//! The background threads: the key-file and tokens-file watcher (poll every few seconds; SIGHUP
+//! calls the same reloads) and the re-prober that gives disabled keys their way back (SPEC §3, §5).
 //!
 //! Neither holds the pool lock across I/O: the watcher reads the file first and then swaps the
 //! key list under the lock; the re-prober copies the disabled keys out, probes them with no lock
@@ -60,6 +60,25 @@ pub fn reload_keys(app: &App, why: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Re-read the tokens file (SPEC §13) and swap the named clients; their books are kept. A file
+/// that is missing or malformed is refused with an error log, keeping the old clients.
+pub fn reload_tokens(app: &App, why: &str) -> Result<(), String> {
+    let Some(path) = &app.config.tokens_file else { return Ok(()) };
+    let parsed = crate::clients::load(path).map_err(|e| {
+        let msg = format!(
+            "tokens file reload ({why}) refused, keeping the current {} clients: {e}",
+            app.clients.len()
+        );
+        log::error!("{msg}");
+        msg
+    })?;
+    crate::redact::add_tokens(parsed.tokens);
+    let n = parsed.clients.len();
+    app.clients.replace(parsed.clients);
+    log::warn!("tokens file reloaded ({why}): {n} clients");
+    Ok(())
+}
+
 /// Probe one key with models.list; `Ok(outcome)` of the answer, `Err` when nothing answered.
 pub fn probe_key(app: &App, key: &str) -> Result<(u16, Outcome), String> {
     let out = Outgoing {
@@ -117,12 +136,19 @@ impl Background {
                 std::thread::Builder::new()
                     .name("key-file-watch".into())
                     .spawn(move || {
+                        let tokens_stamp = || app.config.tokens_file.as_deref().and_then(stamp);
                         let mut last = stamp(&app.config.key_file);
+                        let mut last_tokens = tokens_stamp();
                         while sleep_unless_stopped(&stop, KEY_FILE_POLL) {
                             let now = stamp(&app.config.key_file);
                             if now != last {
                                 let _ = reload_keys(&app, "file changed");
                                 last = now;
+                            }
+                            let now = tokens_stamp();
+                            if now != last_tokens {
+                                let _ = reload_tokens(&app, "file changed");
+                                last_tokens = now;
                             }
                         }
                     })

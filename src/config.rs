@@ -46,6 +46,18 @@ const OPTIONS: &[OptSpec] = &[
         help: "client token(s) clients must present, comma-separated",
     },
     OptSpec {
+        flag: "tokens-file",
+        env: "TOKENS_FILE",
+        default: "",
+        help: "named client tokens: NAME TOKEN [rpd=N] [tpd=N] [models=P|P] [admin] per line (replaces --token)",
+    },
+    OptSpec {
+        flag: "admin-token",
+        env: "ADMIN_TOKEN",
+        default: "",
+        help: "token of /status, /metrics, /dashboard, /admin/** (unset: any client token)",
+    },
+    OptSpec {
         flag: "upstream",
         env: "GEMINI_API_BASE_URL",
         default: "https://generativelanguage.googleapis.com",
@@ -227,6 +239,10 @@ pub struct Config {
     pub max_live_sessions: usize,
     /// Listen with TLS: (certificate chain, private key), PEM files.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `--tokens-file`: named clients (SPEC §13); when set, `tokens` is not used.
+    pub tokens_file: Option<PathBuf>,
+    /// `--admin-token`: the token of the admin routes (SPEC §13).
+    pub admin_token: Option<String>,
     /// Read/write timeout of client sockets. Not an option of SPEC §2 (always 30 s there);
     /// tests shorten it.
     pub client_timeout: Duration,
@@ -486,6 +502,8 @@ impl Config {
             }
             (cert, key) => Some((PathBuf::from(cert), PathBuf::from(key))),
         };
+        let tokens_file = Some(raw.get("tokens-file").trim()).filter(|p| !p.is_empty()).map(PathBuf::from);
+        let admin_token = Some(raw.get("admin-token").trim()).filter(|t| !t.is_empty()).map(str::to_string);
         let log_dir = match raw.get("log-dir") {
             "" => None,
             d => Some(PathBuf::from(d)),
@@ -520,6 +538,8 @@ impl Config {
             request_deadline,
             max_live_sessions,
             tls,
+            tokens_file,
+            admin_token,
             client_timeout: crate::server::CLIENT_TIMEOUT,
             body_timeout: crate::server::BODY_TIMEOUT,
             live_extra_roots: None,

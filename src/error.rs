@@ -87,6 +87,24 @@ pub enum ProxyError {
     BodyTimeout,
     /// The client left while the request was being served; nobody reads the answer.
     ClientGone,
+    /// A named client's budget for the day (`rpd` or `tpd`, SPEC §13) is spent: 429 until the
+    /// reset, no key used.
+    BudgetExceeded {
+        client: String,
+        what: &'static str,
+        limit: u64,
+        retry_after_secs: u64,
+        until: String,
+    },
+    /// The model is outside the named client's `models` patterns (403).
+    ModelNotAllowed {
+        client: String,
+        model: String,
+    },
+    /// Refused on purpose (403): a cross-site form post, a key that is not there to change.
+    Forbidden {
+        message: String,
+    },
 }
 
 /// A complete, buffered HTTP answer.
@@ -130,6 +148,8 @@ impl ProxyError {
             ProxyError::Framing { status, .. } => *status,
             ProxyError::BodyTimeout => 408,
             ProxyError::ClientGone => 499,
+            ProxyError::BudgetExceeded { .. } => 429,
+            ProxyError::ModelNotAllowed { .. } | ProxyError::Forbidden { .. } => 403,
         }
     }
 
@@ -148,7 +168,8 @@ impl ProxyError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ProxyError::NoKeyAvailable { retry_after_secs, .. }
-            | ProxyError::ResourceBlocked { retry_after_secs, .. } => Some((*retry_after_secs).max(1)),
+            | ProxyError::ResourceBlocked { retry_after_secs, .. }
+            | ProxyError::BudgetExceeded { retry_after_secs, .. } => Some((*retry_after_secs).max(1)),
             ProxyError::Overloaded => Some(1),
             ProxyError::UpstreamStatus { status: 429 | 503, retry_after, .. } => {
                 Some(retry_after.unwrap_or(1).max(1))
@@ -204,6 +225,17 @@ impl ProxyError {
             ProxyError::Framing { reason, .. } => format!("Malformed request framing: {reason}"),
             ProxyError::BodyTimeout => "The request body stopped arriving before it was complete".into(),
             ProxyError::ClientGone => "The client closed the connection".into(),
+            ProxyError::BudgetExceeded { client, what, limit, retry_after_secs, until } => {
+                let unit = if *what == "rpd" { "requests" } else { "tokens" };
+                format!(
+                    "Client {client} has used its budget of {limit} {unit} for the day ({what}); \
+                     it renews at {until} (in {retry_after_secs} s)"
+                )
+            }
+            ProxyError::ModelNotAllowed { client, model } => {
+                format!("Client {client} may not use model {model} (outside its models patterns)")
+            }
+            ProxyError::Forbidden { message } => message.clone(),
         }
     }
 
@@ -288,6 +320,9 @@ fn openai_code(e: &ProxyError) -> Option<&'static str> {
         ProxyError::UpstreamTimeout => "upstream_timeout",
         ProxyError::UpstreamIo { .. } => "upstream_unreachable",
         ProxyError::UpstreamStatus { status: 429, .. } => "rate_limit_exceeded",
+        ProxyError::BudgetExceeded { .. } => "client_budget_exceeded",
+        ProxyError::ModelNotAllowed { .. } => "model_not_allowed",
+        ProxyError::Forbidden { .. } => "forbidden",
         ProxyError::BodyTimeout => "request_timeout",
         ProxyError::Framing { .. } => "invalid_request",
         _ => return None,

@@ -5,11 +5,13 @@
 //! the map of modules and the invariants they keep.
 
 pub mod admin;
+pub mod admin_keys;
 pub mod alias;
 pub mod anthropic;
 pub mod anthropic_api;
 pub mod background;
 pub mod calendar;
+pub mod clients;
 pub mod commands;
 pub mod config;
 pub mod dashboard;
@@ -79,6 +81,10 @@ pub struct App {
     pub responses: response_store::ResponseStore,
     /// The Live API sessions open now, and their totals.
     pub live: live_sessions::Sessions,
+    /// Named clients of `--tokens-file`, their budgets and books (SPEC §13).
+    pub clients: clients::Clients,
+    /// `/admin/keys` changes to the key file, one at a time.
+    pub key_edits: admin_keys::KeyEdits,
 }
 
 impl App {
@@ -95,6 +101,8 @@ impl App {
             output_limits: anthropic_api::OutputLimits::default(),
             responses: response_store::ResponseStore::default(),
             live: live_sessions::Sessions::default(),
+            clients: clients::Clients::new(Vec::new(), config.reset_timezone),
+            key_edits: admin_keys::KeyEdits::default(),
             config,
         }
     }
@@ -104,6 +112,7 @@ impl App {
         let now = Utc::now();
         let mut pool = self.pool.lock();
         pool.restore(file, now);
+        self.clients.restore(file, now);
         *self.resources.lock() =
             resources::Resources::from_records(&file.resources, now, |fp| pool.project_of(fp));
     }
@@ -119,6 +128,9 @@ impl App {
         let now = Utc::now();
         let model = used.fallback.as_ref().map(|f| f.to.as_str()).or(model);
         self.pool.lock().record(used.idx, &used.fingerprint, model, &quota::Outcome::Success, tokens, now);
+        if let Some(client) = &used.client {
+            self.clients.book(client, model, 1, tokens, now);
+        }
         self.save.wanted();
     }
 
@@ -141,6 +153,34 @@ impl App {
             && target.query_param("upload_id").is_some_and(|id| {
                 self.resources.lock().owner(&resources::upload_name(&id), Utc::now()).is_some()
             })
+    }
+
+    /// Who may make this request (SPEC §13): `Ok(Some(client))` for a named client (its requests
+    /// are booked to it), `Ok(None)` for a plain `--token` or an admin credential, else 401.
+    /// Admin routes need the admin token (`--admin-token` or a client marked `admin`) when one is
+    /// configured, else any client token as in version 1.
+    pub fn authorize(
+        &self,
+        presented: &Presented,
+        admin_route: bool,
+    ) -> Result<Option<Arc<clients::Client>>, ProxyError> {
+        let named = self.config.tokens_file.is_some();
+        let client = if named { self.clients.identify(presented, admin_route) } else { None };
+        if admin_route && (self.config.admin_token.is_some() || self.clients.has_admin()) {
+            let by_flag = self
+                .config
+                .admin_token
+                .as_ref()
+                .is_some_and(|t| presented.matches(std::slice::from_ref(t), true));
+            let by_client = client.as_ref().is_some_and(|c| c.admin);
+            return if by_flag | by_client { Ok(None) } else { Err(ProxyError::Unauthorized) };
+        }
+        match client {
+            Some(c) if !admin_route => Ok(Some(c)),
+            Some(_) => Ok(None),
+            None if !named && presented.matches(&self.config.tokens, admin_route) => Ok(None),
+            None => Err(ProxyError::Unauthorized),
+        }
     }
 
     fn dispatch(&self, ex: &mut Exchange, target: &Target, route: &Route) -> Result<(), ProxyError> {
@@ -167,9 +207,10 @@ impl App {
                 Ok(())
             }
             Route::Dashboard => {
-                ex.respond(admin::dashboard_reply(self));
+                ex.respond(admin_keys::dashboard_reply(self));
                 Ok(())
             }
+            Route::AdminKeys(op) => admin_keys::handle(self, ex, op),
             Route::NotFound => Err(ProxyError::NotFound {
                 message: format!("No route for {} {}", ex.method, crate::logging::redact(&target.path)),
             }),
@@ -191,8 +232,17 @@ impl Handler for App {
         // Admin pages also take HTTP Basic (any user, the token as password): browsers prompt for it.
         let allow_basic = route.surface() == Surface::Admin;
         let upload_follow_up = route == Route::Native && self.known_upload(&target);
-        if !upload_follow_up && !presented.matches(&self.config.tokens, allow_basic) {
-            return Err(ProxyError::Unauthorized);
+        let client = if upload_follow_up { None } else { self.authorize(&presented, allow_basic)? };
+        // A request of a named client holds a ticket against its budget until it is answered.
+        let _ticket = match client {
+            Some(c) => {
+                ex.record.client = Some(Arc::from(c.name.as_str()));
+                Some(self.clients.admit(&c, Utc::now())?)
+            }
+            None => None,
+        };
+        if allow_basic && !matches!(ex.method.as_str(), "GET" | "HEAD") {
+            admin_keys::check_same_origin(self, ex, &presented)?;
         }
         self.dispatch(ex, &target, &route)
     }
@@ -235,11 +285,12 @@ fn log_request(r: &RequestRecord) {
     }
     let keys = keys_field(&r.keys);
     let line = format!(
-        "{} {} model={} surface={} status={} attempts={} keys={} latency_ms={:.1}{}{}{}",
+        "{} {} model={} surface={}{} status={} attempts={} keys={} latency_ms={:.1}{}{}{}",
         r.method,
         r.path,
         r.model.as_deref().unwrap_or("-"),
         r.surface.unwrap_or(Surface::Native).as_str(),
+        r.client.as_deref().map(|c| format!(" client={c}")).unwrap_or_default(),
         r.status,
         r.attempts,
         keys,
@@ -319,8 +370,19 @@ pub fn start(config: Config) -> Result<Handle, String> {
     }
     redact::add_keys(parsed.keys.iter().map(|k| k.key.clone()));
     redact::add_tokens(config.tokens.iter().cloned());
+    redact::add_tokens(config.admin_token.iter().cloned());
+    redact::add_keys(admin_keys::disabled_in_file(&config.key_file).into_iter().map(|k| k.key));
+    let named = match &config.tokens_file {
+        Some(path) => {
+            let parsed = clients::load(path)?;
+            redact::add_tokens(parsed.tokens);
+            parsed.clients
+        }
+        None => Vec::new(),
+    };
     let (save, save_rx) = store::SaveSignal::new();
     let app = Arc::new(App::new(config.clone(), parsed.keys, save));
+    app.clients.replace(named);
     if let Some(file) = store::load(&config.usage_file, config.reset_timezone)? {
         app.restore(&file);
         if file.converted_from_seed {
@@ -362,7 +424,7 @@ pub fn start(config: Config) -> Result<Handle, String> {
         config.workers,
         config.upstream.origin
     );
-    if config.uses_default_token() && !is_loopback(&config.host) {
+    if config.tokens_file.is_none() && config.uses_default_token() && !is_loopback(&config.host) {
         log::warn!(
             "the client token is the public default (see --help) on a non-loopback address: anyone who knows \
              it can spend your keys. Set a token of your own with --token or PLACEHOLDER_TOKEN."

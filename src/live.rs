@@ -50,6 +50,8 @@ enum Credential {
 struct Used {
     idx: usize,
     fingerprint: String,
+    /// The named client the session is booked to.
+    client: Option<std::sync::Arc<str>>,
 }
 
 /// `GET` on a Live route with `Upgrade: websocket`: check the token, take a place, switch
@@ -63,7 +65,17 @@ pub fn handle(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
     let Some(path) = crate::router::live_path(&target.path).map(str::to_string) else {
         return Err(ProxyError::NotFound { message: "not a Live API route".into() });
     };
-    let credential = credential(app, ex, &target)?;
+    // A named client (SPEC §13): its session is booked to it and held against its budget.
+    let presented = Presented::from_request(&ex.headers, &target);
+    let caller = app.authorize(&presented, false);
+    let _ticket = match caller.as_ref().ok().and_then(Option::as_ref) {
+        Some(c) => {
+            ex.record.client = Some(std::sync::Arc::from(c.name.as_str()));
+            Some(app.clients.admit(c, Utc::now())?)
+        }
+        None => None,
+    };
+    let credential = credential(app, ex, &target, caller.is_ok())?;
     let accept = match (ex.header("sec-websocket-key"), ex.header("sec-websocket-version")) {
         (Some(key), Some("13")) => ws::accept_key(key),
         _ => {
@@ -96,8 +108,13 @@ pub fn handle(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
 
 /// The client's credential: a client token (header or `?key=`), else an `auth_tokens/…` the
 /// proxy issued (`Authorization: Token`, `?access_token=`, `x-goog-api-key`); 401 otherwise.
-fn credential(app: &App, ex: &Exchange, target: &Target) -> Result<Credential, ProxyError> {
-    if Presented::from_request(&ex.headers, target).matches(&app.config.tokens, false) {
+fn credential(
+    app: &App,
+    ex: &Exchange,
+    target: &Target,
+    client_token: bool,
+) -> Result<Credential, ProxyError> {
+    if client_token {
         return Ok(Credential::Pool);
     }
     let auth = ex.header("authorization").and_then(|a| {
@@ -174,6 +191,9 @@ fn session(
     };
     ex.record.model = model.clone();
     stats.set_model(model.clone());
+    if let Err(e) = app.clients.check_model(ex.record.client.as_deref(), model.as_deref()) {
+        return refuse(&mut client, ws::close_frame(POLICY, &e.message()));
+    }
     let (upstream, used, first) =
         match open_with_keys(app, ex, path, target, credential, model.as_deref(), &setup) {
             Ok(opened) => opened,
@@ -258,7 +278,11 @@ fn open_with_keys(
             Credential::Pool => match app.pool.lock().pick(model, &tried, now) {
                 Pick::Key { idx, key, fingerprint } => {
                     let headers = vec![("x-goog-api-key".to_string(), key)];
-                    (Used { idx, fingerprint }, headers, upstream_target(path, target, false))
+                    (
+                        Used { idx, fingerprint, client: ex.record.client.clone() },
+                        headers,
+                        upstream_target(path, target, false),
+                    )
                 }
                 exhausted @ Pick::Exhausted { .. } => {
                     return Err(match last {
@@ -276,7 +300,11 @@ fn open_with_keys(
                     let value = if *h == "authorization" { format!("Token {token}") } else { token.clone() };
                     headers.push((h.to_string(), value));
                 }
-                let used = Used { idx: usize::MAX, fingerprint: owner.fingerprint.clone() };
+                let used = Used {
+                    idx: usize::MAX,
+                    fingerprint: owner.fingerprint.clone(),
+                    client: ex.record.client.clone(),
+                };
                 (used, headers, upstream_target(path, target, *query))
             }
         };
@@ -298,6 +326,9 @@ fn open_with_keys(
             Ok((up, Ok(first))) => {
                 app.metrics.attempt(&Outcome::Success);
                 app.pool.lock().record(used.idx, &used.fingerprint, model, &Outcome::Success, 0, Utc::now());
+                if let Some(c) = &used.client {
+                    app.clients.book(c, model, 1, 0, Utc::now());
+                }
                 app.save.wanted();
                 return Ok((up, used, first));
             }
@@ -574,6 +605,9 @@ fn book_usage(app: &App, used: &Used, model: Option<&str>, data: &[u8], stats: &
     let Some(tokens) = crate::usage::tokens_of(data).filter(|t| *t > 0) else { return };
     stats.add_tokens(tokens);
     app.pool.lock().add_tokens(used.idx, &used.fingerprint, model, tokens, Utc::now());
+    if let Some(c) = &used.client {
+        app.clients.book(c, model, 0, tokens, Utc::now());
+    }
     app.save.wanted();
 }
 

@@ -79,6 +79,7 @@ fn serve(cfg: Config) -> ExitCode {
         for sig in signals.forever() {
             if sig == signal_hook::consts::SIGHUP {
                 let _ = gemini_key_manager::background::reload_keys(&app, "SIGHUP");
+                let _ = gemini_key_manager::background::reload_tokens(&app, "SIGHUP");
                 continue;
             }
             log::info!("signal {sig}: shutting down");

@@ -106,7 +106,42 @@ pub enum Route {
     Status,
     Metrics,
     Dashboard,
+    /// `/admin/keys` and `/admin/keys/{id}[/disable|/enable]` (SPEC §13).
+    AdminKeys(AdminKeys),
     NotFound,
+}
+
+/// What an `/admin/keys` request asks for; `id` is a key's fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminKeys {
+    List,
+    Add,
+    Disable(String),
+    Enable(String),
+    Remove(String),
+}
+
+/// The `/admin/keys` route of a method and path, if it is one.
+fn admin_keys(method: &str, path: &str) -> Option<AdminKeys> {
+    let rest = path.strip_prefix("/admin/keys")?;
+    match (method, rest.trim_end_matches('/')) {
+        ("GET", "") => return Some(AdminKeys::List),
+        ("POST", "") => return Some(AdminKeys::Add),
+        _ => {}
+    }
+    let rest = rest.strip_prefix('/')?;
+    let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
+    let id_ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !id_ok {
+        return None;
+    }
+    let id = id.to_ascii_lowercase();
+    match (method, action) {
+        ("POST", "disable") => Some(AdminKeys::Disable(id)),
+        ("POST", "enable") => Some(AdminKeys::Enable(id)),
+        ("DELETE", "") => Some(AdminKeys::Remove(id)),
+        _ => None,
+    }
 }
 
 impl Route {
@@ -124,6 +159,7 @@ impl Route {
             Route::Status => "status",
             Route::Metrics => "metrics",
             Route::Dashboard => "dashboard",
+            Route::AdminKeys(_) => "admin_keys",
             Route::NotFound => "not_found",
         }
     }
@@ -137,7 +173,7 @@ impl Route {
             | Route::OpenAiResponse { .. }
             | Route::GeminiOpenAi => Surface::OpenAi,
             Route::AnthropicMessages | Route::AnthropicCountTokens => Surface::Anthropic,
-            Route::Status | Route::Metrics | Route::Dashboard => Surface::Admin,
+            Route::Status | Route::Metrics | Route::Dashboard | Route::AdminKeys(_) => Surface::Admin,
             Route::Native | Route::Live | Route::NotFound => Surface::Native,
         }
     }
@@ -156,6 +192,9 @@ pub fn route(method: &str, path: &str, bearer: bool) -> Route {
         ("GET", "/metrics") => return Route::Metrics,
         ("GET", "/dashboard") => return Route::Dashboard,
         _ => {}
+    }
+    if let Some(op) = admin_keys(method, path) {
+        return Route::AdminKeys(op);
     }
     if let Some(id) = path.strip_prefix("/v1/responses/")
         && !id.is_empty()
@@ -237,6 +276,15 @@ impl Presented {
             || self.query.is_some()
             || self.basic_password.is_some()
             || self.api_key.is_some()
+    }
+
+    /// The credentials presented, in every style (Basic's password only with `allow_basic`).
+    pub fn candidates(&self, allow_basic: bool) -> impl Iterator<Item = &str> {
+        let basic = if allow_basic { &self.basic_password } else { &None };
+        [&self.goog, &self.bearer, &self.query, &self.api_key, basic]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
     }
 
     /// True when one of the presented credentials equals one of `tokens`.
@@ -367,6 +415,28 @@ mod tests {
             ("GET", "/download/v1beta/files/abc:download", false, Route::Native),
             ("POST", "/v1alpha/interactions", false, Route::Native),
             ("GET", "/status", false, Route::Status),
+            ("GET", "/admin/keys", false, Route::AdminKeys(AdminKeys::List)),
+            ("POST", "/admin/keys", false, Route::AdminKeys(AdminKeys::Add)),
+            (
+                "POST",
+                "/admin/keys/3F2a9c1b7e4d/disable",
+                false,
+                Route::AdminKeys(AdminKeys::Disable("3f2a9c1b7e4d".into())),
+            ),
+            (
+                "POST",
+                "/admin/keys/3f2a9c1b7e4d/enable",
+                false,
+                Route::AdminKeys(AdminKeys::Enable("3f2a9c1b7e4d".into())),
+            ),
+            (
+                "DELETE",
+                "/admin/keys/3f2a9c1b7e4d",
+                false,
+                Route::AdminKeys(AdminKeys::Remove("3f2a9c1b7e4d".into())),
+            ),
+            ("DELETE", "/admin/keys/not-hex", false, Route::NotFound),
+            ("GET", "/admin/keys/3f2a9c1b7e4d/disable", false, Route::NotFound),
             ("GET", "/", false, Route::NotFound),
             ("GET", "//evil.example/v1beta/models", false, Route::NotFound),
             ("GET", "/v1betax", false, Route::NotFound),

@@ -74,6 +74,8 @@ pub struct RequestRecord {
     pub streamed: bool,
     /// The client went away before the answer was complete.
     pub client_gone: bool,
+    /// The named client the request is booked to (SPEC §13).
+    pub client: Option<std::sync::Arc<str>>,
     pub note: Option<String>,
 }
 

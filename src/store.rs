@@ -149,6 +149,8 @@ impl Writer {
             file.resources = app.resources.lock().records(now);
             file
         };
+        let mut snapshot = snapshot;
+        app.clients.fill(&mut snapshot, now);
         let bytes =
             serde_json::to_vec_pretty(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
         // Keys are fingerprints and masked forms by construction; the redactor is the backstop.

@@ -58,6 +58,13 @@ pub struct UsageFile {
     /// the quota day (SPEC §14).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<LimitRecord>,
+    /// Named clients (SPEC §13): today's requests and tokens per client name and model. Files
+    /// written before named clients have none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clients: BTreeMap<String, BTreeMap<String, DayTotals>>,
+    /// Daily totals per client name for past quota days (30 are kept).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub client_history: BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
     /// True when this value was converted from the seed format (never serialized): the caller
     /// logs it, and the next save writes our format in its place.
     #[serde(skip)]
@@ -165,6 +172,8 @@ impl UsageFile {
             history: BTreeMap::new(),
             resources: BTreeMap::new(),
             limits: Vec::new(),
+            clients: BTreeMap::new(),
+            client_history: BTreeMap::new(),
             converted_from_seed: false,
         }
     }

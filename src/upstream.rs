@@ -174,6 +174,8 @@ pub struct KeyUsed {
     /// Set when a model of the requested one's fallback chain served the request (SPEC §14):
     /// its usage is booked to that model, and translated answers name it.
     pub fallback: Option<Fallback>,
+    /// The named client the answer is booked to (SPEC §13).
+    pub client: Option<std::sync::Arc<str>>,
 }
 
 /// The model that stood in for the requested one.
@@ -374,6 +376,7 @@ pub fn call_with_keys(
     out: &Outgoing,
     pinned: Option<&crate::resources::Pin>,
 ) -> Result<(Answer, KeyUsed), ProxyError> {
+    app.clients.check_model(ex.record.client.as_deref(), model)?;
     let mut empty: Option<(Answer, KeyUsed, u64)> = None;
     let result = match walk(app, ex, model, out, pinned, &mut empty) {
         Ok(got) => {
@@ -527,7 +530,7 @@ fn walk<'a>(
                     }
                     _ => None,
                 };
-                let used = KeyUsed { idx, fingerprint, key, fallback };
+                let used = KeyUsed { idx, fingerprint, key, fallback, client: ex.record.client.clone() };
                 if empty.is_none()
                     && is_generate(&current.path_and_query)
                     && answer.content_type().contains("json")

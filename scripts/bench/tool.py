@@ -368,7 +368,7 @@ def report_resources(results_path):
     for pass_ in ("saturating", "light"):
         base = rows.get((pass_, "gkm-native"))
         for target, what in (("gkm-fileref", "unknown file"), ("gkm-pinned", "pinned cache"),
-                             ("gkm-baseline", "baseline build")):
+                             ("gkm-baseline", "baseline build"), ("gkm-named", "named client")):
             r = rows.get((pass_, target))
             if base and r and base["rps"]:
                 parts.append(f"{pass_} {what}/this build's plain throughput = {r['rps'] / base['rps']:.2f}; "
