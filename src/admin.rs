@@ -110,6 +110,7 @@ pub fn status_reply(app: &App) -> Result<Reply, ProxyError> {
     if let Some(map) = doc.as_object_mut() {
         map.insert("live".into(), serde_json::to_value(&live).map_err(fail)?);
     }
+    crate::egress::add_to_status(&mut doc, app.upstream.egress());
     let body = serde_json::to_vec(&doc).map_err(fail)?;
     Ok(Reply {
         status: 200,

@@ -13,6 +13,7 @@ pub mod calendar;
 pub mod commands;
 pub mod config;
 pub mod dashboard;
+pub mod egress;
 pub mod error;
 pub mod google_error;
 pub mod interactions;
@@ -81,9 +82,11 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, keys: Vec<keyfile::KeySpec>, save: store::SaveSignal) -> App {
+        let upstream = Upstream::new(&config);
+        upstream.set_key_proxies(&keys);
         let pool = KeyState::new(keys, config.reset_timezone, Utc::now());
         App {
-            upstream: Upstream::new(&config),
+            upstream,
             pool: Mutex::new(pool),
             resources: Mutex::new(resources::Resources::default()),
             metrics: metrics::Metrics::default(),
@@ -312,6 +315,7 @@ pub fn start(config: Config) -> Result<Handle, String> {
     for w in &parsed.warnings {
         log::warn!("key file {}: {w}", config.key_file.display());
     }
+    egress::check(&config)?;
     redact::add_keys(parsed.keys.iter().map(|k| k.key.clone()));
     redact::add_tokens(config.tokens.iter().cloned());
     let (save, save_rx) = store::SaveSignal::new();

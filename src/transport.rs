@@ -18,8 +18,9 @@
 //! (a DNS query per request for `generativelanguage.googleapis.com`); `CachingResolver` keeps an
 //! answer for 30 s and serves the last good one if a refresh fails.
 //!
-//! TLS (`RustlsConnector`) and CONNECT proxies (`ConnectProxyConnector`) chain on it as they do on
-//! ureq's transport. The transport API is ureq's `unversioned` module: Cargo.toml pins ureq's
+//! TLS (`RustlsConnector`), CONNECT proxies (`ConnectProxyConnector`) and SOCKS5 proxies
+//! (`SocksConnector`, which opens ureq's own TCP transport to the proxy) chain on it as they do
+//! on ureq's transport. The transport API is ureq's `unversioned` module: Cargo.toml pins ureq's
 //! minor version for it.
 
 use std::io::{self, Read, Write};
@@ -33,7 +34,7 @@ use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
     Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout,
-    RustlsConnector, ShutdownHandle, Transport,
+    RustlsConnector, ShutdownHandle, SocksConnector, Transport,
 };
 
 /// Held output is sent once it reaches this size even before ureq reads.
@@ -41,8 +42,12 @@ const FLUSH_AT: usize = 16 * 1024;
 
 /// An agent on this transport: CONNECT proxy if configured, TCP, TLS for https.
 pub fn agent(config: ureq::config::Config) -> ureq::Agent {
+    // SOCKS first (it opens its own TCP connection to the proxy), as ureq's default chain does.
     let connector =
-        ().chain(ConnectProxyConnector::default()).chain(LeanTcpConnector).chain(RustlsConnector::default());
+        ().chain(SocksConnector::default())
+            .chain(ConnectProxyConnector::default())
+            .chain(LeanTcpConnector)
+            .chain(RustlsConnector::default());
     ureq::Agent::with_parts(config, connector, CachingResolver::default())
 }
 
