@@ -250,34 +250,38 @@ fn the_live_api_socket_takes_the_keys_proxy() {
     use tungstenite::client::IntoClientRequest;
     let mock = support::mock_live::MockLive::start();
     let mock_addr: std::net::SocketAddr = mock.url().trim_start_matches("http://").parse().unwrap();
-    let socks = RelayProxy::start(Kind::Socks5, Some(&format!("u:{SECRET}")), &[("live.invalid", mock_addr)]);
-    let upstream = format!("http://live.invalid:{}", mock_addr.port());
-    let proxy =
-        Proxy::start_with(&upstream, &KEYS, |c| via(c, &socks.url("socks5h", Some(&format!("u:{SECRET}")))));
-    let path = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
-    let mut request = format!("ws://{}{path}", proxy.handle.addr()).into_client_request().unwrap();
-    request.headers_mut().insert("x-goog-api-key", TOKEN.parse().unwrap());
-    let tcp = std::net::TcpStream::connect(proxy.handle.addr()).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let (mut ws, _) = tungstenite::client(request, tcp).expect("upgrade");
-    ws.send(Message::text(json!({"setup": {"model": "models/gemini-live-2.5-flash"}}).to_string())).unwrap();
-    loop {
-        match ws.read().unwrap() {
-            m @ (Message::Text(_) | Message::Binary(_)) => {
-                let v: Value = serde_json::from_slice(&m.into_data()).unwrap();
-                if v.get("setupComplete").is_some() {
-                    break;
+    let creds = format!("u:{SECRET}");
+    for (kind, scheme) in [(Kind::Socks5, "socks5h"), (Kind::Connect, "http")] {
+        let relay = RelayProxy::start(kind, Some(&creds), &[("live.invalid", mock_addr)]);
+        let upstream = format!("http://live.invalid:{}", mock_addr.port());
+        let proxy = Proxy::start_with(&upstream, &KEYS, |c| via(c, &relay.url(scheme, Some(&creds))));
+        let path = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+        let mut request = format!("ws://{}{path}", proxy.handle.addr()).into_client_request().unwrap();
+        request.headers_mut().insert("x-goog-api-key", TOKEN.parse().unwrap());
+        let tcp = std::net::TcpStream::connect(proxy.handle.addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (mut ws, _) = tungstenite::client(request, tcp).expect("upgrade");
+        ws.send(Message::text(json!({"setup": {"model": "models/gemini-live-2.5-flash"}}).to_string()))
+            .unwrap();
+        loop {
+            match ws.read().unwrap() {
+                m @ (Message::Text(_) | Message::Binary(_)) => {
+                    let v: Value = serde_json::from_slice(&m.into_data()).unwrap();
+                    if v.get("setupComplete").is_some() {
+                        break;
+                    }
                 }
+                Message::Close(c) => panic!("{scheme}: closed: {c:?}"),
+                _ => {}
             }
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => {}
         }
+        let relayed = relay.connections();
+        assert_eq!(relayed.len(), 1, "{scheme}: {relayed:?}");
+        assert_eq!(relayed[0].target, format!("live.invalid:{}", mock_addr.port()), "{scheme}");
+        assert_eq!(relayed[0].credentials.as_deref(), Some(creds.as_str()), "{scheme}");
+        assert!(relayed[0].opened);
+        let _ = ws.close(None);
     }
-    let relayed = socks.connections();
-    assert_eq!(relayed.len(), 1, "{relayed:?}");
-    assert_eq!(relayed[0].target, format!("live.invalid:{}", mock_addr.port()));
-    assert!(relayed[0].opened);
-    let _ = ws.close(None);
 }
 
 // ---- The real binary ----------------------------------------------------------------------------
@@ -320,6 +324,12 @@ fn a_bad_proxy_url_or_ca_file_is_a_startup_error_of_one_line() {
         assert!(err.contains(says), "{says}: {err}");
         assert!(!err.contains(SECRET), "{err}");
     }
+    let help = String::from_utf8(bin().arg("--help").output().unwrap().stdout).unwrap();
+    assert!(
+        help.contains("--upstream-proxy") && help.contains("UPSTREAM_PROXY") && help.contains("socks5h"),
+        "{help}"
+    );
+    assert!(help.contains("--ca-file") && help.contains("UPSTREAM_CA_FILE"), "{help}");
     // A key's own bad proxy= field names its line.
     std::fs::write(dir.join("bad.txt"), format!("{}\n{} proxy=socks4://x:1\n", KEYS[0], KEYS[1])).unwrap();
     let out =
