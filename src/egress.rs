@@ -68,6 +68,9 @@ impl ProxyUrl {
         if rest.contains(['/', '?', '#']) {
             return Err(bad("a proxy URL has no path, query or fragment"));
         }
+        if rest.matches('@').count() > 1 {
+            return Err(bad("percent-encode '@' in a user name or password as %40"));
+        }
         let (userinfo, hostport) = match rest.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, rest),
@@ -114,6 +117,8 @@ impl ProxyUrl {
         if port == 0 {
             return Err(bad("port 0"));
         }
+        // The HTTP client must read it as we do (else its requests could not take this proxy).
+        crate::upstream::client_accepts_proxy(text).map_err(|e| bad(&e))?;
         Ok(ProxyUrl { kind, host, port, user, password, url: text.to_string() })
     }
 
@@ -536,9 +541,20 @@ mod tests {
         assert!(!format!("{p:?}").contains("cret"));
         assert_eq!(ProxyUrl::parse("socks5h://10.0.0.1").unwrap().port, 1080);
         assert_eq!(ProxyUrl::parse("SOCKS5://[::1]:9050/").unwrap().label(), "[::1]:9050");
-        for bad in
-            ["socks4://h:1", "https://h:1", "h:1", "http://h:99999", "http://:1", "http://h/x", "http://h:p"]
-        {
+        for good in ["http://h", "socks5://u@h:1", "socks5h://u:p%3Aw@[::1]:2", "http://u:%25x@1.2.3.4:3/"] {
+            assert!(ProxyUrl::parse(good).is_ok(), "{good}: {:?}", ProxyUrl::parse(good));
+        }
+        for bad in [
+            "socks4://h:1",
+            "https://h:1",
+            "h:1",
+            "http://h:99999",
+            "http://:1",
+            "http://h/x",
+            "http://h:p",
+            "http://u:p@ss@h:1",
+            "http://u:%zz@h:1",
+        ] {
             assert!(ProxyUrl::parse(bad).is_err(), "{bad}");
         }
         let e = ProxyUrl::parse("ftp://u:topsecret@h:1").unwrap_err();

@@ -176,8 +176,9 @@ pub struct Upstream {
     /// Independent connection pools of the direct route; each thread always uses the same one
     /// (see `agent`).
     agents: Vec<ureq::Agent>,
-    /// The same per proxy, made when a key first takes it (by the proxy's URL).
-    via: parking_lot::RwLock<std::collections::HashMap<String, Arc<Vec<ureq::Agent>>>>,
+    /// The same per proxy, made when a key first takes it (by the proxy's URL; `None`: the URL
+    /// could not be used, and nothing is sent).
+    via: parking_lot::RwLock<std::collections::HashMap<String, Option<Arc<Vec<ureq::Agent>>>>>,
     /// Which key takes which proxy (SPEC §15).
     egress: crate::egress::Egress,
     /// What every agent is made from.
@@ -228,16 +229,14 @@ impl AgentSettings {
     }
 
     /// `POOL_SHARDS` agents through `proxy` (`None`: direct; the environment is never read here,
-    /// `egress` has decided).
-    fn agents(&self, proxy: Option<&crate::egress::ProxyUrl>) -> Vec<ureq::Agent> {
-        let proxy = proxy.and_then(|p| match ureq::Proxy::new(p.url()) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                // Unreachable: `egress` accepts only URLs ureq reads too (a unit test checks).
-                log::error!("proxy {}: {e}", p.label());
-                None
-            }
-        });
+    /// `egress` has decided). A proxy URL ureq does not read gives no agents, never direct ones
+    /// (unreachable: `egress::ProxyUrl::parse` asks `client_accepts_proxy`).
+    fn agents(&self, proxy: Option<&crate::egress::ProxyUrl>) -> Option<Vec<ureq::Agent>> {
+        let proxy = match proxy.map(|p| ureq::Proxy::new(p.url())) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(_)) => return None,
+        };
         let config = ureq::Agent::config_builder()
             .proxy(proxy)
             .tls_config(self.tls.clone())
@@ -262,15 +261,20 @@ impl AgentSettings {
             .input_buffer_size(64 * 1024)
             .output_buffer_size(16 * 1024)
             .build();
-        (0..POOL_SHARDS).map(|_| crate::transport::agent(config.clone())).collect()
+        Some((0..POOL_SHARDS).map(|_| crate::transport::agent(config.clone())).collect())
     }
+}
+
+/// Does the HTTP client read this proxy URL as it is? `egress` accepts no other.
+pub fn client_accepts_proxy(url: &str) -> Result<(), String> {
+    ureq::Proxy::new(url).map(|_| ()).map_err(|e| e.to_string())
 }
 
 impl Upstream {
     pub fn new(cfg: &crate::config::Config) -> Upstream {
         let settings = AgentSettings::new(cfg);
         Upstream {
-            agents: settings.agents(None),
+            agents: settings.agents(None).unwrap_or_default(),
             via: Default::default(),
             egress: crate::egress::Egress::new(&cfg.egress),
             settings,
@@ -285,23 +289,25 @@ impl Upstream {
     /// on every take and give-back (`purge`: several key comparisons per connection); a quarter of
     /// the connections per pool cut that and the lock's contention (4% of the proxy's CPU at 32
     /// concurrent requests). Each connection is still reused by the threads of its shard.
-    /// Through `proxy`, the agents of that proxy (made on first use).
-    fn agent(&self, proxy: Option<&crate::egress::ProxyUrl>) -> ureq::Agent {
+    /// Through `proxy`, the agents of that proxy (made on first use); `None` when that proxy
+    /// cannot be used (then nothing is sent: never direct instead).
+    fn agent(&self, proxy: Option<&crate::egress::ProxyUrl>) -> Option<ureq::Agent> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         thread_local! {
             static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
         }
         let shard = SHARD.with(|s| *s) % POOL_SHARDS;
-        let Some(proxy) = proxy else { return self.agents[shard].clone() };
+        let Some(proxy) = proxy else { return self.agents.get(shard).cloned() };
         if let Some(agents) = self.via.read().get(proxy.url()) {
-            return agents[shard].clone();
+            return agents.as_ref().map(|a| a[shard].clone());
         }
         // Making agents does no I/O: fine under the lock.
         let mut via = self.via.write();
-        let agents =
-            via.entry(proxy.url().to_string()).or_insert_with(|| Arc::new(self.settings.agents(Some(proxy))));
-        agents[shard].clone()
+        let agents = via
+            .entry(proxy.url().to_string())
+            .or_insert_with(|| self.settings.agents(Some(proxy)).map(Arc::new));
+        agents.as_ref().map(|a| a[shard].clone())
     }
 
     /// Which key takes which proxy: the keys' own `proxy=` fields, from a (re)load of the key file.
@@ -334,7 +340,10 @@ impl Upstream {
             KeyStyle::Bearer => builder.header("authorization", format!("Bearer {key}")),
         };
         let proxy = self.egress.route_of_key(key);
-        let agent = &self.agent(proxy.as_deref());
+        let Some(agent) = &self.agent(proxy.as_deref()) else {
+            let label = proxy.as_ref().map(|p| p.label()).unwrap_or_default();
+            return Err(CallFailure::Io(format!("proxy refused: the proxy URL of {label} cannot be used")));
+        };
         let sent = if out.body.is_empty() && matches!(out.method, "GET" | "HEAD" | "DELETE" | "OPTIONS") {
             let request = builder.body(()).map_err(|e| CallFailure::Io(format!("bad request: {e}")))?;
             agent.run(self.within(agent, request, left))
