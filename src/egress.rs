@@ -578,6 +578,10 @@ mod tests {
         let flag = Plan::decide("socks5h://d:4, http://e:5", &env(vars), "https://g.com").unwrap();
         assert_eq!(flag.proxies.len(), 2);
         assert!(Plan::decide("", &env(&[]), "https://g.com").unwrap().proxies.is_empty());
+        let only_http = Plan::decide("", &env(&[("HTTP_PROXY", "http://b:2")]), "https://g.com").unwrap();
+        assert!(only_http.proxies.is_empty(), "HTTP_PROXY does not serve an https upstream");
+        let lower = Plan::decide("", &env(&[("https_proxy", "socks5://l:1")]), "https://g.com").unwrap();
+        assert_eq!(lower.proxies[0].label(), "l:1");
         let errors = Plan::decide("", &env(&[("ALL_PROXY", "socks4://c:3")]), "https://g.com").unwrap_err();
         assert!(errors[0].starts_with("ALL_PROXY: 'socks4://c:3'"), "{errors:?}");
         assert!(Plan::decide("http://ok:1,garbage", &env(&[]), "https://g.com").is_err());
