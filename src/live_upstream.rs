@@ -92,8 +92,9 @@ fn tls_config(extra: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfi
 }
 
 /// Open the WebSocket `path_and_query` upstream with `headers` (the credential among them): TCP
-/// (through the key's `proxy`, if it has one) within `connect_timeout`, the handshake's answer within `read_timeout`, which stays the
-/// socket's read timeout until the caller clears it (the first server frame is due too).
+/// (through the key's `proxy`, if it has one) within `connect_timeout`, the handshake's answer
+/// within `read_timeout`, which stays the socket's read timeout until the caller clears it (the
+/// first server frame is due too).
 pub fn open(
     origin: &Origin,
     proxy: Option<&crate::egress::ProxyUrl>,
@@ -190,7 +191,7 @@ fn connect(
             OpenError::Io(crate::logging::redact(&format!("connecting to {host}:{port}{via}: {e}")))
         }
     })?;
-    // The tunnel's handshake timeouts are the caller's to set from here on.
+    // The tunnel's handshake timeouts are replaced by the caller's from here on.
     Ok(tcp)
 }
 
