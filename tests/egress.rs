@@ -55,25 +55,28 @@ fn id(key: &str) -> String {
 }
 
 #[test]
-fn socks5h_carries_every_request_to_an_upstream_only_the_proxy_can_resolve() {
-    let mock = MockUpstream::start(&KEYS);
-    let socks = RelayProxy::start(Kind::Socks5, None, &[("gemini.invalid", mock.addr())]);
-    let upstream = format!("http://gemini.invalid:{}", mock.addr().port());
-    let proxy = Proxy::start_with(&upstream, &KEYS, |c| via(c, &socks.url("socks5h", None)));
-    for _ in 0..3 {
-        let a = post_json(&format!("{}{GEN}", proxy.url), &generate_body());
-        assert_eq!(a.status, 200, "{}", a.text());
+fn socks5h_and_connect_carry_every_request_to_an_upstream_only_the_proxy_can_resolve() {
+    for (kind, scheme) in [(Kind::Socks5, "socks5h"), (Kind::Connect, "http")] {
+        let mock = MockUpstream::start(&KEYS);
+        let relay = RelayProxy::start(kind, None, &[("gemini.invalid", mock.addr())]);
+        let upstream = format!("http://gemini.invalid:{}", mock.addr().port());
+        let proxy = Proxy::start_with(&upstream, &KEYS, |c| via(c, &relay.url(scheme, None)));
+        for _ in 0..3 {
+            let a = post_json(&format!("{}{GEN}", proxy.url), &generate_body());
+            assert_eq!(a.status, 200, "{scheme}: {}", a.text());
+        }
+        let relayed = relay.connections();
+        assert!(!relayed.is_empty());
+        for r in &relayed {
+            let want = upstream.trim_start_matches("http://");
+            assert_eq!(r.target, want, "{scheme}: the name went to the proxy unresolved");
+            assert!(r.opened);
+        }
+        assert_eq!(relay.keys().len(), 3, "{scheme}: every request went through the proxy");
+        assert_eq!(mock.requests().len(), 3);
+        let label = relay.addr.to_string();
+        assert!(egress_of(&proxy).values().all(|e| *e == label), "{:?}", egress_of(&proxy));
     }
-    let relayed = socks.connections();
-    assert!(!relayed.is_empty());
-    for r in &relayed {
-        assert_eq!(r.target, upstream.trim_start_matches("http://"), "the name went to the proxy unresolved");
-        assert!(r.opened);
-    }
-    assert_eq!(socks.keys().len(), 3, "every request went through the proxy");
-    assert_eq!(mock.requests().len(), 3);
-    let label = socks.addr.to_string();
-    assert!(egress_of(&proxy).values().all(|e| *e == label), "{:?}", egress_of(&proxy));
 }
 
 #[test]
