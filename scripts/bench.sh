@@ -5,7 +5,7 @@
 #   BENCH_SECONDS=5 scripts/bench.sh
 #
 # What it does (everything on 127.0.0.1, every process it starts is stopped on exit):
-#   1. installs nginx-light, wrk, python3 and curl with apt-get if one is missing (root, Debian), and builds
+#   1. installs nginx-light, wrk, microsocks, python3 and curl with apt-get if one is missing (root, Debian), and builds
 #      the proxy and the mock_upstream example in release mode (CARGO_TARGET_DIR is honoured);
 #   2. starts nginx as a fake Gemini upstream (a fixed generateContent answer), nginx as a plain reverse
 #      proxy to it (keepalive pool), and our proxy in front of the same upstream;
@@ -29,6 +29,9 @@
 #      through an instance started with --tokens-file, the same token as a named client (booked per client,
 #      under a budget): what booking per client costs the hot path; and the lookup's own CPU time per
 #      request, alone (examples/bench_lookup.rs);
+#   7c. a SOCKS5 hop (microsocks, a small C SOCKS5 server) between the proxy and the nginx upstream
+#      (--upstream-proxy socks5://…, a fresh instance) against the direct first instance, saturating and light
+#      passes in BENCH_ROUNDS rounds: what the hop costs in throughput, latency and CPU;
 #   8. prints one table, the ratios against their goals, our proxy's RSS and the binary's size, then one
 #      section each for 5, 6 and 7;
 #   9. the Live API relay: a WebSocket session direct to the Live mock (examples/mock_live) vs through a
@@ -84,6 +87,7 @@ find_nginx() {
 missing=()
 [[ -n $(find_nginx) ]] || missing+=(nginx-light)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v microsocks >/dev/null || missing+=(microsocks)
 command -v python3 >/dev/null || missing+=(python3)
 command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
@@ -183,9 +187,10 @@ wait_ready() {
     die "$name did not answer $url within 10 s"
 }
 
-mapfile -t PORTS < <(tool free-ports $((7 + ${#WORKER_COUNTS[@]} + ${#POOL_SIZES[@]})))
+mapfile -t PORTS < <(tool free-ports $((9 + ${#WORKER_COUNTS[@]} + ${#POOL_SIZES[@]})))
 BASE_PORT=${PORTS[-1]}
 NAMED_PORT=${PORTS[-2]}
+SOCKS_PORT=${PORTS[-3]} GKM_SOCKS_PORT=${PORTS[-4]}
 UP_PORT=${PORTS[0]} NGX_PORT=${PORTS[1]} GKM_PORT=${PORTS[2]} GKM2_PORT=${PORTS[3]} GKM3_PORT=${PORTS[4]}
 WORKER_PORTS=("${PORTS[@]:5:${#WORKER_COUNTS[@]}}")
 POOL_PORTS=("${PORTS[@]:$((5 + ${#WORKER_COUNTS[@]}))}")
@@ -278,12 +283,14 @@ RESULTS=$WORK/results # where run_wrk ... record appends its row
 GKM_WRK_REQUESTS=0
 
 run_wrk() { # PASS TARGET THREADS CONNECTIONS SECONDS [record]
-    local pass=$1 target=$2 out="$WORK/wrk-$1-$2.txt" parsed cpu0 cpu1 cpu_us
-    cpu0=$(tool cpu "${TARGET_PID[$target]}")
+    local pass=$1 target=$2 out="$WORK/wrk-$1-$2.txt" parsed cpu0 cpu1 cpu_us pids
+    # A target's CPU may be several processes' (a proxy and its SOCKS server): space-separated pids.
+    read -ra pids <<<"${TARGET_PID[$target]}"
+    cpu0=$(tool cpu "${pids[@]}")
     wrk "-t$3" "-c$4" "-d$5s" --latency -s "$HERE/${WRK_SCRIPT[$target]:-generate.lua}" "${URL[$target]}" \
         >"$out" 2>&1 ||
         die "wrk failed against $target: $(cat "$out")"
-    cpu1=$(tool cpu "${TARGET_PID[$target]}")
+    cpu1=$(tool cpu "${pids[@]}")
     parsed=$(tool wrk "$out")
     local non2xx sockerr total
     read -r _ _ _ non2xx sockerr total <<<"$parsed"
@@ -554,6 +561,41 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 
 # ---------------------------------------------------------------------------------------------------------
+# 7c. A SOCKS5 hop (SPEC §15): microsocks between a fresh proxy instance and the nginx upstream, each pass
+#     right after the same pass through the first (direct) instance.
+
+log "starting microsocks on :$SOCKS_PORT and gemini-key-manager --upstream-proxy socks5://127.0.0.1:$SOCKS_PORT"
+microsocks -i 127.0.0.1 -p "$SOCKS_PORT" >"$WORK/microsocks.out" 2>&1 &
+PIDS+=("$!")
+SOCKS_PID=${PIDS[-1]}
+for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$SOCKS_PORT") 2>/dev/null && break
+    sleep 0.1
+done
+start_gkm gkm-socks "$GKM_SOCKS_PORT" "http://127.0.0.1:$UP_PORT" \
+    --upstream-proxy "socks5://127.0.0.1:$SOCKS_PORT"
+# The hop's CPU is charged to the proxy and the SOCKS server together.
+TARGET_PID[gkm-socks]="${PIDS[-1]} $SOCKS_PID"
+URL[gkm-socks]="http://127.0.0.1:$GKM_SOCKS_PORT$MODEL_PATH"
+check_native gkm-socks
+: >"$WORK/results-socks"
+RESULTS=$WORK/results-socks
+log "saturating and light passes: direct first instance, then through the SOCKS5 hop"
+for ((round = 1; round <= ROUNDS; round++)); do
+    for pass in saturating light; do
+        threads=2 conns=32
+        [[ $pass == light ]] && threads=1 conns=4
+        for target in gkm-native gkm-socks; do
+            run_wrk warmup "$target" "$threads" "$conns" 1
+            run_wrk "$pass" "$target" "$threads" "$conns" "$PASS_SECONDS" record
+        done
+    done
+done
+GKM_SOCKS_COUNTED=$(curl -fsS --max-time 5 -H "x-goog-api-key: $TOKEN" "http://127.0.0.1:$GKM_SOCKS_PORT/status" |
+    python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["totals"]["requests"], d["keys"][0]["egress"])' \
+    2>/dev/null || echo '?')
+
+# ---------------------------------------------------------------------------------------------------------
 # 8. Report.
 
 # Anything our proxies said at warn level or above, and nginx's own complaints.
@@ -611,6 +653,12 @@ echo "resources on the generate path: plain body, a body naming an unknown file 
     "cache made through the proxy (lookup hit, pinned to its project); through the first gkm-proxy instance"
 tool report-resources "$WORK/results-resources"
 "$TARGET_DIR/release/examples/bench_lookup" || FAILURES+=("bench_lookup")
+
+echo
+echo "a SOCKS5 hop: gkm-socks = a fresh instance with --upstream-proxy socks5:// (microsocks on loopback) to the" \
+    "nginx upstream, vs the first (direct) instance; cpu counts the proxy and microsocks together" \
+    "(status of gkm-socks: requests, egress = $GKM_SOCKS_COUNTED)"
+tool report-socks "$WORK/results-socks"
 
 # ---------------------------------------------------------------------------------------------------------
 # 9. The Live API relay (last: it needs nothing from the sections above).

@@ -144,6 +144,7 @@ pub fn status_reply(app: &App) -> Result<Reply, ProxyError> {
         map.insert("live".into(), serde_json::to_value(&live).map_err(fail)?);
         map.insert("clients".into(), serde_json::to_value(app.clients.view(Utc::now())).map_err(fail)?);
     }
+    crate::egress::add_to_status(&mut doc, app.upstream.egress());
     let body = serde_json::to_vec(&doc).map_err(fail)?;
     Ok(Reply {
         status: 200,

@@ -45,6 +45,7 @@ pub fn reload_keys(app: &App, why: &str) -> Result<(), String> {
         log::warn!("key file {}: {w}", path.display());
     }
     crate::redact::add_keys(parsed.keys.iter().map(|k| k.key.clone()));
+    app.upstream.set_key_proxies(&parsed.keys);
     let report = app.pool.lock().reload(parsed.keys).map_err(|e| {
         log::error!("key file reload ({why}) refused: {e}");
         e.to_string()

@@ -213,6 +213,10 @@ pub fn check_keys(cfg: &crate::config::Config) -> i32 {
             return 2;
         }
     };
+    if let Err(e) = crate::egress::check(cfg) {
+        eprintln!("gemini-key-manager: {e}");
+        return 2;
+    }
     let (save, _rx) = crate::store::SaveSignal::new();
     let app = crate::App::new(cfg.clone(), parsed.keys.clone(), save);
     let mut invalid = 0;

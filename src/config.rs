@@ -64,6 +64,19 @@ const OPTIONS: &[OptSpec] = &[
         help: "Gemini API base URL",
     },
     OptSpec {
+        flag: "upstream-proxy",
+        env: "UPSTREAM_PROXY",
+        default: "",
+        help: "http://[user:pass@]host:port, socks5:// or socks5h:// (remote DNS) proxy, or a comma-separated \
+               list (each key keeps one); unset: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, NO_PROXY always applies",
+    },
+    OptSpec {
+        flag: "ca-file",
+        env: "UPSTREAM_CA_FILE",
+        default: "",
+        help: "PEM file of CA certificates trusted besides the built-in roots (e.g. a TLS-inspecting proxy's)",
+    },
+    OptSpec {
         flag: "log-dir",
         env: "LOG_DIRECTORY",
         default: ".",
@@ -249,10 +262,10 @@ pub struct Config {
     /// How long a request body may stop arriving before 408 (not an option of SPEC §2; tests
     /// shorten it).
     pub body_timeout: Duration,
-    /// PEM roots the Live API's upstream socket trusts besides the built-in ones (not an option
-    /// of SPEC §2 yet: `--ca-file` of §15 will set it for every upstream path; tests use it to
-    /// run a `wss://` upstream with a throw-away CA).
-    pub live_extra_roots: Option<PathBuf>,
+    /// Where upstream traffic leaves from (SPEC §15): `--upstream-proxy` or the environment.
+    pub egress: crate::egress::Plan,
+    /// `--ca-file`: PEM roots every upstream path trusts besides the built-in ones.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -281,6 +294,8 @@ impl Config {
 pub struct RawOptions {
     pub command: Command,
     values: Vec<(&'static str, String)>,
+    /// The proxy variables of the environment (`egress::PROXY_ENV`) that are set.
+    proxy_env: Vec<(&'static str, String)>,
 }
 
 /// A bad command line: the message is one line per problem; exit status 2.
@@ -305,10 +320,14 @@ impl RawOptions {
             let arg = &args[i];
             i += 1;
             if arg == "--help" || arg == "-h" {
-                return Ok(RawOptions { command: Command::Help, values: Vec::new() });
+                return Ok(RawOptions { command: Command::Help, values: Vec::new(), proxy_env: Vec::new() });
             }
             if arg == "--version" || arg == "-V" {
-                return Ok(RawOptions { command: Command::Version, values: Vec::new() });
+                return Ok(RawOptions {
+                    command: Command::Version,
+                    values: Vec::new(),
+                    proxy_env: Vec::new(),
+                });
             }
             if arg == "--json" {
                 json = true;
@@ -376,7 +395,9 @@ impl RawOptions {
                 (o.flag, v)
             })
             .collect();
-        Ok(RawOptions { command, values })
+        let proxy_env =
+            crate::egress::PROXY_ENV.iter().filter_map(|name| env(name).map(|v| (*name, v))).collect();
+        Ok(RawOptions { command, values, proxy_env })
     }
 
     fn get(&self, flag: &str) -> &str {
@@ -504,6 +525,13 @@ impl Config {
         };
         let tokens_file = Some(raw.get("tokens-file").trim()).filter(|p| !p.is_empty()).map(PathBuf::from);
         let admin_token = Some(raw.get("admin-token").trim()).filter(|t| !t.is_empty()).map(str::to_string);
+        let proxy_env = |name: &str| raw.proxy_env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        let egress = crate::egress::Plan::decide(raw.get("upstream-proxy"), &proxy_env, &upstream.origin)
+            .unwrap_or_else(|e| {
+                errors.extend(e);
+                crate::egress::Plan::default()
+            });
+        let ca_file = Some(raw.get("ca-file").trim()).filter(|f| !f.is_empty()).map(PathBuf::from);
         let log_dir = match raw.get("log-dir") {
             "" => None,
             d => Some(PathBuf::from(d)),
@@ -542,7 +570,8 @@ impl Config {
             admin_token,
             client_timeout: crate::server::CLIENT_TIMEOUT,
             body_timeout: crate::server::BODY_TIMEOUT,
-            live_extra_roots: None,
+            egress,
+            ca_file,
         })
     }
 }

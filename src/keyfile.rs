@@ -15,17 +15,23 @@ use std::path::Path;
 pub struct KeySpec {
     pub key: String,
     pub project: Option<String>,
+    /// The key's own outbound proxy (`proxy=URL` on its line, SPEC §15).
+    pub proxy: Option<crate::egress::ProxyUrl>,
 }
 
 impl KeySpec {
     pub fn new(key: &str, project: Option<&str>) -> KeySpec {
-        KeySpec { key: key.to_string(), project: project.map(str::to_string) }
+        KeySpec { key: key.to_string(), project: project.map(str::to_string), proxy: None }
     }
 }
 
 impl fmt::Debug for KeySpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeySpec").field("key", &mask(&self.key)).field("project", &self.project).finish()
+        f.debug_struct("KeySpec")
+            .field("key", &mask(&self.key))
+            .field("project", &self.project)
+            .field("proxy", &self.proxy)
+            .finish()
     }
 }
 
@@ -72,6 +78,8 @@ pub fn mask(key: &str) -> String {
 pub struct Parsed {
     pub keys: Vec<KeySpec>,
     pub warnings: Vec<String>,
+    /// Lines that cannot be used as they are (a bad `proxy=` URL): `load` refuses the file.
+    pub errors: Vec<String>,
 }
 
 /// Parse key-file text. Never fails: an empty result is for the caller to judge.
@@ -83,17 +91,26 @@ pub fn parse(text: &str) -> Parsed {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let mut fields = line.split_whitespace();
+        // `proxy=URL` may stand anywhere after the key; the other fields are as before.
+        let mut proxy = None;
+        let mut fields = line.split_whitespace().take_while(|f| !f.starts_with('#')).filter(|f| {
+            let Some(url) = f.strip_prefix("proxy=") else { return true };
+            match crate::egress::ProxyUrl::parse(url) {
+                Ok(p) => proxy = Some(p),
+                Err(e) => out.errors.push(format!("line {}: proxy= {e}", n + 1)),
+            }
+            false
+        });
         let Some(key) = fields.next() else { continue };
-        let project = fields.next().filter(|p| !p.starts_with('#')).map(str::to_string);
-        if fields.next().is_some_and(|f| !f.starts_with('#')) && project.is_some() {
+        let project = fields.next().map(str::to_string);
+        if fields.next().is_some() {
             out.warnings.push(format!("line {}: fields after the project label are ignored", n + 1));
         }
         if out.keys.iter().any(|k| k.key == key) {
             out.warnings.push(format!("line {}: duplicate key dropped", n + 1));
             continue;
         }
-        out.keys.push(KeySpec { key: key.to_string(), project });
+        out.keys.push(KeySpec { key: key.to_string(), project, proxy });
     }
     out
 }
@@ -104,6 +121,9 @@ pub fn load(path: &Path) -> Result<Parsed, String> {
     let text =
         String::from_utf8(bytes).map_err(|_| format!("key file {} is not UTF-8 text", path.display()))?;
     let parsed = parse(&text);
+    if !parsed.errors.is_empty() {
+        return Err(format!("key file {}: {}", path.display(), parsed.errors.join("; ")));
+    }
     if parsed.keys.is_empty() {
         return Err(format!(
             "key file {} holds no keys (one key per line; # starts a comment)",
@@ -174,6 +194,30 @@ mod tests {
     #[test]
     fn a_comment_right_after_the_key_is_not_a_project() {
         assert_eq!(keys("AIzaA # note\n"), vec![("AIzaA".into(), None)]);
+    }
+
+    #[test]
+    fn a_keys_own_proxy_field_stands_anywhere_after_it() {
+        let p = parse(
+            "AIzaA proj proxy=socks5h://u:pw@127.0.0.1:1080\nAIzaB proxy=http://h:3128 proj # c\nAIzaC\n",
+        );
+        let got: Vec<_> =
+            p.keys.iter().map(|k| (k.project.clone(), k.proxy.as_ref().map(|x| x.label()))).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("proj".into()), Some("127.0.0.1:1080".into())),
+                (Some("proj".into()), Some("h:3128".into())),
+                (None, None)
+            ]
+        );
+        assert!(p.warnings.is_empty() && p.errors.is_empty(), "{p:?}");
+        let bad = parse("AIzaA proxy=socks4://u:topsecret@h:1\n");
+        assert_eq!(bad.errors.len(), 1);
+        assert!(
+            bad.errors[0].starts_with("line 1: proxy= ") && !bad.errors[0].contains("topsecret"),
+            "{bad:?}"
+        );
     }
 
     #[test]

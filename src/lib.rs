@@ -15,6 +15,7 @@ pub mod clients;
 pub mod commands;
 pub mod config;
 pub mod dashboard;
+pub mod egress;
 pub mod error;
 pub mod fallback;
 pub mod google_error;
@@ -89,10 +90,12 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, keys: Vec<keyfile::KeySpec>, save: store::SaveSignal) -> App {
+        let upstream = Upstream::new(&config);
+        upstream.set_key_proxies(&keys);
         let mut pool = KeyState::new(keys, config.reset_timezone, Utc::now());
         pool.set_limits(config.limits.clone(), config.learn_limits);
         App {
-            upstream: Upstream::new(&config),
+            upstream,
             pool: Mutex::new(pool),
             resources: Mutex::new(resources::Resources::default()),
             metrics: metrics::Metrics::default(),
@@ -368,6 +371,7 @@ pub fn start(config: Config) -> Result<Handle, String> {
     for w in &parsed.warnings {
         log::warn!("key file {}: {w}", config.key_file.display());
     }
+    egress::check(&config)?;
     redact::add_keys(parsed.keys.iter().map(|k| k.key.clone()));
     redact::add_tokens(config.tokens.iter().cloned());
     redact::add_tokens(config.admin_token.iter().cloned());

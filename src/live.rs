@@ -257,7 +257,7 @@ fn open_with_keys(
     model: Option<&str>,
     setup: &Message,
 ) -> Result<(Endpoint, Used, Message), CloseFrame> {
-    let Some(origin) = Origin::of(&app.config.upstream, app.config.live_extra_roots.as_deref()) else {
+    let Some(origin) = Origin::of(&app.config.upstream, app.config.ca_file.as_deref()) else {
         return Err(ws::close_frame(INTERNAL, "the upstream URL cannot carry a WebSocket"));
     };
     let deadline = Instant::now() + app.config.request_deadline;
@@ -314,8 +314,10 @@ fn open_with_keys(
         ex.record.keys.push(used.fingerprint.clone());
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         let timeout = app.config.read_timeout.min(left);
+        let proxy = app.upstream.egress().route(&used.fingerprint);
         let attempt = live_upstream::open(
             &origin,
+            proxy.as_deref(),
             &path_and_query,
             &headers,
             app.config.connect_timeout.min(left),

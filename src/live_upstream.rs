@@ -8,7 +8,7 @@
 //! or to encrypt and write, so the two relay loops never wait for each other.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ pub struct Origin {
     host: String,
     port: u16,
     base_path: String,
-    /// PEM roots trusted besides the built-in ones (`Config::live_extra_roots`).
+    /// PEM roots trusted besides the built-in ones (`--ca-file`).
     extra_roots: Option<std::path::PathBuf>,
 }
 
@@ -72,12 +72,7 @@ fn tls_config(extra: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfi
     let build = || {
         let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         if let Some(path) = extra {
-            use rustls::pki_types::CertificateDer;
-            use rustls::pki_types::pem::PemObject;
-            let certs =
-                CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            for cert in crate::egress::ca_certs(path)? {
                 roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
             }
         }
@@ -97,16 +92,18 @@ fn tls_config(extra: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfi
 }
 
 /// Open the WebSocket `path_and_query` upstream with `headers` (the credential among them): TCP
-/// within `connect_timeout`, the handshake's answer within `read_timeout`, which stays the
-/// socket's read timeout until the caller clears it (the first server frame is due too).
+/// (through the key's `proxy`, if it has one) within `connect_timeout`, the handshake's answer
+/// within `read_timeout`, which stays the socket's read timeout until the caller clears it (the
+/// first server frame is due too).
 pub fn open(
     origin: &Origin,
+    proxy: Option<&crate::egress::ProxyUrl>,
     path_and_query: &str,
     headers: &[(String, String)],
     connect_timeout: Duration,
     read_timeout: Duration,
 ) -> Result<Endpoint, OpenError> {
-    let tcp = connect(&origin.host, origin.port, connect_timeout)?;
+    let tcp = connect(proxy, &origin.host, origin.port, connect_timeout)?;
     let io = |what: &str, e: std::io::Error| OpenError::Io(format!("{what}: {e}"));
     tcp.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
     tcp.set_read_timeout(Some(read_timeout)).map_err(|e| io("read timeout", e))?;
@@ -180,19 +177,22 @@ fn handshake_failure(e: tungstenite::Error, rest: Box<dyn Read + Send>) -> OpenE
     }
 }
 
-/// TCP to `host:port`, each resolved address tried within `timeout`.
-fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, OpenError> {
-    let addrs =
-        (host, port).to_socket_addrs().map_err(|e| OpenError::Io(format!("resolving {host}: {e}")))?;
-    let mut last = OpenError::Io(format!("{host} resolves to nothing"));
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = OpenError::Timeout,
-            Err(e) => last = OpenError::Io(format!("connecting to {addr}: {e}")),
+/// TCP to `host:port` (through `proxy`), each resolved address tried within `timeout`.
+fn connect(
+    proxy: Option<&crate::egress::ProxyUrl>,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, OpenError> {
+    let tcp = crate::egress::tunnel(proxy, host, port, timeout).map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => OpenError::Timeout,
+        _ => {
+            let via = proxy.map(|p| format!(" through proxy {}", p.label())).unwrap_or_default();
+            OpenError::Io(crate::logging::redact(&format!("connecting to {host}:{port}{via}: {e}")))
         }
-    }
-    Err(last)
+    })?;
+    // The tunnel's handshake timeouts are replaced by the caller's from here on.
+    Ok(tcp)
 }
 
 /// A rustls client session and the plaintext it decrypted that nobody has read yet.

@@ -18,8 +18,9 @@
 //! (a DNS query per request for `generativelanguage.googleapis.com`); `CachingResolver` keeps an
 //! answer for 30 s and serves the last good one if a refresh fails.
 //!
-//! TLS (`RustlsConnector`) and CONNECT proxies (`ConnectProxyConnector`) chain on it as they do on
-//! ureq's transport. The transport API is ureq's `unversioned` module: Cargo.toml pins ureq's
+//! TLS (`RustlsConnector`), CONNECT proxies (`ConnectProxyConnector`) and SOCKS5 proxies
+//! (`SocksConnector`, which opens ureq's own TCP transport to the proxy) chain on it as they do
+//! on ureq's transport. The transport API is ureq's `unversioned` module: Cargo.toml pins ureq's
 //! minor version for it.
 
 use std::io::{self, Read, Write};
@@ -33,7 +34,7 @@ use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
     Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout,
-    RustlsConnector, ShutdownHandle, Transport,
+    RustlsConnector, ShutdownHandle, SocksConnector, Transport,
 };
 
 /// Held output is sent once it reaches this size even before ureq reads.
@@ -41,9 +42,80 @@ const FLUSH_AT: usize = 16 * 1024;
 
 /// An agent on this transport: CONNECT proxy if configured, TCP, TLS for https.
 pub fn agent(config: ureq::config::Config) -> ureq::Agent {
-    let connector =
-        ().chain(ConnectProxyConnector::default()).chain(LeanTcpConnector).chain(RustlsConnector::default());
+    // SOCKS first (it opens its own TCP connection to the proxy), as ureq's default chain does;
+    // its transport holds output like ours (`HoldOutput`).
+    let connector = ().chain(SocksConnector::default()).chain(HoldOutputConnector);
+    let connector = connector
+        .chain(ConnectProxyConnector::default())
+        .chain(LeanTcpConnector)
+        .chain(RustlsConnector::default());
     ureq::Agent::with_parts(config, connector, CachingResolver::default())
+}
+
+/// Wraps a transport an earlier connector opened (ureq's own TCP transport under its SOCKS
+/// connector) in `HoldOutput`; passes on nothing when nothing was opened.
+#[derive(Debug, Default)]
+pub struct HoldOutputConnector;
+
+impl<In: Transport> Connector<In> for HoldOutputConnector {
+    type Out = HoldOutput<In>;
+
+    fn connect(&self, _: &ConnectionDetails, chained: Option<In>) -> Result<Option<Self::Out>, ureq::Error> {
+        Ok(chained.map(|inner| HoldOutput { inner, held: Vec::new(), held_timeout: NextTimeout::default() }))
+    }
+}
+
+/// Holds what ureq transmits until it reads, as `LeanTcpTransport` does, over any transport.
+/// Measured through a SOCKS5 relay that leaves Nagle's algorithm on toward the upstream
+/// (microsocks): a request's head and body in two sends made the relay's second write wait for
+/// the upstream's delayed ACK, 40 ms a request.
+#[derive(Debug)]
+pub struct HoldOutput<T> {
+    inner: T,
+    held: Vec<u8>,
+    held_timeout: NextTimeout,
+}
+
+impl<T: Transport> HoldOutput<T> {
+    /// Send what is held through the inner transport's output buffer, a buffer at a time.
+    fn flush_held(&mut self) -> Result<(), ureq::Error> {
+        let mut sent = 0;
+        while sent < self.held.len() {
+            let out = self.inner.buffers().output();
+            let n = out.len().min(self.held.len() - sent);
+            if n == 0 {
+                return Err(ureq::Error::Io(io::ErrorKind::WriteZero.into()));
+            }
+            out[..n].copy_from_slice(&self.held[sent..sent + n]);
+            self.inner.transmit_output(n, self.held_timeout)?;
+            sent += n;
+        }
+        self.held.clear();
+        Ok(())
+    }
+}
+
+impl<T: Transport> Transport for HoldOutput<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        checked(timeout.for_write())?;
+        self.held.extend_from_slice(&self.inner.buffers().output()[..amount]);
+        // The inner transport applies it (and its own per-write limit) when the held bytes go.
+        self.held_timeout = timeout;
+        if self.held.len() >= FLUSH_AT { self.flush_held() } else { Ok(()) }
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.flush_held()?;
+        self.inner.await_input(timeout)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.held.is_empty() && self.inner.is_open()
+    }
 }
 
 /// How long a resolved address list is used before it is looked up again.
@@ -379,6 +451,46 @@ mod tests {
         r.resolve(&uri, &config, NextTimeout::default()).unwrap();
         assert!(r.cached(&uri).unwrap().0 > at);
         assert_eq!(r.cache.read().len(), 2);
+    }
+
+    /// A transport that records each send (as ureq's own TCP transport makes them).
+    #[derive(Debug)]
+    struct Sends {
+        buffers: LazyBuffers,
+        sent: Vec<Vec<u8>>,
+    }
+
+    impl Transport for Sends {
+        fn buffers(&mut self) -> &mut dyn Buffers {
+            &mut self.buffers
+        }
+        fn transmit_output(&mut self, amount: usize, _: NextTimeout) -> Result<(), ureq::Error> {
+            let bytes = self.buffers.output()[..amount].to_vec();
+            self.sent.push(bytes);
+            Ok(())
+        }
+        fn await_input(&mut self, _: NextTimeout) -> Result<bool, ureq::Error> {
+            Ok(true)
+        }
+        fn is_open(&mut self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_socks_transport_sends_a_requests_head_and_body_together() {
+        let inner = Sends { buffers: LazyBuffers::new(1024, 8), sent: Vec::new() };
+        let mut t = HoldOutput { inner, held: Vec::new(), held_timeout: NextTimeout::default() };
+        t.buffers().output()[..4].copy_from_slice(b"HEAD");
+        t.transmit_output(4, timeout(5000)).unwrap();
+        t.buffers().output()[..8].copy_from_slice(b"BODYBODY");
+        t.transmit_output(8, timeout(5000)).unwrap();
+        assert!(t.inner.sent.is_empty(), "held until the answer is awaited");
+        assert!(!t.is_open(), "a connection with held output is not reusable");
+        t.await_input(timeout(5000)).unwrap();
+        // One buffer at a time (8 bytes here), in order.
+        assert_eq!(t.inner.sent, vec![b"HEADBODY".to_vec(), b"BODY".to_vec()]);
+        assert!(t.is_open());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! it returns the first usable answer, body unread, to the caller.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ureq::http;
@@ -80,6 +81,8 @@ pub struct Outgoing<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallFailure {
     Timeout,
+    /// The message starts with the reason in a few words (`refused`, `TLS verify`, `proxy
+    /// refused`…), as the 502 and the request's log line say it.
     Io(String),
 }
 
@@ -88,6 +91,14 @@ impl CallFailure {
         match self {
             CallFailure::Timeout => ProxyError::UpstreamTimeout,
             CallFailure::Io(message) => ProxyError::UpstreamIo { message },
+        }
+    }
+
+    /// The reason in a few words, for the request's log line.
+    pub fn why(&self) -> &str {
+        match self {
+            CallFailure::Timeout => "timeout",
+            CallFailure::Io(message) => message.split(':').next().unwrap_or(message),
         }
     }
 }
@@ -192,8 +203,16 @@ const MAX_CHECKED_ANSWER: u64 = 64 << 20;
 const POOL_SHARDS: usize = 4;
 
 pub struct Upstream {
-    /// Independent connection pools; each thread always uses the same one (see `agent`).
+    /// Independent connection pools of the direct route; each thread always uses the same one
+    /// (see `agent`).
     agents: Vec<ureq::Agent>,
+    /// The same per proxy, made when a key first takes it (by the proxy's URL; `None`: the URL
+    /// could not be used, and nothing is sent).
+    via: parking_lot::RwLock<std::collections::HashMap<String, Option<Arc<Vec<ureq::Agent>>>>>,
+    /// Which key takes which proxy (SPEC §15).
+    egress: crate::egress::Egress,
+    /// What every agent is made from.
+    settings: AgentSettings,
     origin: String,
     base_path: String,
     /// The agents' timeouts for connecting and for an answer's head; an attempt with less of
@@ -202,32 +221,93 @@ pub struct Upstream {
     head_timeout: Duration,
 }
 
-impl Upstream {
-    pub fn new(cfg: &crate::config::Config) -> Upstream {
+/// The settings of the agents (the same for every route but the proxy).
+struct AgentSettings {
+    workers: usize,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    request_deadline: Duration,
+    tls: ureq::tls::TlsConfig,
+}
+
+impl AgentSettings {
+    fn new(cfg: &crate::config::Config) -> AgentSettings {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = &cfg.ca_file {
+            // ureq's `Specific` roots replace its built-in ones: the built-in ones plus the file's.
+            match crate::egress::ca_certs(path) {
+                Ok(extra) => {
+                    let roots: Vec<ureq::tls::Certificate<'static>> =
+                        webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                            .iter()
+                            .chain(extra.iter())
+                            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                            .collect();
+                    tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)));
+                }
+                // `start` and `check-keys` refuse to run with a bad file before this.
+                Err(e) => log::error!("{e}; only the built-in roots are trusted"),
+            }
+        }
+        AgentSettings {
+            workers: cfg.workers,
+            connect_timeout: cfg.connect_timeout,
+            read_timeout: cfg.read_timeout,
+            request_deadline: cfg.request_deadline,
+            tls: tls.build(),
+        }
+    }
+
+    /// `POOL_SHARDS` agents through `proxy` (`None`: direct; the environment is never read here,
+    /// `egress` has decided). A proxy URL ureq does not read gives no agents, never direct ones
+    /// (unreachable: `egress::ProxyUrl::parse` asks `client_accepts_proxy`).
+    fn agents(&self, proxy: Option<&crate::egress::ProxyUrl>) -> Option<Vec<ureq::Agent>> {
+        let proxy = match proxy.map(|p| ureq::Proxy::new(p.url())) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(_)) => return None,
+        };
         let config = ureq::Agent::config_builder()
+            .proxy(proxy)
+            .tls_config(self.tls.clone())
             .http_status_as_error(false)
             .allow_non_standard_methods(true)
             .max_redirects(0)
             .user_agent(ureq::config::AutoHeaderValue::None)
             .accept(ureq::config::AutoHeaderValue::None)
             .accept_encoding(ureq::config::AutoHeaderValue::None)
-            .max_idle_connections(cfg.workers.max(8) * 2)
-            .max_idle_connections_per_host(cfg.workers.max(8))
+            .max_idle_connections(self.workers.max(8) * 2)
+            .max_idle_connections_per_host(self.workers.max(8))
             .max_idle_age(Duration::from_secs(50))
-            .timeout_connect(Some(cfg.connect_timeout.min(cfg.request_deadline)))
-            .timeout_send_request(Some(cfg.read_timeout))
-            .timeout_send_body(Some(cfg.read_timeout))
-            .timeout_recv_response(Some(cfg.read_timeout.min(cfg.request_deadline)))
-            .timeout_per_read(Some(cfg.read_timeout))
-            .timeout_per_write(Some(cfg.read_timeout))
+            .timeout_connect(Some(self.connect_timeout.min(self.request_deadline)))
+            .timeout_send_request(Some(self.read_timeout))
+            .timeout_send_body(Some(self.read_timeout))
+            .timeout_recv_response(Some(self.read_timeout.min(self.request_deadline)))
+            .timeout_per_read(Some(self.read_timeout))
+            .timeout_per_write(Some(self.read_timeout))
             // Buffers are per connection: ureq's 128 KiB in + 128 KiB out by default made most of
             // the memory of 100 concurrent streams.
             .max_response_header_size(64 * 1024)
             .input_buffer_size(64 * 1024)
             .output_buffer_size(16 * 1024)
             .build();
+        Some((0..POOL_SHARDS).map(|_| crate::transport::agent(config.clone())).collect())
+    }
+}
+
+/// Does the HTTP client read this proxy URL as it is? `egress` accepts no other.
+pub fn client_accepts_proxy(url: &str) -> Result<(), String> {
+    ureq::Proxy::new(url).map(|_| ()).map_err(|e| e.to_string())
+}
+
+impl Upstream {
+    pub fn new(cfg: &crate::config::Config) -> Upstream {
+        let settings = AgentSettings::new(cfg);
         Upstream {
-            agents: (0..POOL_SHARDS).map(|_| crate::transport::agent(config.clone())).collect(),
+            agents: settings.agents(None).unwrap_or_default(),
+            via: Default::default(),
+            egress: crate::egress::Egress::new(&cfg.egress),
+            settings,
             origin: cfg.upstream.origin.clone(),
             base_path: cfg.upstream.base_path.clone(),
             connect_timeout: cfg.connect_timeout.min(cfg.request_deadline),
@@ -239,13 +319,35 @@ impl Upstream {
     /// on every take and give-back (`purge`: several key comparisons per connection); a quarter of
     /// the connections per pool cut that and the lock's contention (4% of the proxy's CPU at 32
     /// concurrent requests). Each connection is still reused by the threads of its shard.
-    fn agent(&self) -> &ureq::Agent {
+    /// Through `proxy`, the agents of that proxy (made on first use); `None` when that proxy
+    /// cannot be used (then nothing is sent: never direct instead).
+    fn agent(&self, proxy: Option<&crate::egress::ProxyUrl>) -> Option<ureq::Agent> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         thread_local! {
             static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
         }
-        &self.agents[SHARD.with(|s| *s) % self.agents.len()]
+        let shard = SHARD.with(|s| *s) % POOL_SHARDS;
+        let Some(proxy) = proxy else { return self.agents.get(shard).cloned() };
+        if let Some(agents) = self.via.read().get(proxy.url()) {
+            return agents.as_ref().map(|a| a[shard].clone());
+        }
+        // Making agents does no I/O: fine under the lock.
+        let mut via = self.via.write();
+        let agents = via
+            .entry(proxy.url().to_string())
+            .or_insert_with(|| self.settings.agents(Some(proxy)).map(Arc::new));
+        agents.as_ref().map(|a| a[shard].clone())
+    }
+
+    /// Which key takes which proxy: the keys' own `proxy=` fields, from a (re)load of the key file.
+    pub fn set_key_proxies(&self, keys: &[crate::keyfile::KeySpec]) {
+        self.egress.set_own(keys);
+    }
+
+    /// The routes of the keys (`/status` `egress`).
+    pub fn egress(&self) -> &crate::egress::Egress {
+        &self.egress
     }
 
     /// The public URL prefix of the upstream (for rewriting upload URLs).
@@ -267,7 +369,11 @@ impl Upstream {
             KeyStyle::GoogHeader => builder.header("x-goog-api-key", key),
             KeyStyle::Bearer => builder.header("authorization", format!("Bearer {key}")),
         };
-        let agent = self.agent();
+        let proxy = self.egress.route_of_key(key);
+        let Some(agent) = &self.agent(proxy.as_deref()) else {
+            let label = proxy.as_ref().map(|p| p.label()).unwrap_or_default();
+            return Err(CallFailure::Io(format!("proxy refused: the proxy URL of {label} cannot be used")));
+        };
         let sent = if out.body.is_empty() && matches!(out.method, "GET" | "HEAD" | "DELETE" | "OPTIONS") {
             let request = builder.body(()).map_err(|e| CallFailure::Io(format!("bad request: {e}")))?;
             agent.run(self.within(agent, request, left))
@@ -275,7 +381,7 @@ impl Upstream {
             let request = builder.body(out.body).map_err(|e| CallFailure::Io(format!("bad request: {e}")))?;
             agent.run(self.within(agent, request, left))
         };
-        sent.map(|response| Answer { response }).map_err(map_ureq_error)
+        sent.map(|response| Answer { response }).map_err(|e| map_ureq_error(e, proxy.as_deref()))
     }
 
     /// The request with its timeouts cut to `left` where that is shorter than the agent's (a
@@ -298,15 +404,36 @@ impl Upstream {
     }
 }
 
-fn map_ureq_error(e: ureq::Error) -> CallFailure {
-    match e {
-        ureq::Error::Timeout(_) => CallFailure::Timeout,
-        ureq::Error::Io(io)
-            if matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) =>
-        {
-            CallFailure::Timeout
+/// ureq's error as a `CallFailure` whose message starts with the reason in a few words; through
+/// a proxy it names the proxy (`host:port`, never its credentials).
+fn map_ureq_error(e: ureq::Error, proxy: Option<&crate::egress::ProxyUrl>) -> CallFailure {
+    use std::io::ErrorKind;
+    let why = match &e {
+        ureq::Error::Timeout(_) => return CallFailure::Timeout,
+        ureq::Error::Io(io) if matches!(io.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+            return CallFailure::Timeout;
         }
-        other => CallFailure::Io(crate::logging::redact(&other.to_string())),
+        ureq::Error::ConnectProxyFailed(_) => "proxy refused",
+        ureq::Error::Rustls(r) => tls_reason(r),
+        ureq::Error::Io(io) => match io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(r) => tls_reason(r),
+            None if io.kind() == ErrorKind::ConnectionRefused && proxy.is_some() => "proxy unreachable",
+            None if io.kind() == ErrorKind::ConnectionRefused => "refused",
+            // A SOCKS reply other than success, or a handshake cut short.
+            None if proxy.is_some() => "proxy refused",
+            None => "network",
+        },
+        ureq::Error::HostNotFound => "DNS",
+        _ => "network",
+    };
+    let via = proxy.map(|p| format!(" (through proxy {})", p.label())).unwrap_or_default();
+    CallFailure::Io(crate::logging::redact(&format!("{why}: {e}{via}")))
+}
+
+fn tls_reason(e: &rustls::Error) -> &'static str {
+    match e {
+        rustls::Error::InvalidCertificate(_) => "TLS verify",
+        _ => "TLS",
     }
 }
 
@@ -439,6 +566,8 @@ fn walk<'a>(
     let mut transient = 0u32;
     let mut quota_model: Option<String> = None;
     let mut violations = Vec::new();
+    // Why the last attempt had no answer at all (for the log line's note).
+    let mut last_network: Option<String> = None;
     loop {
         let now = chrono::Utc::now();
         let model = serving.as_deref();
@@ -452,7 +581,11 @@ fn walk<'a>(
             let out_of_time = std::time::Instant::now() >= deadline;
             if out_of_time || transient >= app.config.max_attempts {
                 if let Some(e) = last.take().filter(|_| last_was_transient) {
-                    ex.record.note = Some(if out_of_time { "deadline" } else { "attempts" }.into());
+                    let note = if out_of_time { "deadline" } else { "attempts" };
+                    ex.record.note = Some(match &last_network {
+                        Some(why) => format!("{note}; {why}"),
+                        None => note.into(),
+                    });
                     return Err(e);
                 }
                 // Every tried key was out of quota or disabled: the pool's answer for the model.
@@ -475,6 +608,9 @@ fn walk<'a>(
                 // 5xx and network failures return the last answer; quota and key problems
                 // (this request's own, or older ones) are "no key available".
                 if last_was_transient && let Some(e) = last {
+                    if let Some(why) = last_network {
+                        ex.record.note = Some(why);
+                    }
                     return Err(e);
                 }
                 if soonest.is_none_or(|(s, _)| retry_after_secs < s) {
@@ -563,11 +699,13 @@ fn walk<'a>(
                 }
                 last = Some(error);
                 last_was_transient = outcome == Outcome::Transient;
+                last_network = None;
                 app.metrics.attempt(&outcome);
                 outcome
             }
             Err(failure) => {
                 log::debug!("attempt {} key {fingerprint}: {:?}", ex.record.attempts, failure);
+                last_network = Some(failure.why().to_string());
                 last = Some(failure.into_error());
                 last_was_transient = true;
                 app.metrics.attempt_network();

@@ -135,7 +135,7 @@ fn chained(mock: &MockLive, trust: bool) -> (Proxy, Proxy) {
         c.tokens = KEYS.iter().map(|k| k.to_string()).collect();
     });
     let a = Proxy::start_with(&format!("https://127.0.0.1:{}", b.handle.addr().port()), &KEYS, |c| {
-        c.live_extra_roots = trust.then(|| fixture("ca.pem"));
+        c.ca_file = trust.then(|| fixture("ca.pem"));
     });
     (a, b)
 }

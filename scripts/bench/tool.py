@@ -79,8 +79,13 @@ def parse_wrk(path):
     )
 
 
-def cpu_seconds(pid):
-    """utime+stime of pid and of its direct children (nginx: master and workers), in seconds."""
+def cpu_seconds(*pids):
+    """utime+stime of each pid and of its direct children (nginx: master and workers), in seconds, summed."""
+    print(f"{sum(cpu_ticks(p) for p in pids) / os.sysconf('SC_CLK_TCK'):.2f}")
+
+
+def cpu_ticks(pid):
+    """utime+stime of pid and of its direct children, in clock ticks."""
     def times(p):
         with open(f"/proc/{p}/stat", encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -95,7 +100,7 @@ def cpu_seconds(pid):
                 continue
             if ppid == pid:
                 total += ticks
-    print(f"{total / os.sysconf('SC_CLK_TCK'):.2f}")
+    return total
 
 
 def pct(values, p):
@@ -376,6 +381,19 @@ def report_resources(results_path):
     print("resource lookup cost: " + ";\n        ".join(parts))
 
 
+def report_socks(results_path):
+    rows, order = read_results(results_path)
+    print_rows(rows, order)
+    parts = []
+    for pass_ in ("saturating", "light"):
+        base, r = rows.get((pass_, "gkm-native")), rows.get((pass_, "gkm-socks"))
+        if base and r and base["rps"]:
+            parts.append(f"{pass_} socks/direct throughput = {r['rps'] / base['rps']:.2f}; "
+                         f"added p50 {r['p50'] - base['p50']:+.3f} ms, p99 {r['p99'] - base['p99']:+.3f} ms; "
+                         f"added cpu {r['cpu'] - base['cpu']:+.1f} us/req")
+    print("SOCKS5 hop cost: " + ";\n        ".join(parts))
+
+
 def main(argv):
     if len(argv) >= 2 and argv[0] == "free-ports":
         free_ports(int(argv[1]))
@@ -383,8 +401,8 @@ def main(argv):
         render(argv[1], argv[2], argv[3:])
     elif len(argv) == 2 and argv[0] == "wrk":
         parse_wrk(argv[1])
-    elif len(argv) == 2 and argv[0] == "cpu":
-        cpu_seconds(int(argv[1]))
+    elif len(argv) >= 2 and argv[0] == "cpu":
+        cpu_seconds(*(int(p) for p in argv[1:]))
     elif len(argv) == 3 and argv[0] == "report":
         report(argv[1], argv[2])
     elif len(argv) == 3 and argv[0] == "check-openai":
@@ -401,6 +419,8 @@ def main(argv):
         report_openai(argv[1], argv[2])
     elif len(argv) == 2 and argv[0] == "report-resources":
         report_resources(argv[1])
+    elif len(argv) == 2 and argv[0] == "report-socks":
+        report_socks(argv[1])
     else:
         sys.exit(__doc__)
 
