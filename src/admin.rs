@@ -160,7 +160,7 @@ impl StatusForm {
                 Some(v) => match v.parse::<usize>() {
                     Ok(n) if n >= 1 => Ok(Some(n)),
                     _ => Err(ProxyError::bad_request(
-                        &format!("/status: `{name}` must be a whole number from 1"),
+                        format!("/status: `{name}` must be a whole number from 1"),
                         Some(name),
                     )),
                 },

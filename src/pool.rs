@@ -745,7 +745,7 @@ impl KeyState {
 
     /// The limits of `pid`, by model (a range of the map, not a scan of it).
     fn limits_of<'a>(&'a self, pid: &'a ProjectId) -> impl Iterator<Item = (&'a str, &'a Limit)> {
-        of_project(&self.limits, pid).map(|(m, l)| (m, l))
+        of_project(&self.limits, pid)
     }
 
     /// Load a persisted file (or a converted seed file), matching keys by fingerprint; records of
