@@ -133,9 +133,75 @@ pub fn metrics_text(
     out
 }
 
-/// The answer to `GET /status`.
-pub fn status_reply(app: &App) -> Result<Reply, ProxyError> {
-    let status = status_view(app, Utc::now());
+/// How `GET /status` shows the keys (SPEC §4): all of them (no parameter: the document as it
+/// has always been), one page of them (`?page=P&limit=L`, pages from 1, `limit` 100 unless given,
+/// at most 1,000), or none (`?summary`: their count per state instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusForm {
+    All,
+    Page { page: usize, limit: usize },
+    Summary,
+}
+
+/// Keys per page when `?page` comes without `?limit`.
+pub const DEFAULT_PAGE_LIMIT: usize = 100;
+/// The most keys one page shows.
+pub const MAX_PAGE_LIMIT: usize = 1000;
+
+impl StatusForm {
+    /// The form a `/status` query asks for; a malformed number is a 400 naming the parameter.
+    pub fn of(target: &crate::router::Target) -> Result<StatusForm, ProxyError> {
+        if target.query_param("summary").is_some_and(|v| v != "false" && v != "0") {
+            return Ok(StatusForm::Summary);
+        }
+        let number = |name: &str| -> Result<Option<usize>, ProxyError> {
+            match target.query_param(name) {
+                None => Ok(None),
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if n >= 1 => Ok(Some(n)),
+                    _ => Err(ProxyError::bad_request(
+                        format!("/status: `{name}` must be a whole number from 1"),
+                        Some(name),
+                    )),
+                },
+            }
+        };
+        let (page, limit) = (number("page")?, number("limit")?);
+        if page.is_none() && limit.is_none() {
+            return Ok(StatusForm::All);
+        }
+        let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT).min(MAX_PAGE_LIMIT);
+        Ok(StatusForm::Page { page: page.unwrap_or(1), limit })
+    }
+}
+
+/// The answer to `GET /status` in `form`.
+pub fn status_reply(app: &App, form: StatusForm) -> Result<Reply, ProxyError> {
+    let mut status = status_view(app, Utc::now());
+    let total = status.keys.len();
+    let mut extra: Vec<(&str, serde_json::Value)> = Vec::new();
+    match form {
+        StatusForm::All => {}
+        StatusForm::Page { page, limit } => {
+            let start = page.saturating_sub(1).saturating_mul(limit).min(total);
+            let end = start.saturating_add(limit).min(total);
+            status.keys = status.keys.drain(start..end).collect();
+            extra.push(("page", page.into()));
+            extra.push(("limit", limit.into()));
+            extra.push(("pages", total.div_ceil(limit).into()));
+            extra.push(("keys_total", total.into()));
+        }
+        StatusForm::Summary => {
+            let mut states = serde_json::Map::new();
+            for state in KeyStateName::ALL {
+                let n = status.keys.iter().filter(|k| k.state == state).count();
+                states.insert(state.as_str().into(), n.into());
+            }
+            status.keys.clear();
+            extra.push(("keys_total", total.into()));
+            extra.push(("key_states", states.into()));
+        }
+    }
     let live = app.live.view(app.config.max_live_sessions, |t| app.format_time(t));
     let fail =
         |e: serde_json::Error| ProxyError::Internal { message: format!("cannot serialize the status: {e}") };
@@ -143,6 +209,12 @@ pub fn status_reply(app: &App) -> Result<Reply, ProxyError> {
     if let Some(map) = doc.as_object_mut() {
         map.insert("live".into(), serde_json::to_value(&live).map_err(fail)?);
         map.insert("clients".into(), serde_json::to_value(app.clients.view(Utc::now())).map_err(fail)?);
+        if form == StatusForm::Summary {
+            map.remove("keys");
+        }
+        for (name, value) in extra {
+            map.insert(name.into(), value);
+        }
     }
     crate::egress::add_to_status(&mut doc, app.upstream.egress());
     let body = serde_json::to_vec(&doc).map_err(fail)?;

@@ -20,6 +20,10 @@ use crate::store_format::DayTotals;
 
 /// How many past quota days the chart shows before today.
 const HISTORY_DAYS: u64 = 30;
+/// Up to this many keys the page shows a card for each; past it, a table per project and model
+/// and the cards of this many worst keys (disabled, parked, cooling, then the busiest), the rest
+/// being one `/status?page` away.
+pub const CARDS_SHOWN: usize = 50;
 
 /// Renders the dashboard. `status` is the pool's `/status` view, `history` maps day →
 /// fingerprint → totals for up to the last 30 days (today excluded: today's totals come from
@@ -46,7 +50,20 @@ pub fn render(
     header(&mut out, status, &ctx);
     totals(&mut out, status, &keys);
     model_limits(&mut out, status);
-    key_cards(&mut out, &keys, &ctx);
+    if keys.len() > CARDS_SHOWN {
+        projects_table(&mut out, &keys);
+        let mut worst: Vec<&Card> = keys.iter().collect();
+        worst.sort_by_key(|c| (state_rank(c.key.state), std::cmp::Reverse(c.key.requests)));
+        let worst: Vec<Card> = worst.into_iter().take(CARDS_SHOWN).map(|c| Card::new(c.key)).collect();
+        key_cards(&mut out, &worst, &ctx);
+        out.push_str(&format!(
+            "<p class=\"none\">{} more keys: <code>/status?page=1&amp;limit=100</code> lists every key, \
+             <code>/status?summary</code> counts them by state.</p>\n",
+            thousands((keys.len() - CARDS_SHOWN) as u64)
+        ));
+    } else {
+        key_cards(&mut out, &keys, &ctx);
+    }
     history_chart(&mut out, status, history, &keys, &ctx);
     footer(&mut out, &ctx);
     out.push_str("</main>\n</body>\n</html>\n");
@@ -346,6 +363,63 @@ fn badge_text(card: &Card, ctx: &Ctx) -> String {
             None => "disabled".to_string(),
         },
     }
+}
+
+/// Worst first: disabled, parked, cooling, usable.
+fn state_rank(state: KeyStateName) -> u8 {
+    match state {
+        KeyStateName::Disabled => 0,
+        KeyStateName::Parked => 1,
+        KeyStateName::Cooling => 2,
+        KeyStateName::Usable => 3,
+    }
+}
+
+/// A large pool's keys summed per project and model (unlabelled keys, each its own project, as
+/// one row): keys, how many are blocked for the model, requests and tokens today.
+fn projects_table(out: &mut String, keys: &[Card]) {
+    #[derive(Default)]
+    struct Row {
+        keys: u64,
+        blocked: u64,
+        requests: u64,
+        tokens: u64,
+    }
+    let mut rows: BTreeMap<(Option<&str>, &str), Row> = BTreeMap::new();
+    for card in keys {
+        let project = card.key.project.as_deref();
+        for (model, m) in &card.models {
+            let row = rows.entry((project, model)).or_default();
+            row.keys += 1;
+            row.blocked += u64::from(m.parked_until.is_some() || m.cooling_until.is_some());
+            row.requests = row.requests.saturating_add(m.requests);
+            row.tokens = row.tokens.saturating_add(m.tokens);
+        }
+    }
+    out.push_str(&format!(
+        "<section aria-labelledby=\"projects-h\">\n<h2 id=\"projects-h\">Projects and models ({} keys)</h2>\n",
+        thousands(keys.len() as u64)
+    ));
+    if rows.is_empty() {
+        out.push_str("<p class=\"card none\">No requests today.</p>\n</section>\n");
+        return;
+    }
+    out.push_str(
+        "<div class=\"card\"><table>\n<tr><th>project</th><th>model</th><th>keys</th><th>parked or cooling</th>\
+         <th>requests</th><th>tokens</th></tr>\n",
+    );
+    for ((project, model), row) in &rows {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            project.map_or_else(|| "(unlabelled keys)".to_string(), text),
+            model_label(model),
+            thousands(row.keys),
+            thousands(row.blocked),
+            thousands(row.requests),
+            thousands(row.tokens)
+        ));
+    }
+    out.push_str("</table></div>\n</section>\n");
 }
 
 fn key_cards(out: &mut String, keys: &[Card], ctx: &Ctx) {
@@ -678,6 +752,28 @@ mod tests {
             "2026-11-21": {"3f2a9c1b7e4d": {"requests": 1102, "tokens": 1_960_000}, "9b71e0c4a2f5": {"requests": 95, "tokens": 120_500}}
         }))
         .expect("a valid history")
+    }
+
+    /// Issue 19: a pool of thousands of keys is summed per project and model, the worst keys
+    /// get a card, and the page stays small.
+    #[test]
+    fn a_large_pool_shows_projects_and_the_worst_keys() {
+        let mut status = realistic_status();
+        let first = status.keys[0].clone();
+        status.keys = (0..3000)
+            .map(|i| {
+                let mut k = first.clone();
+                k.id = format!("{i:012x}");
+                k.state = if i == 2999 { KeyStateName::Disabled } else { KeyStateName::Usable };
+                k
+            })
+            .collect();
+        let page = render(&status, &realistic_history(), now());
+        assert!(page.len() < 300_000, "{} bytes", page.len());
+        assert!(page.contains("Projects and models (3,000 keys)"));
+        assert!(page.contains("2,950 more keys"));
+        assert_eq!(page.matches("<article class=\"card key\">").count(), CARDS_SHOWN);
+        assert!(page.contains(&format!("{:012x}", 2999)), "the disabled key is among the worst");
     }
 
     #[test]

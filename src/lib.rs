@@ -202,7 +202,7 @@ impl App {
                 Err(ProxyError::bad_request("the Live API is a WebSocket: send Upgrade: websocket", None))
             }
             Route::Status => {
-                ex.respond(admin::status_reply(self)?);
+                ex.respond(admin::status_reply(self, admin::StatusForm::of(target)?)?);
                 Ok(())
             }
             Route::Metrics => {

@@ -52,6 +52,9 @@ pub const ALL_DISABLED_RETRY_SECS: u64 = 3600;
 pub const BACKOFF_BASE_SECS: i64 = 60;
 /// Doublings stop here (60 s × 2^12 is far past any day anyway).
 const BACKOFF_MAX_SHIFT: u32 = 12;
+/// Up to this many running limits, a pick scans them (no map key is built); past it, it looks
+/// the key's project up, so that a pick costs the same whatever the pool's size.
+const LIMITS_SCANNED: usize = 16;
 
 /// Result of [`KeyState::pick`].
 #[derive(Clone, PartialEq, Eq)]
@@ -215,6 +218,8 @@ pub struct KeyState {
     tz: Tz,
     quota_day: NaiveDate,
     keys: Vec<Key>,
+    /// Fingerprint → index in `keys` (rebuilt whenever `keys` changes).
+    by_fingerprint: HashMap<String, usize>,
     limits: BTreeMap<(ProjectId, String), Limit>,
     history: BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
     cursor: usize,
@@ -234,10 +239,12 @@ impl KeyState {
     /// A pool of `keys` (duplicates dropped, first one wins) on `now`'s quota day. An empty list
     /// makes a pool whose every pick is [`Pick::Exhausted`]; refusing it is the caller's job.
     pub fn new(keys: Vec<KeySpec>, tz: Tz, now: DateTime<Utc>) -> Self {
+        let keys: Vec<Key> = dedup(keys).into_iter().map(Key::new).collect();
         KeyState {
             tz,
             quota_day: quota_day_at(tz, now),
-            keys: dedup(keys).into_iter().map(Key::new).collect(),
+            by_fingerprint: index_of(&keys),
+            keys,
             limits: BTreeMap::new(),
             history: BTreeMap::new(),
             cursor: 0,
@@ -308,17 +315,23 @@ impl KeyState {
 
     /// When key `idx` stops being blocked for `model` (its project's limit for the model or for
     /// all models), if it is blocked at `now`.
-    /// (Runs for every pick: a scan of the few running limits, without building their keys.)
+    /// (Runs for every pick: a scan of the few running limits, without building their keys; two
+    /// lookups when there are many.)
     fn blocked_until(&self, idx: usize, model: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let key = &self.keys[idx];
         let mut until = if self.limits.is_empty() {
             None
-        } else {
+        } else if self.limits.len() <= LIMITS_SCANNED {
             self.limits
                 .iter()
                 .filter(|((pid, m), _)| key.belongs_to(pid) && (m == model || m == ALL_MODELS))
                 .filter_map(|(_, limit)| limit.blocked_until(now))
                 .max()
+        } else {
+            let pid = key.project_id();
+            let of =
+                |m: &str| self.limits.get(&(pid.clone(), m.to_string())).and_then(|l| l.blocked_until(now));
+            of(model).max(if model == ALL_MODELS { None } else { of(ALL_MODELS) })
         };
         if model != ALL_MODELS {
             if let Some(t) = self.throttles.get(model).and_then(|t| t.until(now)) {
@@ -422,7 +435,7 @@ impl KeyState {
 
     /// The project of the key with this fingerprint, if it is in the pool.
     pub fn project_of(&self, fingerprint: &str) -> Option<ProjectId> {
-        self.keys.iter().find(|k| k.fingerprint == fingerprint).map(Key::project_id)
+        self.by_fingerprint.get(fingerprint).map(|&i| self.keys[i].project_id())
     }
 
     /// Every project of the pool once, in key-file order, with the fingerprint of its first key.
@@ -478,7 +491,7 @@ impl KeyState {
         if self.keys.get(idx).is_some_and(|k| k.fingerprint == fingerprint) {
             return Some(idx);
         }
-        self.keys.iter().position(|k| k.fingerprint == fingerprint)
+        self.by_fingerprint.get(fingerprint).copied()
     }
 
     fn limit_mut(&mut self, idx: usize, model: Option<&str>) -> &mut Limit {
@@ -654,6 +667,7 @@ impl KeyState {
         }
         report.removed = old.into_values().map(|k| k.fingerprint).collect();
         report.removed.sort();
+        self.by_fingerprint = index_of(&self.keys);
         self.cursor = 0;
         let projects: HashSet<ProjectId> = self.keys.iter().map(Key::project_id).collect();
         self.limits.retain(|(pid, _), _| projects.contains(pid));
@@ -673,10 +687,8 @@ impl KeyState {
 
     /// Enable the key with this fingerprint (a re-probe succeeded). Whether it was disabled.
     pub fn enable(&mut self, fingerprint: &str) -> bool {
-        self.keys
-            .iter_mut()
-            .find(|k| k.fingerprint == fingerprint)
-            .is_some_and(|k| k.disabled.take().is_some())
+        let Some(&idx) = self.by_fingerprint.get(fingerprint) else { return false };
+        self.keys[idx].disabled.take().is_some()
     }
 
     /// What gets persisted: no raw key, only limits still running at `now`.
@@ -731,8 +743,9 @@ impl KeyState {
         file
     }
 
+    /// The limits of `pid`, by model (a range of the map, not a scan of it).
     fn limits_of<'a>(&'a self, pid: &'a ProjectId) -> impl Iterator<Item = (&'a str, &'a Limit)> {
-        self.limits.iter().filter(move |((p, _), _)| p == pid).map(|((_, m), l)| (m.as_str(), l))
+        of_project(&self.limits, pid)
     }
 
     /// Load a persisted file (or a converted seed file), matching keys by fingerprint; records of
@@ -766,7 +779,7 @@ impl KeyState {
             }
         }
         for (fp, record) in &file.keys {
-            let Some(idx) = self.keys.iter().position(|k| &k.fingerprint == fp) else {
+            let Some(&idx) = self.by_fingerprint.get(fp) else {
                 continue;
             };
             let key = &mut self.keys[idx];
@@ -851,8 +864,8 @@ impl KeyState {
                 parked |= limit.parked(now).is_some();
                 cooling |= limit.cooling(now).is_some();
             }
-            for ((p, model), book) in &self.books {
-                if *p == pid && !book.learned.is_empty() {
+            for (model, book) in of_project(&self.books, &pid) {
+                if !book.learned.is_empty() {
                     names.insert(model);
                 }
             }
@@ -933,6 +946,22 @@ impl KeyState {
         }
         out
     }
+}
+
+/// The entries of `map` for project `pid`, by model: a range, so its cost follows what the
+/// project has, not what the whole pool has.
+fn of_project<'a, V>(
+    map: &'a BTreeMap<(ProjectId, String), V>,
+    pid: &'a ProjectId,
+) -> impl Iterator<Item = (&'a str, &'a V)> {
+    map.range((pid.clone(), String::new())..)
+        .take_while(move |((p, _), _)| p == pid)
+        .map(|((_, m), v)| (m.as_str(), v))
+}
+
+/// Fingerprint → index of each key.
+fn index_of(keys: &[Key]) -> HashMap<String, usize> {
+    keys.iter().enumerate().map(|(i, k)| (k.fingerprint.clone(), i)).collect()
 }
 
 /// Drop duplicate keys (the first occurrence wins) and blank ones.
@@ -1032,6 +1061,27 @@ mod tests {
         let mut s = pool(3, t0());
         let order: Vec<usize> = (0..6).map(|_| picked(&s.pick(FLASH, &[], t0()))).collect();
         assert_eq!(order, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    /// Past [`LIMITS_SCANNED`] running limits a pick looks its project up instead of scanning:
+    /// the same keys are skipped either way, for the model and for every model.
+    #[test]
+    fn many_running_limits_block_the_same_keys_as_a_few() {
+        let now = t0();
+        let mut s = pool(40, now);
+        for i in 0..30 {
+            let model = if i == 7 { None } else { Some("m") };
+            s.record(i, &fingerprint(&key(i)), model, &per_minute(60), 0, now);
+        }
+        assert!(s.limits.len() > LIMITS_SCANNED);
+        for _ in 0..20 {
+            assert!(picked(&s.pick(Some("m"), &[], now)) >= 30);
+        }
+        // Another model: only the key cooled for every model is skipped.
+        let others: Vec<usize> = (0..39).map(|_| picked(&s.pick(Some("other"), &[], now))).collect();
+        assert!(!others.contains(&7) && others.contains(&8), "{others:?}");
+        assert_eq!(s.usable_for(Some("m"), now), 10);
+        assert_eq!(s.usable_for(Some("m"), now + Duration::seconds(61)), 40);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The usage file on disk and the persistence thread that alone writes it (SPEC §6).
 //!
 //! Workers never touch the file: after a state change they `try_send` on a channel of capacity
-//! one (a full channel means a save is already pending). The thread coalesces a burst, takes a
-//! snapshot under the pool lock, releases it, serializes, writes a temporary file in the same
-//! directory, fsyncs it, renames it over the old one and fsyncs the directory: a crash leaves the
-//! old file or the new one, never a torn one. A failing disk is logged once a minute and retried.
+//! one (a full channel means a save is already pending). The thread writes at most once per
+//! [`MIN_INTERVAL`] whatever the traffic: it takes a snapshot under the pool lock, releases it,
+//! serializes, and skips the write when the bytes are those it wrote last (nothing changed);
+//! otherwise it writes a temporary file in the same directory, fsyncs it, renames it over the old
+//! one and fsyncs the directory: a crash leaves the old file or the new one, never a torn one. A
+//! failing disk is logged once a minute and retried.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,10 @@ use crossbeam_channel::{Receiver, Sender, select};
 use crate::App;
 use crate::store_format::{self, UsageFile};
 
-/// How long the thread waits after a first signal to gather the rest of a burst.
-const COALESCE: Duration = Duration::from_millis(50);
+/// The shortest time between two writes: under steady traffic the file is written about once a
+/// second, and the 100 ms left of the second are for the write itself, so that the file is never
+/// more than a second behind the memory state (`tests/pool.rs` measures that lag).
+const MIN_INTERVAL: Duration = Duration::from_millis(900);
 /// How often the thread wakes without a signal (daily reset, retry after a failure).
 const TICK: Duration = Duration::from_secs(1);
 /// Failures are logged at most this often.
@@ -137,10 +141,29 @@ struct Writer {
     dirty: bool,
     last_failure_log: Option<Instant>,
     failing: bool,
+    /// When the last save began (its snapshot), written or skipped.
+    last_save: Option<Instant>,
+    /// A hash of the bytes last written, `saved_at` left out: an unchanged state is not written.
+    last_written: Option<u64>,
 }
 
 impl Writer {
+    /// A save is wanted and the last one is at least [`MIN_INTERVAL`] old.
+    fn due(&self) -> bool {
+        self.dirty && self.last_save.is_none_or(|t| t.elapsed() >= MIN_INTERVAL)
+    }
+
+    /// How long until [`due`](Self::due) can hold, or [`TICK`] when nothing is wanted.
+    fn wait(&self) -> Duration {
+        match (self.dirty, self.last_save) {
+            (true, Some(t)) => MIN_INTERVAL.saturating_sub(t.elapsed()),
+            (true, None) => Duration::ZERO,
+            (false, _) => TICK,
+        }
+    }
+
     fn save(&mut self, app: &App) -> Result<(), String> {
+        self.last_save = Some(Instant::now());
         let now = Utc::now();
         let snapshot = {
             let mut pool = app.pool.lock();
@@ -151,6 +174,15 @@ impl Writer {
         };
         let mut snapshot = snapshot;
         app.clients.fill(&mut snapshot, now);
+        let saved_at = snapshot.saved_at.take();
+        let unchanged = serde_json::to_vec(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
+        let hash = hash_of(&unchanged);
+        if self.last_written == Some(hash) && !self.failing {
+            self.dirty = false;
+            return Ok(());
+        }
+        drop(unchanged);
+        snapshot.saved_at = saved_at;
         let bytes =
             serde_json::to_vec_pretty(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
         // Keys are fingerprints and masked forms by construction; the redactor is the backstop.
@@ -163,6 +195,7 @@ impl Writer {
                 }
                 self.failing = false;
                 self.dirty = false;
+                self.last_written = Some(hash);
                 Ok(())
             }
             Err(e) => {
@@ -186,37 +219,48 @@ fn run(
     flush_rx: &Receiver<Sender<Result<(), String>>>,
     stop_rx: &Receiver<()>,
 ) {
-    let mut w = Writer { dirty: false, last_failure_log: None, failing: false };
+    let mut w =
+        Writer { dirty: false, last_failure_log: None, failing: false, last_save: None, last_written: None };
+    let mut last_roll_check = Instant::now();
     loop {
         select! {
             recv(save_rx) -> msg => {
                 if msg.is_err() { return; }
-                // Gather the rest of the burst, then write once. (Not a `recv_deadline` loop:
-                // under constant load a signal is always ready and such a loop never ends.)
-                std::thread::sleep(COALESCE);
-                while save_rx.try_recv().is_ok() {}
                 w.dirty = true;
-                let _ = w.save(app);
             }
             recv(flush_rx) -> msg => {
                 match msg {
-                    Ok(reply) => { let _ = reply.send(w.save(app)); }
+                    Ok(reply) => { w.dirty = true; let _ = reply.send(w.save(app)); }
                     Err(_) => return,
                 }
             }
             recv(stop_rx) -> _ => return,
-            default(TICK) => {
-                let now = Utc::now();
-                let rolled = app.pool.lock().rollover(now);
-                if rolled {
-                    log::info!("quota day rolled over: per-day parks ended, counts moved to history");
-                }
-                if rolled || w.dirty {
-                    let _ = w.save(app);
-                }
+            default(w.wait()) => {}
+        }
+        // Checked after every event, not only on a timeout: under constant load a signal is
+        // always ready and a timeout would never come.
+        if last_roll_check.elapsed() >= TICK {
+            last_roll_check = Instant::now();
+            if app.pool.lock().rollover(Utc::now()) {
+                log::info!("quota day rolled over: per-day parks ended, counts moved to history");
+                w.dirty = true;
             }
         }
+        if w.failing {
+            w.dirty = true;
+        }
+        if w.due() {
+            let _ = w.save(app);
+        }
     }
+}
+
+/// A hash of serialized bytes, to tell an unchanged state from a changed one.
+fn hash_of(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

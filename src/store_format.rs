@@ -188,14 +188,24 @@ pub fn parse_usage(bytes: &[u8], tz: Tz) -> Result<UsageFile, String> {
     if text.trim().is_empty() {
         return Err("usage file is empty".to_string());
     }
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| format!("usage file is not valid JSON (line {}, column {})", e.line(), e.column()))?;
-    let Some(obj) = value.as_object() else {
-        return Err("usage file does not hold a JSON object".to_string());
+    let not_json = |e: serde_json::Error| {
+        format!("usage file is not valid JSON (line {}, column {})", e.line(), e.column())
     };
-    if obj.contains_key("version") {
-        parse_own(value)
-    } else if obj.contains_key("date") {
+    if !text.trim_start().starts_with('{') {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(not_json)?;
+        return Err("usage file does not hold a JSON object".to_string());
+    }
+    // A first pass that keeps only the two fields telling the formats apart: our own files are
+    // then read straight into their types, never as a tree of `Value`s (for thousands of keys
+    // and 30 days of history that tree is tens of megabytes, and the heap would keep them).
+    let probe: Probe = serde_json::from_str(text).map_err(not_json)?;
+    if let Some(version) = probe.version {
+        parse_own(text, &version)
+    } else if probe.date.is_some() {
+        let value: Value = serde_json::from_str(text).map_err(not_json)?;
+        let Some(obj) = value.as_object() else {
+            return Err("usage file does not hold a JSON object".to_string());
+        };
         parse_seed(obj, tz)
     } else {
         Err("usage file is in no known format: no \"version\" (this proxy) and no \"date\" (seed proxy)"
@@ -203,8 +213,17 @@ pub fn parse_usage(bytes: &[u8], tz: Tz) -> Result<UsageFile, String> {
     }
 }
 
-fn parse_own(value: Value) -> Result<UsageFile, String> {
-    let version = value.get("version").and_then(Value::as_u64);
+/// The fields of a usage file that tell our format from the seed's; the rest is skipped.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default)]
+    version: Option<Value>,
+    #[serde(default)]
+    date: Option<serde::de::IgnoredAny>,
+}
+
+fn parse_own(text: &str, version: &Value) -> Result<UsageFile, String> {
+    let version = version.as_u64();
     if version != Some(u64::from(FORMAT_VERSION)) {
         return Err(match version {
             Some(v) => {
@@ -213,7 +232,7 @@ fn parse_own(value: Value) -> Result<UsageFile, String> {
             None => "usage file's \"version\" is not a number".to_string(),
         });
     }
-    let file: UsageFile = serde_json::from_value(value).map_err(|e| {
+    let file: UsageFile = serde_json::from_str(text).map_err(|e| {
         // serde's message may quote a value from the file; keep only its classification.
         let what = match e.classify() {
             serde_json::error::Category::Data => "a field has the wrong type or value",

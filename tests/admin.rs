@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use support::mock_upstream::quota_per_day_429;
+use support::mock_upstream::{key_invalid_400, quota_per_day_429};
 use support::*;
 
 /// Parse Prometheus text exposition: every sample line belongs to a family announced by HELP and
@@ -127,6 +127,39 @@ fn status_has_the_documented_shape() {
     assert_eq!(m["requests"], 1);
     assert!(m["tokens"].as_u64().unwrap() > 0);
     assert!(m["parked_until"].is_null() && m["cooling_until"].is_null());
+}
+
+/// Issue 19: `?page`/`?limit` show a page of the keys with the totals of the whole pool;
+/// `?summary` shows no key, only their count per state; without either, the whole document.
+#[test]
+fn status_pages_and_summary() {
+    let mock = MockUpstream::start(&KEYS);
+    mock.set_key_reply(KEYS[2], key_invalid_400());
+    let proxy = Proxy::start(&mock);
+    for _ in 0..3 {
+        post_json(&format!("{}/v1beta/models/gemini-2.5-flash:generateContent", proxy.url), &generate_body());
+    }
+    let get =
+        |query: &str| send("GET", &format!("{}/status{query}", proxy.url), &[("x-goog-api-key", TOKEN)], b"");
+    let all = get("").json();
+    assert_eq!(all["keys"].as_array().unwrap().len(), 3);
+    assert!(all.get("keys_total").is_none() && all.get("page").is_none(), "the default form is unchanged");
+    let page = get("?page=2&limit=2").json();
+    assert_eq!(page["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(page["keys"][0]["id"], all["keys"][2]["id"]);
+    assert_eq!((page["page"].as_u64(), page["limit"].as_u64()), (Some(2), Some(2)));
+    assert_eq!((page["pages"].as_u64(), page["keys_total"].as_u64()), (Some(2), Some(3)));
+    assert_eq!(page["totals"], all["totals"], "totals are the whole pool's");
+    assert_eq!(get("?page=9&limit=2").json()["keys"].as_array().unwrap().len(), 0);
+    assert_eq!(get("?limit=1").json()["keys"][0]["id"], all["keys"][0]["id"]);
+    let summary = get("?summary").json();
+    assert!(summary.get("keys").is_none());
+    assert_eq!(summary["keys_total"], 3);
+    assert_eq!(summary["key_states"]["usable"], 2);
+    assert_eq!(summary["key_states"]["disabled"], 1);
+    assert_eq!(summary["totals"], all["totals"]);
+    let bad = get("?page=0");
+    assert_eq!(bad.status, 400, "{}", bad.text());
 }
 
 #[test]
