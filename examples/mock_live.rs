@@ -6,10 +6,13 @@
 //! Prints `mock live listening on http://127.0.0.1:PORT` and serves until killed. Only the given
 //! keys (and the ephemeral tokens it issued) may open a session.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "../tests/support/mock_live.rs"]
 mod mock_live;
 
-use std::io::Write;
+const USAGE: &str = "usage: mock_live [--port N] --keys KEY1,KEY2 [--pieces N] [--delay-ms MS]";
+
 use std::time::Duration;
 
 fn main() {
@@ -32,21 +35,13 @@ fn main() {
     let mock = mock_live::MockLive::start_on_port(port);
     mock.accept_only(&keys);
     mock.set_echo(pieces, Duration::from_millis(delay_ms));
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "mock live listening on {}", mock.url());
-    let _ = stdout.flush();
-    loop {
-        std::thread::park();
-    }
+    cli::serve_forever("mock live", &mock.url())
 }
 
 fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-    value.parse().unwrap_or_else(|_| fail(&format!("bad value for {flag}: {value}")))
+    cli::parse(flag, value, USAGE)
 }
 
 fn fail(message: &str) -> ! {
-    eprintln!(
-        "mock_live: {message}\nusage: mock_live [--port N] --keys KEY1,KEY2 [--pieces N] [--delay-ms MS]"
-    );
-    std::process::exit(2);
+    cli::fail(message, USAGE)
 }

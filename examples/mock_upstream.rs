@@ -8,10 +8,11 @@
 //!
 //! Prints `mock upstream listening on http://127.0.0.1:PORT` and serves until killed.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "../tests/support/mock_upstream.rs"]
 mod mock_upstream;
 
-use std::io::Write;
 use std::time::Duration;
 
 const USAGE: &str = "usage: mock_upstream [--port N] --keys KEY1,KEY2 [--delay-ms MS] [--events N] \
@@ -60,19 +61,13 @@ fn main() {
                 .then(|| mock_upstream::quota_per_day_429(&rec.model().unwrap_or_default()))
         });
     }
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "mock upstream listening on {}", mock.url());
-    let _ = stdout.flush();
-    loop {
-        std::thread::park();
-    }
+    cli::serve_forever("mock upstream", &mock.url())
 }
 
 fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-    value.parse().unwrap_or_else(|_| fail(&format!("bad value for {flag}: {value}")))
+    cli::parse(flag, value, USAGE)
 }
 
 fn fail(message: &str) -> ! {
-    eprintln!("{message}\n{USAGE}");
-    std::process::exit(2);
+    cli::fail(message, USAGE)
 }

@@ -11,11 +11,12 @@
 //! Prints `mock upstream listening on http://127.0.0.1:PORT`; `GET /_stats` answers
 //! `{"served": N, "per_minute_429": N, "per_day_429": N, "requests": N}` (generate requests only).
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "../tests/support/mock_upstream.rs"]
 mod mock_upstream;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -115,19 +116,13 @@ fn main() {
         b.served += 1;
         None
     });
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "mock upstream listening on {}", mock.url());
-    let _ = stdout.flush();
-    loop {
-        std::thread::park();
-    }
+    cli::serve_forever("mock upstream", &mock.url())
 }
 
 fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-    value.parse().unwrap_or_else(|_| fail(&format!("bad value for {flag}: {value}")))
+    cli::parse(flag, value, USAGE)
 }
 
 fn fail(message: &str) -> ! {
-    eprintln!("{message}\n{USAGE}");
-    std::process::exit(2);
+    cli::fail(message, USAGE)
 }
