@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::mock_live::{MockLive, Refusal};
-use support::{KEYS, Proxy, TOKEN, eventually, send};
+use support::{KEYS, Proxy, TOKEN, eventually, send, status};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::{CloseFrame, WebSocket};
@@ -108,10 +108,6 @@ fn read_close(ws: &mut Ws) -> Option<CloseFrame> {
             Err(e) => panic!("no close frame: {e}"),
         }
     }
-}
-
-fn status(proxy: &Proxy) -> Value {
-    send("GET", &format!("{}/status", proxy.url), &[("x-goog-api-key", TOKEN)], b"").json()
 }
 
 fn key_tokens(proxy: &Proxy, key: &str) -> u64 {

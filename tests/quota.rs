@@ -18,16 +18,6 @@ use support::*;
 const FLASH: &str = "gemini-2.5-flash";
 const PRO: &str = "gemini-2.5-pro";
 
-fn generate(proxy: &Proxy, model: &str) -> Answer {
-    post_json(&format!("{}/v1beta/models/{model}:generateContent", proxy.url), &generate_body())
-}
-
-fn status(proxy: &Proxy) -> Value {
-    let a = send("GET", &format!("{}/status", proxy.url), &[("x-goog-api-key", TOKEN)], b"");
-    assert_eq!(a.status, 200);
-    a.json()
-}
-
 fn metrics(proxy: &Proxy) -> String {
     send("GET", &format!("{}/metrics", proxy.url), &[("x-goog-api-key", TOKEN)], b"").text()
 }

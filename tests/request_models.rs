@@ -11,10 +11,6 @@ use serde_json::{Value, json};
 use support::mock_upstream::{quota_per_day_429, rate_limited_429_no_details};
 use support::*;
 
-fn status(proxy: &Proxy) -> Value {
-    send("GET", &format!("{}/status", proxy.url), &[("x-goog-api-key", TOKEN)], b"").json()
-}
-
 fn key_status<'a>(st: &'a Value, key: &str) -> &'a Value {
     let id = gemini_key_manager::keyfile::fingerprint(key);
     st["keys"].as_array().unwrap().iter().find(|k| k["id"] == id.as_str()).unwrap()

@@ -77,10 +77,6 @@ fn all_one(projects: &[String]) -> &str {
     first
 }
 
-fn status(proxy: &Proxy) -> Value {
-    call(proxy, "GET", "/status", None).json()
-}
-
 /// Requests and tokens booked today for `model`, over every key.
 fn booked(proxy: &Proxy, model: &str) -> (u64, u64) {
     let s = status(proxy);

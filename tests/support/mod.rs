@@ -151,6 +151,18 @@ pub fn post_json(url: &str, body: &serde_json::Value) -> Answer {
     )
 }
 
+/// `generateContent` of `model` through the proxy, with the test body.
+pub fn generate(proxy: &Proxy, model: &str) -> Answer {
+    post_json(&format!("{}/v1beta/models/{model}:generateContent", proxy.url), &generate_body())
+}
+
+/// The proxy's `/status` document (asserting it answered 200).
+pub fn status(proxy: &Proxy) -> serde_json::Value {
+    let a = send("GET", &format!("{}/status", proxy.url), &[("x-goog-api-key", TOKEN)], b"");
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.json()
+}
+
 pub fn generate_body() -> serde_json::Value {
     serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]})
 }
