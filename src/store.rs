@@ -11,6 +11,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -29,18 +30,32 @@ const TICK: Duration = Duration::from_secs(1);
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What a worker holds to ask for a save.
+///
+/// Only the first change after a save wakes the persistence thread: a flag says a wake is
+/// already on its way, so the requests that follow cost one atomic load each, not a thread
+/// hand-off (a wake per request was a context switch per request under load).
 #[derive(Clone)]
-pub struct SaveSignal(Sender<()>);
+pub struct SaveSignal {
+    tx: Sender<()>,
+    pending: Arc<AtomicBool>,
+}
 
 impl SaveSignal {
     pub fn new() -> (SaveSignal, Receiver<()>) {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        (SaveSignal(tx), rx)
+        (SaveSignal { tx, pending: Arc::new(AtomicBool::new(false)) }, rx)
     }
 
-    /// Never blocks: a full channel already means "save soon".
+    /// Never blocks: a wake already sent (and not yet taken by a save) means "save soon".
     pub fn wanted(&self) {
-        let _ = self.0.try_send(());
+        if !self.pending.load(Ordering::Acquire) && !self.pending.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.try_send(());
+        }
+    }
+
+    /// The persistence thread is about to take its snapshot: a change from now on wakes it again.
+    fn taken(&self) {
+        self.pending.store(false, Ordering::Release);
     }
 }
 
@@ -164,6 +179,7 @@ impl Writer {
 
     fn save(&mut self, app: &App) -> Result<(), String> {
         self.last_save = Some(Instant::now());
+        app.save.taken();
         let now = Utc::now();
         let snapshot = {
             let mut pool = app.pool.lock();
