@@ -46,18 +46,10 @@ fn probe_healthz(port: u16) -> Result<u16, String> {
 pub fn usage(cfg: &crate::config::Config, json: bool) -> i32 {
     let now = chrono::Utc::now();
     let tz = cfg.reset_timezone;
-    let path = &cfg.usage_file;
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("gemini-key-manager: cannot read usage file {}: {e}", path.display());
-            return 1;
-        }
-    };
-    let file = match crate::store_format::parse_usage(&bytes, tz) {
+    let file = match crate::store::read(&cfg.usage_file, tz) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("gemini-key-manager: usage file {}: {e}", path.display());
+            eprintln!("gemini-key-manager: {e}");
             return 1;
         }
     };

@@ -131,6 +131,8 @@ struct Key {
     last_used: Option<DateTime<Utc>>,
     /// Today's usage per model.
     usage: BTreeMap<String, Usage>,
+    /// Changed since the last save (its index is in [`KeyState::changed`]).
+    changed: bool,
 }
 
 impl Key {
@@ -143,6 +145,7 @@ impl Key {
             disabled: None,
             last_used: None,
             usage: BTreeMap::new(),
+            changed: false,
         }
     }
 
@@ -233,6 +236,20 @@ pub struct KeyState {
     gating: bool,
     /// Pool-wide throttling per model.
     throttles: BTreeMap<String, Throttle<ProjectId, Option<Limit>>>,
+    /// Keys changed since the last save (each once), for a save that writes only those.
+    changed: Vec<usize>,
+    /// Everything may have changed (a new day, a reload, a restore): the next save is whole.
+    all_changed: bool,
+}
+
+/// What changed since the last save, from [`KeyState::take_changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// Too much to list (the day rolled over, the key file was reloaded, a file was restored):
+    /// take a whole [`KeyState::snapshot`].
+    Everything,
+    /// The records of the keys that changed, and the books of their projects.
+    Keys { keys: BTreeMap<String, KeyRecord>, limits: Vec<LimitRecord> },
 }
 
 impl KeyState {
@@ -253,7 +270,62 @@ impl KeyState {
             learning: true,
             gating: false,
             throttles: BTreeMap::new(),
+            changed: Vec::new(),
+            all_changed: true,
         }
+    }
+
+    /// Key `idx` changed (its counts, its state, or its project's books or limits).
+    fn touch(&mut self, idx: usize) {
+        if let Some(key) = self.keys.get_mut(idx)
+            && !key.changed
+        {
+            key.changed = true;
+            self.changed.push(idx);
+        }
+    }
+
+    /// Every key of `project` changed (a rare event: pool-wide throttling took its limit back).
+    fn touch_project(&mut self, project: &ProjectId) {
+        for idx in 0..self.keys.len() {
+            if self.keys[idx].belongs_to(project) {
+                self.touch(idx);
+            }
+        }
+    }
+
+    /// What changed since the last call (or the last [`KeyState::saved`]); the pool then counts
+    /// itself saved up to here. The cost follows the keys that changed, not the pool's size.
+    pub fn take_changes(&mut self, now: DateTime<Utc>) -> Changes {
+        if self.all_changed {
+            return Changes::Everything;
+        }
+        let mut keys = BTreeMap::new();
+        let mut projects = BTreeSet::new();
+        for idx in std::mem::take(&mut self.changed) {
+            let key = &mut self.keys[idx];
+            key.changed = false;
+            let key = &self.keys[idx];
+            keys.insert(key.fingerprint.clone(), self.record_of(key, now));
+            projects.insert(key.project_id());
+        }
+        let limits = projects.iter().flat_map(|pid| self.limit_records_of(pid)).collect();
+        Changes::Keys { keys, limits }
+    }
+
+    /// A whole snapshot was taken and handed to the writer: nothing is pending any more.
+    pub fn saved(&mut self) {
+        for idx in std::mem::take(&mut self.changed) {
+            if let Some(key) = self.keys.get_mut(idx) {
+                key.changed = false;
+            }
+        }
+        self.all_changed = false;
+    }
+
+    /// The next save must be whole (its delta was lost: a failed write).
+    pub fn changed_everything(&mut self) {
+        self.all_changed = true;
     }
 
     /// Set the configured limits (`--limits`) and whether 429s teach limits.
@@ -362,15 +434,18 @@ impl KeyState {
         if let Some(model) = model.filter(|m| *m != ALL_MODELS) {
             let pid = self.keys[idx].project_id();
             self.books.entry((pid, model.to_string())).or_default().sent(now);
+            self.touch(idx);
         }
     }
 
     /// The attempt of the key with `fingerprint` for `model`, picked at `at`, was refused with a
     /// 429: Google did not count it, so neither does the pool.
     pub fn refused(&mut self, fingerprint: &str, model: Option<&str>, at: DateTime<Utc>) {
-        let (Some(model), Some(pid)) = (model, self.project_of(fingerprint)) else { return };
+        let (Some(model), Some(&idx)) = (model, self.by_fingerprint.get(fingerprint)) else { return };
+        let pid = self.keys[idx].project_id();
         if let Some(book) = self.books.get_mut(&(pid, model.to_string())) {
             book.refused(at);
+            self.touch(idx);
         }
     }
 
@@ -385,6 +460,9 @@ impl KeyState {
             learned = true;
         }
         self.gating |= learned;
+        if learned && let Some(&idx) = self.by_fingerprint.get(fingerprint) {
+            self.touch(idx);
+        }
         learned
     }
 
@@ -515,6 +593,9 @@ impl KeyState {
         let Some(idx) = self.resolve(idx, fingerprint) else {
             return Recorded::UnknownKey;
         };
+        if !matches!(outcome, Outcome::Transient | Outcome::ClientError) {
+            self.touch(idx);
+        }
         let reset = self.next_reset(now).with_timezone(&Utc);
         match outcome {
             Outcome::Success => {
@@ -550,6 +631,7 @@ impl KeyState {
                         Bare::Project => {}
                         Bare::PoolWide { until, undo } => {
                             for (pid, before) in undo {
+                                self.touch_project(&pid);
                                 let at = (pid, m.to_string());
                                 match before {
                                     Some(limit) => self.limits.insert(at, limit),
@@ -588,6 +670,7 @@ impl KeyState {
     ) -> bool {
         self.rollover(now);
         let Some(idx) = self.resolve(idx, fingerprint) else { return false };
+        self.touch(idx);
         let key = &mut self.keys[idx];
         let usage = key.usage.entry(model.unwrap_or(NO_MODEL).to_string()).or_default();
         usage.tokens = usage.tokens.saturating_add(tokens);
@@ -628,6 +711,7 @@ impl KeyState {
         self.throttles.retain(|_, t| !t.is_idle(now));
         self.quota_day = today;
         self.prune_history();
+        self.all_changed = true;
         true
     }
 
@@ -669,6 +753,9 @@ impl KeyState {
         report.removed.sort();
         self.by_fingerprint = index_of(&self.keys);
         self.cursor = 0;
+        self.changed.clear();
+        self.keys.iter_mut().for_each(|k| k.changed = false);
+        self.all_changed = true;
         let projects: HashSet<ProjectId> = self.keys.iter().map(Key::project_id).collect();
         self.limits.retain(|(pid, _), _| projects.contains(pid));
         self.books.retain(|(pid, _), _| projects.contains(pid));
@@ -688,6 +775,7 @@ impl KeyState {
     /// Enable the key with this fingerprint (a re-probe succeeded). Whether it was disabled.
     pub fn enable(&mut self, fingerprint: &str) -> bool {
         let Some(&idx) = self.by_fingerprint.get(fingerprint) else { return false };
+        self.touch(idx);
         self.keys[idx].disabled.take().is_some()
     }
 
@@ -697,50 +785,51 @@ impl KeyState {
         file.saved_at = Some(now);
         file.history = self.history.clone();
         for key in &self.keys {
-            let mut models: BTreeMap<String, ModelRecord> = key
-                .usage
-                .iter()
-                .map(|(m, u)| {
-                    let record =
-                        ModelRecord { requests: u.requests, tokens: u.tokens, ..ModelRecord::default() };
-                    (m.clone(), record)
-                })
-                .collect();
-            for (model, limit) in self.limits_of(&key.project_id()) {
-                let parked = limit.parked(now);
-                let cooling = limit.cooling(now);
-                if parked.is_none() && cooling.is_none() && limit.streak == 0 {
-                    continue;
-                }
-                let record = models.entry(model.to_string()).or_default();
-                record.parked_until = parked;
-                record.cooling_until = cooling;
-                record.cooldown_streak = limit.streak;
-            }
-            let record = KeyRecord {
-                masked: key.masked.clone(),
-                project: key.project.clone(),
-                disabled: key.disabled.as_ref().map(|(r, _)| r.clone()),
-                disabled_at: key.disabled.as_ref().map(|(_, t)| *t),
-                last_used: key.last_used,
-                models,
-            };
-            file.keys.insert(key.fingerprint.clone(), record);
+            file.keys.insert(key.fingerprint.clone(), self.record_of(key, now));
         }
         file.limits = self
             .books
             .iter()
-            .filter(|(_, b)| !b.learned.is_empty() || b.today > 0)
-            .map(|((pid, model), b)| LimitRecord {
-                project: pid.clone(),
-                model: model.clone(),
-                rpm: b.learned.rpm,
-                rpd: b.learned.rpd,
-                tpm: b.learned.tpm,
-                sent_today: b.today,
-            })
+            .filter(|(_, b)| worth_saving(b))
+            .map(|((pid, model), b)| limit_record(pid, model, b))
             .collect();
         file
+    }
+
+    /// The persisted form of `key`: today's usage and its project's running limits at `now`.
+    fn record_of(&self, key: &Key, now: DateTime<Utc>) -> KeyRecord {
+        let mut models: BTreeMap<String, ModelRecord> = key
+            .usage
+            .iter()
+            .map(|(m, u)| {
+                let record = ModelRecord { requests: u.requests, tokens: u.tokens, ..ModelRecord::default() };
+                (m.clone(), record)
+            })
+            .collect();
+        for (model, limit) in self.limits_of(&key.project_id()) {
+            let parked = limit.parked(now);
+            let cooling = limit.cooling(now);
+            if parked.is_none() && cooling.is_none() && limit.streak == 0 {
+                continue;
+            }
+            let record = models.entry(model.to_string()).or_default();
+            record.parked_until = parked;
+            record.cooling_until = cooling;
+            record.cooldown_streak = limit.streak;
+        }
+        KeyRecord {
+            masked: key.masked.clone(),
+            project: key.project.clone(),
+            disabled: key.disabled.as_ref().map(|(r, _)| r.clone()),
+            disabled_at: key.disabled.as_ref().map(|(_, t)| *t),
+            last_used: key.last_used,
+            models,
+        }
+    }
+
+    /// The books of `pid` worth saving, by model.
+    fn limit_records_of<'a>(&'a self, pid: &'a ProjectId) -> impl Iterator<Item = LimitRecord> + 'a {
+        of_project(&self.books, pid).filter(|(_, b)| worth_saving(b)).map(|(m, b)| limit_record(pid, m, b))
     }
 
     /// The limits of `pid`, by model (a range of the map, not a scan of it).
@@ -757,6 +846,7 @@ impl KeyState {
     /// than `now`'s (clock or zone changed) is taken as today's, so no count is lost.
     pub fn restore(&mut self, file: &UsageFile, now: DateTime<Utc>) {
         self.rollover(now);
+        self.all_changed = true;
         let today = self.quota_day;
         let current = file.quota_day >= today;
         for (day, per_key) in &file.history {
@@ -957,6 +1047,22 @@ fn of_project<'a, V>(
     map.range((pid.clone(), String::new())..)
         .take_while(move |((p, _), _)| p == pid)
         .map(|((_, m), v)| (m.as_str(), v))
+}
+
+/// A book is saved when it learned something or sent something today.
+fn worth_saving(book: &Book) -> bool {
+    !book.learned.is_empty() || book.today > 0
+}
+
+fn limit_record(project: &ProjectId, model: &str, book: &Book) -> LimitRecord {
+    LimitRecord {
+        project: project.clone(),
+        model: model.to_string(),
+        rpm: book.learned.rpm,
+        rpd: book.learned.rpd,
+        tpm: book.learned.tpm,
+        sent_today: book.today,
+    }
 }
 
 /// Fingerprint → index of each key.

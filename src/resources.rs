@@ -102,11 +102,13 @@ pub struct Resources {
     /// constant time per insert).
     inserts: usize,
     cap: usize,
+    /// Names written or forgotten since the last [`Resources::take_changes`].
+    changed: HashSet<String>,
 }
 
 impl Default for Resources {
     fn default() -> Resources {
-        Resources { map: HashMap::new(), inserts: 0, cap: MAX_ENTRIES }
+        Resources { map: HashMap::new(), inserts: 0, cap: MAX_ENTRIES, changed: HashSet::new() }
     }
 }
 
@@ -133,9 +135,24 @@ impl Resources {
         Resources { map, ..Resources::default() }
     }
 
-    /// What gets persisted: the entries that have not expired at `now`.
-    pub fn records(&self, now: DateTime<Utc>) -> BTreeMap<String, ResourceRecord> {
+    /// What gets persisted: the entries that have not expired at `now`. The table counts itself
+    /// saved up to here.
+    pub fn records(&mut self, now: DateTime<Utc>) -> BTreeMap<String, ResourceRecord> {
+        self.changed.clear();
         self.map.iter().filter(|(_, r)| r.expires_at > now).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// The entries written since the last call (or [`records`](Self::records)), `None` for
+    /// those forgotten: what a journal line records.
+    pub fn take_changes(&mut self) -> BTreeMap<String, Option<ResourceRecord>> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .map(|name| {
+                let record = self.map.get(&name).cloned();
+                (name, record)
+            })
+            .collect()
     }
 
     /// Remember that `name` lives in `project`, made (or first seen) with key `fingerprint`;
@@ -153,6 +170,7 @@ impl Resources {
         let expires_at = expires.filter(|t| *t > now).unwrap_or(now + ttl);
         let booked = self.map.get(name).is_some_and(|r| r.booked && r.project.as_ref() == Some(project));
         let model = model.map(str::to_string).or_else(|| self.map.get(name).and_then(|r| r.model.clone()));
+        self.changed.insert(name.to_string());
         self.map.insert(
             name.to_string(),
             ResourceRecord {
@@ -180,13 +198,16 @@ impl Resources {
             let excess = self.map.len() - self.cap * 9 / 10;
             for (_, k) in by_expiry.into_iter().take(excess) {
                 self.map.remove(&k);
+                self.changed.insert(k);
             }
             log::warn!("resource table over {} entries: the {excess} expiring soonest forgotten", self.cap);
         }
     }
 
     pub fn forget(&mut self, name: &str) {
-        self.map.remove(name);
+        if self.map.remove(name).is_some() {
+            self.changed.insert(name.to_string());
+        }
     }
 
     /// Who holds `name`, if known and not expired.
@@ -212,6 +233,7 @@ impl Resources {
             Some(r) if r.booked => false,
             Some(r) => {
                 r.booked = true;
+                self.changed.insert(name.to_string());
                 true
             }
             None => true,

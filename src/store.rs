@@ -18,7 +18,8 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::App;
-use crate::store_format::{self, UsageFile};
+use crate::pool::Changes;
+use crate::store_format::{self, JournalEntry, UsageFile};
 
 /// The shortest time between two writes: under steady traffic the file is written about once a
 /// second, and the 100 ms left of the second are for the write itself, so that the file is never
@@ -59,8 +60,8 @@ impl SaveSignal {
     }
 }
 
-/// Read the usage file at startup. Missing: `Ok(None)`. Corrupt: moved aside to
-/// `*.corrupt-<timestamp>`, logged loudly, `Ok(None)`.
+/// Read the usage file at startup (its journal replayed). Missing: `Ok(None)`. Corrupt: moved
+/// aside to `*.corrupt-<timestamp>`, logged loudly, `Ok(None)`.
 pub fn load(path: &Path, tz: chrono_tz::Tz) -> Result<Option<UsageFile>, String> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -68,7 +69,23 @@ pub fn load(path: &Path, tz: chrono_tz::Tz) -> Result<Option<UsageFile>, String>
         Err(e) => return Err(format!("cannot read usage file {}: {e}", path.display())),
     };
     match store_format::parse_usage(&bytes, tz) {
-        Ok(file) => Ok(Some(file)),
+        Ok(mut file) => {
+            drop(bytes);
+            if let Err(why) = replay(path, &mut file) {
+                let journal = journal_path(path);
+                let aside = corrupt_name(&journal);
+                let moved = std::fs::rename(&journal, &aside).map_err(|e| e.to_string());
+                log::error!(
+                    "USAGE JOURNAL CORRUPT: {} ({why}); the lines before it are taken, the rest is {}",
+                    journal.display(),
+                    match moved {
+                        Ok(()) => format!("moved to {}", aside.display()),
+                        Err(e) => format!("left in place (cannot move it: {e})"),
+                    }
+                );
+            }
+            Ok(Some(file))
+        }
         Err(why) => {
             let aside = corrupt_name(path);
             std::fs::rename(path, &aside).map_err(|e| {
@@ -82,6 +99,62 @@ pub fn load(path: &Path, tz: chrono_tz::Tz) -> Result<Option<UsageFile>, String>
             Ok(None)
         }
     }
+}
+
+/// Read the usage file and its journal without changing anything (the `usage` command).
+pub fn read(path: &Path, tz: chrono_tz::Tz) -> Result<UsageFile, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read usage file {}: {e}", path.display()))?;
+    let mut file =
+        store_format::parse_usage(&bytes, tz).map_err(|e| format!("usage file {}: {e}", path.display()))?;
+    if let Err(why) = replay(path, &mut file) {
+        eprintln!("gemini-key-manager: journal {}: {why}; its later lines are left out", path.display());
+    }
+    Ok(file)
+}
+
+/// The journal beside a usage file in journal mode.
+pub fn journal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
+/// Apply the journal lines that continue `file` (those naming its base id), in order. A torn
+/// last line (a crash in the middle of an append) is the end of the journal; a bad line before
+/// the last is an error (the lines before it are applied).
+fn replay(path: &Path, file: &mut UsageFile) -> Result<(), String> {
+    let Some(id) = file.journal.clone() else { return Ok(()) };
+    let bytes = match std::fs::read(journal_path(path)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read it: {e}")),
+    };
+    let mut lines = bytes.split(|b| *b == b'\n').enumerate().peekable();
+    while let Some((n, line)) = lines.next() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let last = lines.peek().is_none_or(|(_, rest)| rest.iter().all(u8::is_ascii_whitespace));
+        match serde_json::from_slice::<JournalEntry>(line) {
+            // Lines of an older base: the compaction that replaced it did not get to truncate.
+            Ok(entry) if entry.base != id => return Ok(()),
+            Ok(entry) if entry.quota_day != file.quota_day => {
+                return Err(format!(
+                    "line {} is of quota day {}, not {}",
+                    n + 1,
+                    entry.quota_day,
+                    file.quota_day
+                ));
+            }
+            Ok(entry) => file.apply(entry),
+            Err(_) if last => {
+                log::warn!("usage journal {}: torn last line left out", journal_path(path).display());
+                return Ok(());
+            }
+            Err(e) => return Err(format!("line {} is not a journal entry (column {})", n + 1, e.column())),
+        }
+    }
+    Ok(())
 }
 
 fn corrupt_name(path: &Path) -> PathBuf {
@@ -116,15 +189,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Control of the persistence thread.
 pub struct Persister {
-    flush_tx: Sender<Sender<Result<(), String>>>,
+    flush_tx: Sender<(Whole, Sender<Result<(), String>>)>,
     stop_tx: Sender<()>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Whether a save must write the whole state (compacting a journal) or may append what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whole {
+    IfDue,
+    Yes,
 }
 
 impl Persister {
     /// Start the thread that owns `app.config.usage_file`.
     pub fn spawn(app: Arc<App>, save_rx: Receiver<()>) -> Result<Persister, String> {
-        let (flush_tx, flush_rx) = crossbeam_channel::unbounded::<Sender<Result<(), String>>>();
+        let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let thread = std::thread::Builder::new()
             .name("persistence".into())
@@ -133,17 +213,21 @@ impl Persister {
         Ok(Persister { flush_tx, stop_tx, thread: Some(thread) })
     }
 
-    /// Write the current state now and wait for it (shutdown, tests).
+    /// Write the current state now and wait for it (tests).
     pub fn flush(&self) -> Result<(), String> {
+        self.flush_as(Whole::IfDue)
+    }
+
+    fn flush_as(&self, whole: Whole) -> Result<(), String> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.flush_tx.send(tx).map_err(|_| "the persistence thread is gone".to_string())?;
+        self.flush_tx.send((whole, tx)).map_err(|_| "the persistence thread is gone".to_string())?;
         rx.recv_timeout(Duration::from_secs(30))
             .map_err(|_| "the persistence thread did not answer".to_string())?
     }
 
-    /// Final flush, then stop the thread.
+    /// Final flush (whole: a journal is compacted into the file), then stop the thread.
     pub fn stop(mut self) -> Result<(), String> {
-        let flushed = self.flush();
+        let flushed = self.flush_as(Whole::Yes);
         let _ = self.stop_tx.send(());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -152,14 +236,39 @@ impl Persister {
     }
 }
 
+/// Up to this size the state is written whole each time; from it on, as a journal of changes
+/// beside a base written now and then (SPEC §6: large pools)...
+const JOURNAL_FROM: usize = 64 * 1024;
+/// ...and whole again below this (a pool that shrank).
+const JOURNAL_UNTIL: usize = JOURNAL_FROM / 2;
+/// The journal is compacted into a new base when it outgrows the base (and this).
+const COMPACT_FROM: u64 = 1024 * 1024;
+
+/// The open journal of journal mode.
+struct Journal {
+    /// The base's id, which every line names.
+    id: String,
+    file: std::fs::File,
+    len: u64,
+    base_len: u64,
+}
+
 struct Writer {
     dirty: bool,
     last_failure_log: Option<Instant>,
     failing: bool,
     /// When the last save began (its snapshot), written or skipped.
     last_save: Option<Instant>,
-    /// A hash of the bytes last written, `saved_at` left out: an unchanged state is not written.
+    /// A hash of the bytes last written whole, `saved_at` left out: an unchanged state is not
+    /// written.
     last_written: Option<u64>,
+    /// Journal mode, when the state is large.
+    journal: Option<Journal>,
+    /// A hash of the named clients' books last journaled.
+    clients_written: Option<u64>,
+    /// The next save is whole: the journal is due for compaction, or a write failed (what the
+    /// failed line held is in memory, and a whole write has all of it).
+    whole_next: bool,
 }
 
 impl Writer {
@@ -177,41 +286,22 @@ impl Writer {
         }
     }
 
-    fn save(&mut self, app: &App) -> Result<(), String> {
+    fn save(&mut self, app: &App, whole: Whole) -> Result<(), String> {
         self.last_save = Some(Instant::now());
         app.save.taken();
-        let now = Utc::now();
-        let snapshot = {
-            let mut pool = app.pool.lock();
-            pool.rollover(now);
-            let mut file = pool.snapshot(now);
-            file.resources = app.resources.lock().records(now);
-            file
+        let result = if self.journal.is_some() && whole == Whole::IfDue && !self.whole_next {
+            self.append(app)
+        } else {
+            self.write_whole(app)
         };
-        let mut snapshot = snapshot;
-        app.clients.fill(&mut snapshot, now);
-        let saved_at = snapshot.saved_at.take();
-        let unchanged = serde_json::to_vec(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
-        let hash = hash_of(&unchanged);
-        if self.last_written == Some(hash) && !self.failing {
-            self.dirty = false;
-            return Ok(());
-        }
-        drop(unchanged);
-        snapshot.saved_at = saved_at;
-        let bytes =
-            serde_json::to_vec_pretty(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
-        // Keys are fingerprints and masked forms by construction; the redactor is the backstop.
-        let bytes = crate::redact::current().bytes(&bytes).into_owned();
         let path = &app.config.usage_file;
-        match write_atomic(path, &bytes) {
+        match result {
             Ok(()) => {
                 if self.failing {
                     log::warn!("usage file {} is written again", path.display());
                 }
                 self.failing = false;
                 self.dirty = false;
-                self.last_written = Some(hash);
                 Ok(())
             }
             Err(e) => {
@@ -223,20 +313,131 @@ impl Writer {
                 }
                 self.failing = true;
                 self.dirty = true;
+                self.whole_next = true;
                 Err(msg)
             }
         }
+    }
+
+    /// Journal mode: append one line of what changed since the last save, and sync it. The
+    /// lock is held only to collect the records of the keys that changed.
+    fn append(&mut self, app: &App) -> Result<(), String> {
+        let now = Utc::now();
+        let (changes, quota_day) = {
+            let mut pool = app.pool.lock();
+            pool.rollover(now);
+            (pool.take_changes(now), pool.quota_day())
+        };
+        let Changes::Keys { keys, limits } = changes else { return self.write_whole(app) };
+        let resources = app.resources.lock().take_changes();
+        let mut books = UsageFile::new(quota_day, "");
+        app.clients.fill(&mut books, now);
+        let clients_hash =
+            hash_of(&serde_json::to_vec(&(&books.clients, &books.client_history)).unwrap_or_default());
+        let clients_changed = self.clients_written != Some(clients_hash);
+        let Some(journal) = self.journal.as_mut() else { return self.write_whole(app) };
+        let entry = JournalEntry {
+            base: journal.id.clone(),
+            quota_day,
+            saved_at: now,
+            keys,
+            limits,
+            resources,
+            clients: clients_changed.then_some(books.clients),
+            client_history: clients_changed.then_some(books.client_history),
+        };
+        if entry.is_empty() {
+            return Ok(());
+        }
+        let mut line = serde_json::to_vec(&entry).map_err(|e| format!("cannot serialize usage: {e}"))?;
+        line.push(b'\n');
+        let line = crate::redact::current().bytes(&line).into_owned();
+        journal.file.write_all(&line).and_then(|()| journal.file.sync_data()).map_err(|e| e.to_string())?;
+        journal.len += line.len() as u64;
+        self.clients_written = Some(clients_hash);
+        if journal.len > journal.base_len.max(COMPACT_FROM) {
+            self.whole_next = true;
+        }
+        Ok(())
+    }
+
+    /// The whole state: as one JSON file, or (large) as a new base with an empty journal.
+    fn write_whole(&mut self, app: &App) -> Result<(), String> {
+        let now = Utc::now();
+        let mut snapshot = {
+            let mut pool = app.pool.lock();
+            pool.rollover(now);
+            let mut file = pool.snapshot(now);
+            pool.saved();
+            file.resources = app.resources.lock().records(now);
+            file
+        };
+        app.clients.fill(&mut snapshot, now);
+        let saved_at = snapshot.saved_at.take();
+        let compact = serde_json::to_vec(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
+        let hash = hash_of(&compact);
+        let large = compact.len() >= if self.journal.is_some() { JOURNAL_UNTIL } else { JOURNAL_FROM };
+        let path = &app.config.usage_file;
+        if !large {
+            if self.last_written == Some(hash) && self.journal.is_none() && !self.failing {
+                return Ok(());
+            }
+            drop(compact);
+            snapshot.saved_at = saved_at;
+            let bytes =
+                serde_json::to_vec_pretty(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
+            // Keys are fingerprints and masked forms by construction; the redactor is the backstop.
+            write_atomic(path, &crate::redact::current().bytes(&bytes)).map_err(|e| e.to_string())?;
+            self.last_written = Some(hash);
+            if self.journal.take().is_some() {
+                let _ = std::fs::remove_file(journal_path(path));
+            }
+            self.whole_next = false;
+            return Ok(());
+        }
+        drop(compact);
+        let id = format!("{:x}", now.timestamp_nanos_opt().unwrap_or_default());
+        snapshot.saved_at = saved_at;
+        snapshot.journal = Some(id.clone());
+        let bytes = serde_json::to_vec(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
+        drop(snapshot);
+        write_atomic(path, &crate::redact::current().bytes(&bytes)).map_err(|e| e.to_string())?;
+        // The base is in place; lines of the old journal name the old base and are never read
+        // again, so a crash from here on loses nothing.
+        let journal = journal_path(path);
+        write_atomic(&journal, b"").map_err(|e| e.to_string())?;
+        let file = std::fs::OpenOptions::new().append(true).open(&journal).map_err(|e| e.to_string())?;
+        if self.journal.is_none() {
+            log::info!(
+                "usage state is {} KB: writing what changed to {} and the whole state now and then",
+                bytes.len() / 1000,
+                journal.display()
+            );
+        }
+        self.journal = Some(Journal { id, file, len: 0, base_len: bytes.len() as u64 });
+        self.last_written = None;
+        self.clients_written = None;
+        self.whole_next = false;
+        Ok(())
     }
 }
 
 fn run(
     app: &App,
     save_rx: &Receiver<()>,
-    flush_rx: &Receiver<Sender<Result<(), String>>>,
+    flush_rx: &Receiver<(Whole, Sender<Result<(), String>>)>,
     stop_rx: &Receiver<()>,
 ) {
-    let mut w =
-        Writer { dirty: false, last_failure_log: None, failing: false, last_save: None, last_written: None };
+    let mut w = Writer {
+        dirty: false,
+        last_failure_log: None,
+        failing: false,
+        last_save: None,
+        last_written: None,
+        journal: None,
+        clients_written: None,
+        whole_next: false,
+    };
     let mut last_roll_check = Instant::now();
     loop {
         select! {
@@ -246,7 +447,7 @@ fn run(
             }
             recv(flush_rx) -> msg => {
                 match msg {
-                    Ok(reply) => { w.dirty = true; let _ = reply.send(w.save(app)); }
+                    Ok((whole, reply)) => { w.dirty = true; let _ = reply.send(w.save(app, whole)); }
                     Err(_) => return,
                 }
             }
@@ -266,7 +467,7 @@ fn run(
             w.dirty = true;
         }
         if w.due() {
-            let _ = w.save(app);
+            let _ = w.save(app, Whole::IfDue);
         }
     }
 }

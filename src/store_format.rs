@@ -65,6 +65,10 @@ pub struct UsageFile {
     /// Daily totals per client name for past quota days (30 are kept).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub client_history: BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
+    /// In journal mode (large pools, SPEC §6): the id of this base, which the lines of the
+    /// journal beside it (`<file>.journal`) name; lines naming another base are stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<String>,
     /// True when this value was converted from the seed format (never serialized): the caller
     /// logs it, and the next save writes our format in its place.
     #[serde(skip)]
@@ -174,8 +178,69 @@ impl UsageFile {
             limits: Vec::new(),
             clients: BTreeMap::new(),
             client_history: BTreeMap::new(),
+            journal: None,
             converted_from_seed: false,
         }
+    }
+
+    /// Take over one journal line: the records it holds replace those of the same key, project
+    /// and model, resource or client table.
+    pub fn apply(&mut self, entry: JournalEntry) {
+        self.saved_at = Some(entry.saved_at);
+        self.keys.extend(entry.keys);
+        for record in entry.limits {
+            match self.limits.iter_mut().find(|r| r.project == record.project && r.model == record.model) {
+                Some(r) => *r = record,
+                None => self.limits.push(record),
+            }
+        }
+        for (name, record) in entry.resources {
+            match record {
+                Some(r) => self.resources.insert(name, r),
+                None => self.resources.remove(&name),
+            };
+        }
+        if let Some(clients) = entry.clients {
+            self.clients = clients;
+        }
+        if let Some(history) = entry.client_history {
+            self.client_history = history;
+        }
+    }
+}
+
+/// One line of the journal (SPEC §6, large pools): what changed since the line before, on the
+/// base's quota day (a new day is written as a whole new base).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// The [`UsageFile::journal`] id of the base this line continues.
+    pub base: String,
+    pub quota_day: NaiveDate,
+    pub saved_at: DateTime<Utc>,
+    /// Whole records of the keys that changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys: BTreeMap<String, KeyRecord>,
+    /// Whole books of the projects of those keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitRecord>,
+    /// Resources written (`null`: forgotten).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, Option<ResourceRecord>>,
+    /// The named clients' books, when they changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<BTreeMap<String, BTreeMap<String, DayTotals>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_history: Option<BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>>,
+}
+
+impl JournalEntry {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+            && self.limits.is_empty()
+            && self.resources.is_empty()
+            && self.clients.is_none()
+            && self.client_history.is_none()
     }
 }
 
