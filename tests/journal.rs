@@ -1,0 +1,252 @@
+//! Journal mode of the usage file (SPEC §6, issue 19) through the real binary: a large state is
+//! written as a base now and then and one synced line per save holding only what changed; a
+//! SIGKILL loses at most the last second, a torn last line is left out, a corrupt line is moved
+//! aside, lines of an older base are ignored, SIGTERM compacts the journal into the file, and no
+//! raw key is in either file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+/// Fingerprints that are not in the pool: their history is kept (and makes the state large).
+const HISTORY_KEYS: usize = 400;
+
+/// A usage file of today (UTC) with 30 days of history for [`HISTORY_KEYS`] past keys: over
+/// 64 KiB, so the proxy writes it in journal mode.
+fn large_usage_file(dir: &Path) {
+    let today = chrono::Utc::now().date_naive();
+    let mut history = serde_json::Map::new();
+    for d in 1..=30 {
+        let day = (today - chrono::Duration::days(d)).to_string();
+        let per_key: serde_json::Map<String, Value> = (0..HISTORY_KEYS)
+            .map(|i| (format!("{i:012x}"), json!({"requests": 100 + i, "tokens": 5000 + i})))
+            .collect();
+        history.insert(day, Value::Object(per_key));
+    }
+    let file = json!({"version": 1, "quota_day": today.to_string(), "timezone": "UTC", "keys": {},
+                      "history": history});
+    std::fs::write(dir.join("usage.json"), serde_json::to_vec(&file).unwrap()).unwrap();
+}
+
+fn base(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("usage.json")).unwrap()).expect("the base is whole JSON")
+}
+
+fn journal_lines(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("usage.json.journal")).unwrap_or_default();
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Today's requests over every key, as the `usage --json` command reads the file and journal.
+fn requests_by_usage_command(dir: &Path) -> u64 {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gemini-key-manager"))
+        .args(["usage", "--json", "--reset-timezone", "UTC", "--key-file"])
+        .arg(dir.join("key.txt"))
+        .arg("--usage-file")
+        .arg(dir.join("usage.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["totals"]["requests"].as_u64().unwrap_or_else(|| panic!("no totals in {report}"))
+}
+
+fn start(dir: &Path) -> (std::process::Child, String, std::thread::JoinHandle<Vec<String>>, MockUpstream) {
+    let mock = MockUpstream::start(&KEYS);
+    let (child, addr, reader) = spawn(&mock, dir, &["--log-dir", "", "--reset-timezone", "UTC"]);
+    (child, addr, reader, mock)
+}
+
+fn generate_n(addr: &str, n: usize) {
+    let url = format!("http://{addr}/v1beta/models/gemini-2.5-flash:generateContent");
+    for _ in 0..n {
+        let a = send("POST", &url, &[("x-goog-api-key", TOKEN)], generate_body().to_string().as_bytes());
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+}
+
+fn status_requests(addr: &str) -> u64 {
+    let a = send("GET", &format!("http://{addr}/status"), &[("x-goog-api-key", TOKEN)], b"");
+    a.json()["totals"]["requests"].as_u64().unwrap()
+}
+
+/// Wait until the journal lines hold `n` requests in all (the last record of each key counts).
+fn journaled(dir: &Path, n: u64) {
+    eventually(Duration::from_secs(10), "the journal holds the requests", || {
+        let mut last: std::collections::BTreeMap<String, u64> = Default::default();
+        for line in journal_lines(dir) {
+            for (fp, record) in line["keys"].as_object().into_iter().flatten() {
+                let r =
+                    record["models"].as_object().unwrap().values().map(|m| m["requests"].as_u64().unwrap());
+                last.insert(fp.clone(), r.sum());
+            }
+        }
+        last.values().sum::<u64>() == n
+    });
+}
+
+fn no_raw_key_in(dir: &Path) {
+    for name in ["usage.json", "usage.json.journal"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        for k in KEYS {
+            assert!(!text.contains(k), "a raw key in {name}");
+        }
+    }
+}
+
+#[test]
+fn a_large_state_is_journaled_line_by_line_survives_sigkill_and_is_compacted_on_sigterm() {
+    let dir = temp_dir("journal");
+    large_usage_file(&dir);
+    let (mut child, addr, _reader, _mock) = start(&dir);
+    // The first save writes the whole state as a base that names its journal.
+    eventually(Duration::from_secs(10), "a base in journal mode", || {
+        base(&dir)["journal"].is_string() && dir.join("usage.json.journal").exists()
+    });
+    let id = base(&dir)["journal"].as_str().unwrap().to_string();
+    let base_bytes = std::fs::metadata(dir.join("usage.json")).unwrap().len();
+    assert!(base_bytes > 64 * 1024, "{base_bytes}");
+    generate_n(&addr, 7);
+    journaled(&dir, 7);
+    let lines = journal_lines(&dir);
+    for line in &lines {
+        assert_eq!(line["base"], id.as_str());
+        // Only what changed: at most the pool's three keys, never the history.
+        assert!(line["keys"].as_object().map_or(0, |k| k.len()) <= 3, "{line}");
+        assert!(line.get("history").is_none(), "{line}");
+    }
+    let journal_bytes = std::fs::metadata(dir.join("usage.json.journal")).unwrap().len();
+    assert!(journal_bytes < 8 * 1024, "{journal_bytes} bytes of journal for 7 requests");
+    // The base was not rewritten for them.
+    assert_eq!(base(&dir)["journal"], id.as_str());
+    assert_eq!(requests_by_usage_command(&dir), 7);
+    no_raw_key_in(&dir);
+
+    signal(&child, "-KILL");
+    let _ = child.wait();
+    let (mut child, addr, reader, _mock) = start(&dir);
+    assert_eq!(status_requests(&addr), 7, "the journal's requests are back after a SIGKILL");
+    generate_n(&addr, 2);
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    drop(reader.join());
+    // SIGTERM compacted the journal into a new base.
+    let file = base(&dir);
+    assert_ne!(file["journal"], id.as_str());
+    assert!(journal_lines(&dir).is_empty());
+    let on_disk: u64 = file["keys"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|k| k["models"].as_object().unwrap().values())
+        .map(|m| m["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(on_disk, 9);
+    assert_eq!(file["history"].as_object().unwrap().len(), 30, "the 30 days of history are kept");
+    assert_eq!(
+        file["history"].as_object().unwrap().values().next().unwrap().as_object().unwrap().len(),
+        HISTORY_KEYS
+    );
+    no_raw_key_in(&dir);
+}
+
+#[test]
+fn a_torn_last_line_is_left_out_and_a_corrupt_line_is_moved_aside() {
+    let dir = temp_dir("journal-torn");
+    large_usage_file(&dir);
+    let (mut child, addr, _reader, _mock) = start(&dir);
+    eventually(Duration::from_secs(10), "a base in journal mode", || base(&dir)["journal"].is_string());
+    generate_n(&addr, 3);
+    journaled(&dir, 3);
+    signal(&child, "-KILL");
+    let _ = child.wait();
+
+    // A crash in the middle of an append: half a line at the end.
+    let journal = dir.join("usage.json.journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let good = bytes.clone();
+    bytes.extend_from_slice(b"{\"base\":\"");
+    std::fs::write(&journal, &bytes).unwrap();
+    let (mut child, addr, reader, _mock) = start(&dir);
+    assert_eq!(status_requests(&addr), 3);
+    signal(&child, "-KILL");
+    let _ = child.wait();
+    let log = reader.join().unwrap().join("\n");
+    assert!(log.contains("torn last line"), "{log}");
+
+    // A bad line before good ones: the lines before it count, the journal is moved aside.
+    let mut lines: Vec<&[u8]> = good.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let last = lines.pop().unwrap();
+    let mut bytes = lines.join(&b'\n');
+    bytes.extend_from_slice(b"\nnot a journal line\n");
+    bytes.extend_from_slice(last);
+    bytes.push(b'\n');
+    std::fs::write(&journal, &bytes).unwrap();
+    let before_bad: u64 = {
+        let mut last_of: std::collections::BTreeMap<String, u64> = Default::default();
+        for l in &lines {
+            let v: Value = serde_json::from_slice(l).unwrap();
+            for (fp, record) in v["keys"].as_object().into_iter().flatten() {
+                let r =
+                    record["models"].as_object().unwrap().values().map(|m| m["requests"].as_u64().unwrap());
+                last_of.insert(fp.clone(), r.sum());
+            }
+        }
+        last_of.values().sum()
+    };
+    let (mut child, addr, reader, _mock) = start(&dir);
+    assert_eq!(status_requests(&addr), before_bad);
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    let log = reader.join().unwrap().join("\n");
+    assert!(log.contains("USAGE JOURNAL CORRUPT"), "{log}");
+    let aside: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("usage.json.journal.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+}
+
+#[test]
+fn lines_of_an_older_base_are_not_applied_twice() {
+    let dir = temp_dir("journal-stale");
+    large_usage_file(&dir);
+    let (mut child, addr, _reader, _mock) = start(&dir);
+    eventually(Duration::from_secs(10), "a base in journal mode", || base(&dir)["journal"].is_string());
+    generate_n(&addr, 4);
+    journaled(&dir, 4);
+    let old_lines = std::fs::read(dir.join("usage.json.journal")).unwrap();
+    // SIGTERM writes a new base with the 4 requests; then the old lines come back, as if the
+    // compaction had crashed between writing the base and emptying the journal.
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    std::fs::write(dir.join("usage.json.journal"), &old_lines).unwrap();
+    assert_eq!(requests_by_usage_command(&dir), 4);
+    let (mut child, addr, _reader, _mock) = start(&dir);
+    assert_eq!(status_requests(&addr), 4);
+    generate_n(&addr, 1);
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(requests_by_usage_command(&dir), 5);
+}
+
+#[test]
+fn a_small_state_stays_one_json_file() {
+    let dir = temp_dir("journal-small");
+    let (mut child, addr, _reader, _mock) = start(&dir);
+    generate_n(&addr, 2);
+    eventually(Duration::from_secs(10), "the file holds the requests", || {
+        dir.join("usage.json").exists() && requests_on_disk(&dir) == 2
+    });
+    assert!(base(&dir).get("journal").is_none());
+    assert!(!dir.join("usage.json.journal").exists());
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+}
