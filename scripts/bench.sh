@@ -43,7 +43,7 @@
 #      (served = capacity, 429s <= projects x windows, attempts per served <= 1.05). BENCH_QUOTA=0 skips it.
 #  11. pool size (scripts/bench/scale.py): 3, 300 and 3,000 keys, the last on a 30-day usage history written before
 #      it starts: throughput, RSS, disk bytes/s at 20 requests/s (/proc/PID/io), /status (full, ?summary, a page) and
-#      dashboard size and time, startup; and issue 19's goals. BENCH_SCALE=0 skips it.
+#      dashboard and /metrics size and time, startup; and issue 19's goals. BENCH_SCALE=0 skips it.
 #
 # Environment: BENCH_SECONDS (per wrk pass, default 10), BENCH_ROUNDS (of the main table, default 3),
 # BENCH_TTFE_N (default 30), BENCH_STREAMS (concurrent streams, default 256, at most 300), BENCH_KEEP_TMP=1
@@ -695,7 +695,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------------------
 # 11. Pool size (issue 19, scripts/bench/scale.py): 3, 300 and 3,000 keys (the last on a 30-day history):
-#     throughput, RSS, disk bytes written per second at 20 requests/s, /status and dashboard size and time,
+#     throughput, RSS, disk bytes written per second at 20 requests/s, /status, dashboard and /metrics size and time,
 #     startup. BENCH_SCALE=0 skips it.
 if [[ ${BENCH_SCALE:-1} != 0 ]]; then
     echo

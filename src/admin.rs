@@ -26,14 +26,28 @@ pub fn status_view(app: &App, now: DateTime<Utc>) -> StatusView {
     pool.status(now)
 }
 
+/// Below this many keys `/metrics` has the per-key series unless `--metrics-per-key` says
+/// otherwise; at this many or more it leaves them out.
+pub const METRICS_PER_KEY_BELOW: usize = 100;
+
+/// Whether `/metrics` shows per-key series for a pool of `keys`: `--metrics-per-key` if it was
+/// set, else only below [`METRICS_PER_KEY_BELOW`] keys.
+pub fn metrics_per_key(configured: Option<bool>, keys: usize) -> bool {
+    configured.unwrap_or(keys < METRICS_PER_KEY_BELOW)
+}
+
 /// `/metrics` in the Prometheus text exposition format: the request, attempt and latency
-/// families of `metrics`, the pool and worker gauges, then per key and model today's requests
-/// and tokens, each key's state, and the build.
+/// families of `metrics`, the pool and worker gauges, keys per state and today's requests and
+/// tokens per model (summed over the keys), then — when `per_key` — per key and model today's
+/// requests and tokens, each key's state, limits and what remains, and per model the limits and
+/// the build. Without `per_key` no series names a key, so the text's size follows the models,
+/// not the pool.
 pub fn metrics_text(
     status: &StatusView,
     metrics: &Metrics,
     stats: &ServerStats,
     dropped_log_lines: u64,
+    per_key: bool,
 ) -> String {
     let mut out = String::with_capacity(8192);
     metrics.render(&mut out);
@@ -71,11 +85,57 @@ pub fn metrics_text(
     for (name, kind, help, value) in gauges {
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
     }
+    pool_aggregates(&mut out, status);
+    if per_key {
+        per_key_series(&mut out, status);
+    }
+    model_series(&mut out, status);
+    let _ = write!(
+        out,
+        "# HELP gkm_build_info Build information.\n# TYPE gkm_build_info gauge\ngkm_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
+
+/// A model name as a label value.
+fn label(model: &str) -> String {
+    model.replace(['"', '\\', '\n'], "_")
+}
+
+/// The series that sum the keys: keys per state, today's requests and tokens per model.
+fn pool_aggregates(out: &mut String, status: &StatusView) {
+    out.push_str("# HELP gkm_keys_by_state Keys in each state.\n# TYPE gkm_keys_by_state gauge\n");
+    for state in KeyStateName::ALL {
+        let n = status.keys.iter().filter(|k| k.state == state).count();
+        let _ = writeln!(out, "gkm_keys_by_state{{state=\"{}\"}} {n}", state.as_str());
+    }
+    let mut models: std::collections::BTreeMap<&str, (u64, u64)> = std::collections::BTreeMap::new();
+    for k in &status.keys {
+        for (model, m) in &k.models {
+            let sum = models.entry(model).or_default();
+            *sum = (sum.0.saturating_add(m.requests), sum.1.saturating_add(m.tokens));
+        }
+    }
+    out.push_str("# HELP gkm_model_requests_today Requests counted today per model, summed over the keys.\n# TYPE gkm_model_requests_today gauge\n");
+    for (model, (requests, _)) in &models {
+        let _ = writeln!(out, "gkm_model_requests_today{{model=\"{}\"}} {requests}", label(model));
+    }
+    out.push_str("# HELP gkm_model_tokens_today Tokens counted today per model, summed over the keys.\n# TYPE gkm_model_tokens_today gauge\n");
+    for (model, (_, tokens)) in &models {
+        let _ = writeln!(out, "gkm_model_tokens_today{{model=\"{}\"}} {tokens}", label(model));
+    }
+}
+
+/// The series per key (`--metrics-per-key`): today's requests and tokens per model, the state,
+/// the project's limits and what remains today.
+fn per_key_series(out: &mut String, status: &StatusView) {
+    let keys = &status.keys;
     out.push_str("# HELP gkm_key_requests_today Requests counted today per key and model.\n# TYPE gkm_key_requests_today gauge\n");
     let mut tokens = String::new();
     for k in keys {
         for (model, m) in &k.models {
-            let model = model.replace(['"', '\\', '\n'], "_");
+            let model = label(model);
             let labels = format!("key=\"{}\",model=\"{model}\"", k.id);
             let _ = writeln!(out, "gkm_key_requests_today{{{labels}}} {}", m.requests);
             let _ = writeln!(tokens, "gkm_key_tokens_today{{{labels}}} {}", m.tokens);
@@ -96,7 +156,7 @@ pub fn metrics_text(
     let mut remaining = String::new();
     for k in keys {
         for (model, m) in &k.models {
-            let model = model.replace(['"', '\\', '\n'], "_");
+            let model = label(model);
             for (name, value) in [("rpm", m.limits.rpm), ("rpd", m.limits.rpd), ("tpm", m.limits.tpm)] {
                 if let Some(v) = value {
                     let _ = writeln!(
@@ -114,23 +174,21 @@ pub fn metrics_text(
     }
     out.push_str("# HELP gkm_key_remaining_today Requests a key's project has left today per model (known daily limits only).\n# TYPE gkm_key_remaining_today gauge\n");
     out.push_str(&remaining);
+}
+
+/// Per model, over the projects that know its daily limit: what remains today and the limits.
+fn model_series(out: &mut String, status: &StatusView) {
     out.push_str("# HELP gkm_model_remaining_today Requests left today per model, summed over the projects that know its daily limit.\n# TYPE gkm_model_remaining_today gauge\n");
     for (model, v) in &status.models {
-        let model = model.replace(['"', '\\', '\n'], "_");
+        let model = label(model);
         let _ = writeln!(out, "gkm_model_remaining_today{{model=\"{model}\"}} {}", v.remaining_today);
     }
     out.push_str("# HELP gkm_model_limit_today Daily limits per model, summed over the projects that know them.\n# TYPE gkm_model_limit_today gauge\n");
     for (model, v) in &status.models {
-        let model = model.replace(['"', '\\', '\n'], "_");
+        let model = label(model);
         let _ =
             writeln!(out, "gkm_model_limit_today{{model=\"{model}\",projects=\"{}\"}} {}", v.projects, v.rpd);
     }
-    let _ = write!(
-        out,
-        "# HELP gkm_build_info Build information.\n# TYPE gkm_build_info gauge\ngkm_build_info{{version=\"{}\"}} 1\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    out
 }
 
 /// How `GET /status` shows the keys (SPEC §4): all of them (no parameter: the document as it
@@ -228,7 +286,9 @@ pub fn status_reply(app: &App, form: StatusForm) -> Result<Reply, ProxyError> {
 /// The answer to `GET /metrics`.
 pub fn metrics_reply(app: &App) -> Reply {
     let status = status_view(app, Utc::now());
-    let mut text = metrics_text(&status, &app.metrics, &app.server_stats, crate::logging::dropped_lines());
+    let per_key = metrics_per_key(app.config.metrics_per_key, status.keys.len());
+    let mut text =
+        metrics_text(&status, &app.metrics, &app.server_stats, crate::logging::dropped_lines(), per_key);
     app.responses.render_metrics(&mut text, std::time::Instant::now());
     app.live.render(&mut text);
     app.clients.render_metrics(&mut text, Utc::now());
@@ -239,16 +299,40 @@ pub fn metrics_reply(app: &App) -> Reply {
     }
 }
 
-/// The answer to `GET /dashboard`: the page of [`crate::dashboard::render`], never cached, and a
-/// Content-Security-Policy that lets it load nothing.
-pub fn dashboard_reply(app: &App) -> Reply {
+/// What a `/dashboard` query asks for: the overview, or `?page=N` (a whole number from 1; else a
+/// 400 naming the parameter).
+pub fn dashboard_view(target: &crate::router::Target) -> Result<crate::dashboard::View, ProxyError> {
+    match target.query_param("page") {
+        None => Ok(crate::dashboard::View::Overview),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(crate::dashboard::View::Page(n)),
+            _ => {
+                Err(ProxyError::bad_request("/dashboard: `page` must be a whole number from 1", Some("page")))
+            }
+        },
+    }
+}
+
+/// The answer to `GET /dashboard` in `view`: the page of [`crate::dashboard::render`], never
+/// cached, and a Content-Security-Policy that lets it load nothing. `tail` makes what goes at
+/// the end of the page (the admin section) from the view and the keys the page shows.
+///
+/// One short lock takes the `/status` view and the history's sums per day (the history itself is
+/// not copied); the rest works on the view.
+pub fn dashboard_reply(
+    app: &App,
+    view: crate::dashboard::View,
+    tail: impl FnOnce(&StatusView, &[usize]) -> String,
+) -> Reply {
     let now = Utc::now();
-    let (status, history) = {
+    let (status, daily) = {
         let mut pool = app.pool.lock();
         pool.rollover(now);
-        (pool.status(now), pool.history().clone())
+        (pool.status(now), crate::dashboard::daily(pool.history()))
     };
-    let html = crate::dashboard::render(&status, &history, now);
+    let shown = crate::dashboard::shown(&status, view);
+    let tail = tail(&status, &shown);
+    let html = crate::dashboard::render(&status, &daily, view, &shown, now, &tail);
     Reply {
         status: 200,
         headers: vec![
@@ -398,7 +482,7 @@ mod tests {
     fn metrics_text_lists_keys_models_and_states() {
         let stats = ServerStats::default();
         stats.busy_workers.store(2, Relaxed);
-        let text = metrics_text(&example(), &Metrics::default(), &stats, 5);
+        let text = metrics_text(&example(), &Metrics::default(), &stats, 5, true);
         for line in [
             "gkm_keys_usable 2\n",
             "gkm_keys_total 2\n",
@@ -424,5 +508,57 @@ mod tests {
         assert!(requests < tokens && tokens < states);
         let build = format!("gkm_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"));
         assert!(text.ends_with(&build));
+    }
+
+    /// Issue 19: without the per-key series no line names a key; the sums over the keys (per
+    /// state, per model) and the per-model limits stay, with the same values either way.
+    #[test]
+    fn metrics_without_per_key_series_keep_the_sums() {
+        let stats = ServerStats::default();
+        let with = metrics_text(&example(), &Metrics::default(), &stats, 0, true);
+        let without = metrics_text(&example(), &Metrics::default(), &stats, 0, false);
+        assert!(!without.contains("key=\""), "{without}");
+        assert!(!without.contains("gkm_key_"), "no per-key family, not even its HELP line");
+        let aggregates = [
+            "gkm_keys_total 2\n",
+            "gkm_keys_by_state{state=\"usable\"} 1\n",
+            "gkm_keys_by_state{state=\"parked\"} 1\n",
+            "gkm_keys_by_state{state=\"cooling\"} 0\n",
+            "gkm_keys_by_state{state=\"disabled\"} 0\n",
+            "gkm_model_requests_today{model=\"gemini-2.5-flash\"} 12\n",
+            "gkm_model_tokens_today{model=\"gemini-2.5-flash\"} 3400\n",
+            "gkm_model_requests_today{model=\"we_ird_mo_del\"} 0\n",
+            "gkm_model_remaining_today{model=\"gemini-2.5-flash\"} 238\n",
+            "gkm_model_limit_today{model=\"gemini-2.5-flash\",projects=\"1\"} 250\n",
+        ];
+        for line in aggregates {
+            assert!(without.contains(line), "{line:?} missing from\n{without}");
+            assert!(with.contains(line), "{line:?} missing with the per-key series");
+        }
+        let per_key_lines = with.lines().filter(|l| l.contains("key=\"")).count();
+        assert_eq!(with.lines().count() - without.lines().count(), per_key_lines + 2 * 5, "5 families less");
+    }
+
+    #[test]
+    fn per_key_series_by_default_below_100_keys_only() {
+        assert!(metrics_per_key(None, 0));
+        assert!(metrics_per_key(None, 99));
+        assert!(!metrics_per_key(None, 100));
+        assert!(!metrics_per_key(None, 3000));
+        assert!(metrics_per_key(Some(true), 3000));
+        assert!(!metrics_per_key(Some(false), 3));
+    }
+
+    #[test]
+    fn dashboard_pages_are_whole_numbers_from_one() {
+        use crate::dashboard::View;
+        let view = |target: &str| dashboard_view(&crate::router::Target::parse(target));
+        assert_eq!(view("/dashboard").unwrap(), View::Overview);
+        assert_eq!(view("/dashboard?key=t").unwrap(), View::Overview);
+        assert_eq!(view("/dashboard?page=3").unwrap(), View::Page(3));
+        assert_eq!(view("/dashboard?key=t&page=1").unwrap(), View::Page(1));
+        for bad in ["0", "-1", "x", "", "1.5", "99999999999999999999999"] {
+            assert!(view(&format!("/dashboard?page={bad}")).is_err(), "{bad}");
+        }
     }
 }

@@ -24,6 +24,7 @@ use crate::keyfile::{self, KeySpec};
 use crate::quota::Outcome;
 use crate::router::{AdminKeys, Presented};
 use crate::server::Exchange;
+use crate::status::StatusView;
 
 /// How a key disabled through `/admin/keys` is written in the key file.
 pub const DISABLED_MARK: &str = "#disabled ";
@@ -354,21 +355,19 @@ fn add(app: &App, asked: Vec<AddKey>) -> Result<Reply, ProxyError> {
     Ok(Reply::json(200, &json!({"added": added, "refused": refused})))
 }
 
-/// The `/dashboard` page with the admin section: the clients table and a form per key to
-/// disable or enable it (plain HTML, no script; the form token guards them).
-pub fn dashboard_reply(app: &App) -> Reply {
-    let mut reply = crate::admin::dashboard_reply(app);
-    let section = admin_section(app);
-    let html = String::from_utf8_lossy(&reply.body);
-    let html = match html.rfind("</main>") {
-        Some(i) => format!("{}{section}{}", &html[..i], &html[i..]),
-        None => format!("{html}{section}"),
-    };
-    reply.body = html.into_bytes();
-    reply
+/// Keys disabled here (not in the pool) that the overview lists with an enable form; the others
+/// are counted (`GET /admin/keys` lists them all).
+const DISABLED_SHOWN: usize = 100;
+
+/// The `/dashboard` page in `view` with the admin section: the clients table and a form per key
+/// the page shows to disable or enable it (plain HTML, no script; the form token guards them).
+pub fn dashboard_reply(app: &App, view: crate::dashboard::View) -> Reply {
+    crate::admin::dashboard_reply(app, view, |status, shown| admin_section(app, status, shown, view))
 }
 
-fn admin_section(app: &App) -> String {
+/// The admin section: the clients table, then a form for each key in `shown` (indices into
+/// `status.keys`) and, on the overview, for the keys disabled here.
+fn admin_section(app: &App, status: &StatusView, shown: &[usize], view: crate::dashboard::View) -> String {
     use crate::dashboard::escape;
     use std::fmt::Write;
     let now = Utc::now();
@@ -394,27 +393,49 @@ fn admin_section(app: &App) -> String {
         }
         out.push_str("</table>\n");
     }
-    out.push_str("<h2>Keys</h2>\n<table class=\"manage\">\n<tr><th>key</th><th>project</th><th>state</th><th></th></tr>\n");
+    out.push_str("<h2>Keys</h2>\n");
+    if shown.len() < status.keys.len() {
+        out.push_str(
+            "<p class=\"none\">The keys shown above; every other key has its form on its page.</p>\n",
+        );
+    }
+    out.push_str("<table class=\"manage\">\n<tr><th>key</th><th>project</th><th>state</th><th></th></tr>\n");
     let csrf = &app.key_edits.csrf;
-    for k in list(app) {
-        let field = |n: &str| k.get(n).and_then(Value::as_str).unwrap_or("").to_string();
-        let (id, state) = (field("id"), field("state"));
-        let action = if k.get("disabled_reason").and_then(Value::as_str) == Some("admin") {
-            "enable"
-        } else {
-            "disable"
-        };
+    let mut row = |masked: &str, id: &str, project: Option<&str>, state: &str, action: &str| {
         let _ = writeln!(
             out,
             "<tr><td><code>{}</code> {}</td><td>{}</td><td>{}</td><td><form method=\"post\" action=\"/admin/keys/{}/{action}?csrf={csrf}\"><button type=\"submit\">{action}</button></form></td></tr>",
-            escape(&field("masked")),
-            escape(&id),
-            escape(&field("project")),
-            escape(&state),
-            escape(&id),
+            escape(masked),
+            escape(id),
+            escape(project.unwrap_or("")),
+            escape(state),
+            escape(id),
+        );
+    };
+    for k in shown.iter().filter_map(|&i| status.keys.get(i)) {
+        let action = if k.disabled_reason.as_deref() == Some("admin") { "enable" } else { "disable" };
+        row(&k.masked, &k.id, k.project.as_deref(), k.state.as_str(), action);
+    }
+    let mut hidden = 0usize;
+    if view == crate::dashboard::View::Overview {
+        for (n, k) in disabled_in_file(&app.config.key_file).into_iter().enumerate() {
+            if n >= DISABLED_SHOWN {
+                hidden += 1;
+                continue;
+            }
+            let (id, masked) = (keyfile::fingerprint(&k.key), keyfile::mask(&k.key));
+            row(&masked, &id, k.project.as_deref(), "disabled", "enable");
+        }
+    }
+    out.push_str("</table>\n");
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"none\">{} more keys disabled here: <code>GET /admin/keys</code> lists them.</p>",
+            crate::dashboard::thousands(hidden as u64)
         );
     }
-    out.push_str("</table>\n</section>\n");
+    out.push_str("</section>\n");
     out
 }
 

@@ -162,6 +162,12 @@ const OPTIONS: &[OptSpec] = &[
         help: "learn each project's limits from Google's 429s and stop sending what they would refuse (true/false)",
     },
     OptSpec {
+        flag: "metrics-per-key",
+        env: "METRICS_PER_KEY",
+        default: "auto",
+        help: "series per key on /metrics (true/false; auto: only below 100 keys, the per-model and per-state sums always)",
+    },
+    OptSpec {
         flag: "keepalive-secs",
         env: "STREAM_KEEPALIVE_SECS",
         default: "15",
@@ -242,6 +248,9 @@ pub struct Config {
     pub limits: crate::limits::Configured,
     /// `--learn-limits`: whether 429s teach the pool each project's limits.
     pub learn_limits: bool,
+    /// `--metrics-per-key`: whether `/metrics` has series per key; `None` (`auto`): only below
+    /// 100 keys (`admin::metrics_per_key`).
+    pub metrics_per_key: Option<bool>,
     /// Upstream silence before a stream gets a keep-alive; zero: never.
     pub keepalive: Duration,
     /// Transient failures (5xx, timeouts, connection errors) retried on at most this many keys.
@@ -503,13 +512,16 @@ impl Config {
             errors.push(format!("{}: {e}", origin("limits")));
             crate::limits::Configured::default()
         });
-        let learn_limits = match raw.get("learn-limits").trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => true,
-            "false" | "0" | "no" | "off" => false,
-            other => {
-                errors.push(format!("{}: '{other}' is not true or false", origin("learn-limits")));
-                true
-            }
+        let learn_limits = boolean(raw.get("learn-limits")).unwrap_or_else(|other| {
+            errors.push(format!("{}: '{other}' is not true or false", origin("learn-limits")));
+            true
+        });
+        let metrics_per_key = match raw.get("metrics-per-key").trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => None,
+            text => Some(boolean(text).unwrap_or_else(|other| {
+                errors.push(format!("{}: '{other}' is not true, false or auto", origin("metrics-per-key")));
+                false
+            })),
         };
         let tls = match (raw.get("tls-cert").trim(), raw.get("tls-key").trim()) {
             ("", "") => None,
@@ -561,6 +573,7 @@ impl Config {
             fallbacks,
             limits,
             learn_limits,
+            metrics_per_key,
             keepalive,
             max_attempts,
             request_deadline,
@@ -573,6 +586,15 @@ impl Config {
             egress,
             ca_file,
         })
+    }
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case); `Err` with the trimmed text.
+fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(text.trim().to_string()),
     }
 }
 
@@ -747,6 +769,21 @@ mod tests {
             assert!(h.contains(o.env), "{}", o.env);
             assert!(h.contains(o.default), "{}", o.default);
         }
+    }
+
+    #[test]
+    fn metrics_per_key_is_auto_unless_set() {
+        assert_eq!(parse(&[], &[]).unwrap().1.metrics_per_key, None);
+        assert_eq!(parse(&["--metrics-per-key", "auto"], &[]).unwrap().1.metrics_per_key, None);
+        assert_eq!(parse(&["--metrics-per-key", "true"], &[]).unwrap().1.metrics_per_key, Some(true));
+        assert_eq!(parse(&["--metrics-per-key=FALSE"], &[]).unwrap().1.metrics_per_key, Some(false));
+        let env = [("METRICS_PER_KEY", "on")];
+        assert_eq!(parse(&[], &env).unwrap().1.metrics_per_key, Some(true));
+        assert_eq!(parse(&["--metrics-per-key", "off"], &env).unwrap().1.metrics_per_key, Some(false));
+        let err = parse(&["--metrics-per-key", "sometimes"], &[]).unwrap_err();
+        assert_eq!(err.0, ["--metrics-per-key (METRICS_PER_KEY): 'sometimes' is not true, false or auto"]);
+        let err = parse(&["--learn-limits", "maybe"], &[]).unwrap_err();
+        assert_eq!(err.0, ["--learn-limits (LEARN_LIMITS): 'maybe' is not true or false"]);
     }
 
     #[test]

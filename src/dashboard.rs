@@ -1,11 +1,15 @@
 //! The `/dashboard` page: one self-contained HTML5 document rendered from the pool's typed
-//! `/status` view ([`StatusView`]) and its 30-day usage history (header with the reset countdown,
-//! totals, one card per key with today's usage per model as bars, a 30-day chart of requests, a
-//! footer).
+//! `/status` view ([`StatusView`]) and its 30-day usage history summed per day ([`Daily`]):
+//! header with the reset countdown, totals, one card per key with today's usage per model as
+//! bars, a 30-day chart of requests, a footer. A large pool (more than [`CARDS_SHOWN`] keys) gets
+//! a table per project and model instead, the cards of its worst keys, and pages of every key
+//! ([`View::Page`], `/dashboard?page=N`, [`KEYS_PER_PAGE`] a page) as table rows, so that the page
+//! stays the same size however many keys there are.
 //!
 //! It owns only the rendering. It is a pure function of its inputs: it never does I/O, takes no
 //! lock and never reads the clock (`now` is a parameter). The page has no scripts, no external
-//! assets and no links: an inline `<style>`, inline SVG and a 30-second `<meta>` refresh.
+//! assets and no links but to its own pages (`?page=N`): an inline `<style>`, inline SVG and a
+//! 30-second `<meta>` refresh.
 //!
 //! Every string taken from the view is HTML-escaped, and anything in it that looks like a raw
 //! Google API key (`AIza` and 20 or more key characters) is masked before it is escaped, so that
@@ -13,6 +17,7 @@
 //! dates at chrono's limits are skipped).
 
 use chrono::{DateTime, Days, FixedOffset, NaiveDate, TimeDelta, Utc};
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use crate::status::{KeyStateName, KeyView, ModelView, StatusView};
@@ -21,22 +26,89 @@ use crate::store_format::DayTotals;
 /// How many past quota days the chart shows before today.
 const HISTORY_DAYS: u64 = 30;
 /// Up to this many keys the page shows a card for each; past it, a table per project and model
-/// and the cards of this many worst keys (disabled, parked, cooling, then the busiest), the rest
-/// being one `/status?page` away.
+/// and the cards of this many worst keys (disabled, parked, cooling, then the busiest), every key
+/// being on the pages.
 pub const CARDS_SHOWN: usize = 50;
+/// Keys on one page of `/dashboard?page=N`.
+pub const KEYS_PER_PAGE: usize = 100;
+/// At most this many rows in the table per project and model (the ones with the most blocked
+/// keys, then the busiest); the others are counted.
+const PROJECT_ROWS: usize = 100;
 
-/// Renders the dashboard. `status` is the pool's `/status` view, `history` maps day →
-/// fingerprint → totals for up to the last 30 days (today excluded: today's totals come from
-/// `status`), `now` is the current instant.
+/// What a dashboard shows: the overview (`/dashboard`) or one page of every key in the key
+/// file's order (`/dashboard?page=N`, pages from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Overview,
+    Page(usize),
+}
+
+/// One past day over the whole pool: requests, tokens, and how many keys were used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayUse {
+    pub requests: u64,
+    pub tokens: u64,
+    pub keys: u64,
+}
+
+/// The history the chart needs: per day, the pool's totals.
+pub type Daily = BTreeMap<NaiveDate, DayUse>;
+
+/// The pool's history (day → fingerprint → totals) summed per day. The one place that reads the
+/// history's form; cheap enough to run under the pool lock (no allocation per key), so that the
+/// history is never copied.
+pub fn daily(history: &BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>) -> Daily {
+    history
+        .iter()
+        .map(|(day, per_key)| {
+            let sum = per_key.values().fold(DayUse::default(), |a, v| DayUse {
+                requests: a.requests.saturating_add(v.requests),
+                tokens: a.tokens.saturating_add(v.tokens),
+                keys: a.keys + u64::from(!v.is_zero()),
+            });
+            (*day, sum)
+        })
+        .collect()
+}
+
+/// The keys `view` shows, as indices into `status.keys`: on the overview of a small pool every
+/// key, of a large one the [`CARDS_SHOWN`] worst (disabled, parked, cooling, then the busiest;
+/// the key file's order among equals); on a page its [`KEYS_PER_PAGE`] keys in the key file's
+/// order (none past the last page).
+pub fn shown(status: &StatusView, view: View) -> Vec<usize> {
+    let keys = &status.keys;
+    match view {
+        View::Overview if keys.len() <= CARDS_SHOWN => (0..keys.len()).collect(),
+        View::Overview => {
+            let mut worst: Vec<usize> = (0..keys.len()).collect();
+            worst.sort_by_key(|&i| (state_rank(keys[i].state), Reverse(keys[i].requests)));
+            worst.truncate(CARDS_SHOWN);
+            worst
+        }
+        View::Page(page) => {
+            let start = page.saturating_sub(1).saturating_mul(KEYS_PER_PAGE).min(keys.len());
+            (start..start.saturating_add(KEYS_PER_PAGE).min(keys.len())).collect()
+        }
+    }
+}
+
+/// Renders the dashboard. `status` is the pool's `/status` view, `daily` the pool's totals per
+/// past day (today's come from `status`), `view` and `shown` (from [`shown`]) what part of the
+/// pool it shows, `now` the current instant; `tail` (the admin section) goes at the end of the
+/// page's `<main>`.
 pub fn render(
     status: &StatusView,
-    history: &BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
+    daily: &Daily,
+    view: View,
+    shown: &[usize],
     now: DateTime<Utc>,
+    tail: &str,
 ) -> String {
     let ctx = Ctx { now, today: status.quota_day };
-    let keys: Vec<Card> = status.keys.iter().map(Card::new).collect();
+    let cards = || -> Vec<Card> { shown.iter().filter_map(|&i| status.keys.get(i)).map(Card::new).collect() };
+    let large = status.keys.len() > CARDS_SHOWN;
 
-    let mut out = String::with_capacity(16 * 1024);
+    let mut out = String::with_capacity(64 * 1024);
     out.push_str(concat!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
@@ -48,24 +120,29 @@ pub fn render(
     out.push_str(STYLE);
     out.push_str("</style>\n</head>\n<body>\n<main>\n");
     header(&mut out, status, &ctx);
-    totals(&mut out, status, &keys);
+    totals(&mut out, status);
     model_limits(&mut out, status);
-    if keys.len() > CARDS_SHOWN {
-        projects_table(&mut out, &keys);
-        let mut worst: Vec<&Card> = keys.iter().collect();
-        worst.sort_by_key(|c| (state_rank(c.key.state), std::cmp::Reverse(c.key.requests)));
-        let worst: Vec<Card> = worst.into_iter().take(CARDS_SHOWN).map(|c| Card::new(c.key)).collect();
-        key_cards(&mut out, &worst, &ctx);
-        out.push_str(&format!(
-            "<p class=\"none\">{} more keys: <code>/status?page=1&amp;limit=100</code> lists every key, \
-             <code>/status?summary</code> counts them by state.</p>\n",
-            thousands((keys.len() - CARDS_SHOWN) as u64)
-        ));
-    } else {
-        key_cards(&mut out, &keys, &ctx);
+    match view {
+        View::Overview if large => {
+            projects_table(&mut out, status);
+            let mut intro = format!(
+                "<p class=\"none\">The {} worst of {} keys (disabled, parked, cooling, then the busiest); \
+                 {} more keys on the pages, every key in the key file&#39;s order, {KEYS_PER_PAGE} a page:</p>\n",
+                thousands(shown.len() as u64),
+                thousands(status.keys.len() as u64),
+                thousands(status.keys.len().saturating_sub(shown.len()) as u64),
+            );
+            pager(&mut intro, None, status.keys.len().div_ceil(KEYS_PER_PAGE));
+            key_cards(&mut out, &cards(), &intro, &ctx);
+        }
+        View::Overview => key_cards(&mut out, &cards(), "", &ctx),
+        View::Page(page) => key_table(&mut out, status, &cards(), page, shown.first().copied(), &ctx),
     }
-    history_chart(&mut out, status, history, &keys, &ctx);
+    if view == View::Overview {
+        history_chart(&mut out, status, daily, &ctx);
+    }
     footer(&mut out, &ctx);
+    out.push_str(tail);
     out.push_str("</main>\n</body>\n</html>\n");
     out
 }
@@ -133,6 +210,9 @@ table{border-collapse:collapse;margin-top:6px;font-variant-numeric:tabular-nums}
 th,td{padding:3px 12px 3px 0;text-align:right;border-bottom:1px solid var(--line)}
 th:first-child,td:first-child{text-align:left}
 th{color:var(--muted);font-weight:600}
+.pager{display:flex;flex-wrap:wrap;gap:4px 6px;margin:10px 0;font-size:.88rem}
+.pager a,.pager strong,.pager span{padding:1px 8px;border:1px solid var(--line);border-radius:6px;color:var(--fg)}
+.pager span{border-color:transparent;color:var(--muted)}
 footer{margin:26px 0 6px;color:var(--muted);font-size:.84rem}
 footer p{margin:4px 0}
 @media (max-width:900px){.chart text{font-size:12px}}
@@ -283,9 +363,13 @@ fn header(out: &mut String, status: &StatusView, ctx: &Ctx) {
     out.push_str("</p>\n</header>\n");
 }
 
-fn totals(out: &mut String, status: &StatusView, keys: &[Card]) {
-    let count = |s: KeyStateName| keys.iter().filter(|k| k.key.state == s).count() as u64;
-    let total = keys.len() as u64;
+fn totals(out: &mut String, status: &StatusView) {
+    let mut counts = [0u64; KeyStateName::ALL.len()];
+    for k in &status.keys {
+        counts[usize::from(state_rank(k.state))] += 1;
+    }
+    let count = |s: KeyStateName| counts[usize::from(state_rank(s))];
+    let total = status.keys.len() as u64;
     out.push_str(
         "<section aria-labelledby=\"totals-h\">\n<h2 id=\"totals-h\">Today</h2>\n<div class=\"stats\">\n",
     );
@@ -375,9 +459,10 @@ fn state_rank(state: KeyStateName) -> u8 {
     }
 }
 
-/// A large pool's keys summed per project and model (unlabelled keys, each its own project, as
-/// one row): keys, how many are blocked for the model, requests and tokens today.
-fn projects_table(out: &mut String, keys: &[Card]) {
+/// A large pool's keys summed per project and model (the keys without a project label, each
+/// its own project, as one row per model): keys, how many are blocked for the model, requests and
+/// tokens today. Past [`PROJECT_ROWS`] rows, those with the most blocked keys, then the busiest.
+fn projects_table(out: &mut String, status: &StatusView) {
     #[derive(Default)]
     struct Row {
         keys: u64,
@@ -386,9 +471,9 @@ fn projects_table(out: &mut String, keys: &[Card]) {
         tokens: u64,
     }
     let mut rows: BTreeMap<(Option<&str>, &str), Row> = BTreeMap::new();
-    for card in keys {
-        let project = card.key.project.as_deref();
-        for (model, m) in &card.models {
+    for key in &status.keys {
+        let project = key.project.as_deref();
+        for (model, m) in &key.models {
             let row = rows.entry((project, model)).or_default();
             row.keys += 1;
             row.blocked += u64::from(m.parked_until.is_some() || m.cooling_until.is_some());
@@ -398,11 +483,18 @@ fn projects_table(out: &mut String, keys: &[Card]) {
     }
     out.push_str(&format!(
         "<section aria-labelledby=\"projects-h\">\n<h2 id=\"projects-h\">Projects and models ({} keys)</h2>\n",
-        thousands(keys.len() as u64)
+        thousands(status.keys.len() as u64)
     ));
     if rows.is_empty() {
         out.push_str("<p class=\"card none\">No requests today.</p>\n</section>\n");
         return;
+    }
+    let mut rows: Vec<((Option<&str>, &str), Row)> = rows.into_iter().collect();
+    let hidden = rows.len().saturating_sub(PROJECT_ROWS);
+    if hidden > 0 {
+        rows.sort_by_key(|(_, r)| (Reverse(r.blocked), Reverse(r.requests)));
+        rows.truncate(PROJECT_ROWS);
+        rows.sort_by_key(|(k, _)| *k);
     }
     out.push_str(
         "<div class=\"card\"><table>\n<tr><th>project</th><th>model</th><th>keys</th><th>parked or cooling</th>\
@@ -411,7 +503,7 @@ fn projects_table(out: &mut String, keys: &[Card]) {
     for ((project, model), row) in &rows {
         out.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            project.map_or_else(|| "(unlabelled keys)".to_string(), text),
+            project.map_or_else(|| "<em>keys without a project label</em>".to_string(), text),
             model_label(model),
             thousands(row.keys),
             thousands(row.blocked),
@@ -419,11 +511,121 @@ fn projects_table(out: &mut String, keys: &[Card]) {
             thousands(row.tokens)
         ));
     }
-    out.push_str("</table></div>\n</section>\n");
+    out.push_str("</table>\n");
+    if hidden > 0 {
+        out.push_str(&format!(
+            "<p class=\"none\">The {PROJECT_ROWS} rows with the most parked or cooling keys, then the busiest; \
+             {} more project and model rows (<code>/status?page=1</code> lists every key).</p>\n",
+            thousands(hidden as u64)
+        ));
+    }
+    out.push_str("</div>\n</section>\n");
 }
 
-fn key_cards(out: &mut String, keys: &[Card], ctx: &Ctx) {
+/// One page of every key as table rows (`/dashboard?page=N`): the key, its fingerprint,
+/// project, state, today's usage and when it was last used; the pager above and below.
+fn key_table(
+    out: &mut String,
+    status: &StatusView,
+    keys: &[Card],
+    page: usize,
+    first: Option<usize>,
+    ctx: &Ctx,
+) {
+    let total = status.keys.len();
+    let pages = total.div_ceil(KEYS_PER_PAGE);
+    out.push_str("<section aria-labelledby=\"keys-h\">\n<h2 id=\"keys-h\">");
+    match first {
+        Some(first) => out.push_str(&format!(
+            "Keys {}–{} of {} · page {} of {}",
+            thousands(first as u64 + 1),
+            thousands((first + keys.len()) as u64),
+            thousands(total as u64),
+            thousands(page as u64),
+            thousands(pages as u64)
+        )),
+        None => out.push_str(&format!("Keys · page {}", thousands(page as u64))),
+    }
+    out.push_str("</h2>\n");
+    pager(out, Some(page), pages);
+    if keys.is_empty() {
+        out.push_str(&format!(
+            "<p class=\"card none\">No keys on this page: {} on {}.</p>\n</section>\n",
+            plural(total as u64, "key", "keys"),
+            plural(pages as u64, "page", "pages")
+        ));
+        return;
+    }
+    out.push_str(
+        "<div class=\"card\"><table class=\"keylist\">\n<thead><tr><th scope=\"col\">key</th>\
+         <th scope=\"col\">fingerprint</th><th scope=\"col\">project</th><th scope=\"col\">state</th>\
+         <th scope=\"col\">requests</th><th scope=\"col\">tokens</th><th scope=\"col\">last used</th></tr></thead>\n<tbody>\n",
+    );
+    for card in keys {
+        let key = card.key;
+        let last_used = match key.last_used {
+            Some(t) => format!("<time datetime=\"{}\">{}</time>", escape(&t.to_rfc3339()), ctx.when(t)),
+            None => "never".to_string(),
+        };
+        out.push_str(&format!(
+            "<tr><td class=\"mono\">{}</td><td><code>{}</code></td><td>{}</td>\
+             <td><span class=\"badge {}\"><span aria-hidden=\"true\">{}</span> {}</span></td>\
+             <td>{}</td><td>{}</td><td>{last_used}</td></tr>\n",
+            text(&key.masked),
+            text(&key.id),
+            key.project.as_deref().map_or_else(|| "—".to_string(), text),
+            key.state.as_str(),
+            symbol(key.state),
+            badge_text(card, ctx),
+            thousands(key.requests),
+            thousands(key.tokens),
+        ));
+    }
+    out.push_str("</tbody>\n</table></div>\n");
+    pager(out, Some(page), pages);
+    out.push_str("</section>\n");
+}
+
+/// Links to the pages of every key: the first and the last, two either side of the current one
+/// (of the first on the overview), the previous and the next, and back to the overview.
+fn pager(out: &mut String, current: Option<usize>, pages: usize) {
+    out.push_str("<nav class=\"pager\" aria-label=\"Pages of keys\">");
+    let link = |p: usize, label: &str| format!("<a href=\"?page={p}\">{label}</a>");
+    if let Some(page) = current {
+        out.push_str("<a href=\"dashboard\">overview</a>");
+        if page > 1 {
+            out.push_str(&link(page.saturating_sub(1).min(pages.max(1)), "‹ previous"));
+        }
+    }
+    let center = current.unwrap_or(1);
+    let mut gap = false;
+    for p in 1..=pages {
+        if p == 1 || p == pages || p.abs_diff(center) <= 2 {
+            if gap {
+                out.push_str("<span>…</span>");
+                gap = false;
+            }
+            if Some(p) == current {
+                out.push_str(&format!("<strong aria-current=\"page\">{p}</strong>"));
+            } else {
+                out.push_str(&link(p, &p.to_string()));
+            }
+        } else {
+            gap = true;
+        }
+    }
+    if let Some(page) = current
+        && page < pages
+    {
+        out.push_str(&link(page + 1, "next ›"));
+    }
+    out.push_str("</nav>\n");
+}
+
+/// The cards of `keys`, `intro` (HTML) under the section's heading.
+fn key_cards(out: &mut String, keys: &[Card], intro: &str, ctx: &Ctx) {
     out.push_str("<section aria-labelledby=\"keys-h\">\n<h2 id=\"keys-h\">Keys</h2>\n");
+    out.push_str(intro);
     if keys.is_empty() {
         out.push_str("<p class=\"card none\">No keys are loaded.</p>\n</section>\n");
         return;
@@ -512,32 +714,22 @@ fn model_bars(out: &mut String, card: &Card, max: u64, ctx: &Ctx) {
 struct Day {
     date: NaiveDate,
     label: String,
-    totals: Option<(u64, u64, usize)>,
+    totals: Option<(u64, u64, u64)>,
     today: bool,
 }
 
-/// Sums `history[day]` over fingerprints: (requests, tokens, keys used).
-fn day_totals(per_key: &BTreeMap<String, DayTotals>) -> (u64, u64, usize) {
-    per_key.values().fold((0u64, 0u64, 0usize), |(r, t, k), v| {
-        (r.saturating_add(v.requests), t.saturating_add(v.tokens), k + usize::from(!v.is_zero()))
-    })
-}
-
-fn history_chart(
-    out: &mut String,
-    status: &StatusView,
-    history: &BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
-    keys: &[Card],
-    ctx: &Ctx,
-) {
-    let today_totals =
-        (status.totals.requests, status.totals.tokens, keys.iter().filter(|k| k.key.requests > 0).count());
+fn history_chart(out: &mut String, status: &StatusView, daily: &Daily, ctx: &Ctx) {
+    let today_totals = (
+        status.totals.requests,
+        status.totals.tokens,
+        status.keys.iter().filter(|k| k.requests > 0).count() as u64,
+    );
 
     // The 30 days before the quota day, then today.
     let mut days: Vec<Day> = Vec::with_capacity(HISTORY_DAYS as usize + 1);
     for back in (1..=HISTORY_DAYS).rev() {
         let Some(date) = ctx.today.checked_sub_days(Days::new(back)) else { continue };
-        let totals = history.get(&date).map(day_totals);
+        let totals = daily.get(&date).map(|d| (d.requests, d.tokens, d.keys));
         days.push(Day { date, label: date.format("%b\u{a0}%-d").to_string(), totals, today: false });
     }
     days.push(Day { date: ctx.today, label: "today".to_string(), totals: Some(today_totals), today: true });
@@ -612,7 +804,7 @@ fn history_chart(
                 if day.today { " (today, so far)" } else { "" },
                 plural(r, "request", "requests"),
                 plural(t, "token", "tokens"),
-                plural(k as u64, "key", "keys"),
+                plural(k, "key", "keys"),
             ),
             None => format!("{}: no record", day.date.format("%Y-%m-%d")),
         };
@@ -660,7 +852,7 @@ fn history_chart(
             "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             thousands(r),
             thousands(t),
-            thousands(k as u64)
+            thousands(k)
         ));
     }
     out.push_str("</tbody>\n</table>\n</details>\n</div>\n</section>\n");
@@ -713,6 +905,37 @@ mod tests {
         History::new()
     }
 
+    /// The overview page as `/dashboard` renders it, without the admin section.
+    fn overview(status: &StatusView, history: &History, now: DateTime<Utc>) -> String {
+        let shown = shown(status, View::Overview);
+        render(status, &daily(history), View::Overview, &shown, now, "")
+    }
+
+    /// Page `n` of every key.
+    fn page_of(status: &StatusView, n: usize) -> String {
+        render(status, &Daily::new(), View::Page(n), &shown(status, View::Page(n)), now(), "")
+    }
+
+    /// `n` keys like the realistic example's busiest one, fingerprints `000000000000`, `…001`, …;
+    /// key 2999 disabled, key 1234 parked, and every key without a project label.
+    fn large_pool(n: usize) -> StatusView {
+        let mut status = realistic_status();
+        let first = status.keys[0].clone();
+        let parked = status.keys[1].clone();
+        status.keys = (0..n)
+            .map(|i| {
+                let mut k = if i == 1234 { parked.clone() } else { first.clone() };
+                k.id = format!("{i:012x}");
+                k.project = None;
+                k.state = if i == 2999 { KeyStateName::Disabled } else { k.state };
+                k
+            })
+            .collect();
+        let sum = |f: fn(&KeyView) -> u64| status.keys.iter().map(f).sum();
+        status.totals = crate::status::Totals { requests: sum(|k| k.requests), tokens: sum(|k| k.tokens) };
+        status
+    }
+
     /// 2026-11-22 16:48 in Los Angeles (UTC−8): 7 h 12 min before the reset.
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 23, 0, 48, 0).single().expect("valid instant")
@@ -754,26 +977,128 @@ mod tests {
         .expect("a valid history")
     }
 
-    /// Issue 19: a pool of thousands of keys is summed per project and model, the worst keys
-    /// get a card, and the page stays small.
+    /// Issue 19: a pool of thousands of keys is summed per project and model (the keys without a
+    /// project label as one row, not one per key), the worst keys get a card, the rest is on the
+    /// pages, and the page stays small.
     #[test]
     fn a_large_pool_shows_projects_and_the_worst_keys() {
-        let mut status = realistic_status();
-        let first = status.keys[0].clone();
-        status.keys = (0..3000)
-            .map(|i| {
-                let mut k = first.clone();
-                k.id = format!("{i:012x}");
-                k.state = if i == 2999 { KeyStateName::Disabled } else { KeyStateName::Usable };
-                k
-            })
-            .collect();
-        let page = render(&status, &realistic_history(), now());
-        assert!(page.len() < 300_000, "{} bytes", page.len());
+        let status = large_pool(3000);
+        let page = overview(&status, &realistic_history(), now());
+        assert!(page.len() < 100_000, "{} bytes", page.len());
         assert!(page.contains("Projects and models (3,000 keys)"));
-        assert!(page.contains("2,950 more keys"));
+        let unlabelled = "<tr><td><em>keys without a project label</em></td><td>gemini-2.5-flash</td><td>3,000</td><td>1</td>";
+        assert!(page.contains(unlabelled), "one row for 3,000 unlabelled keys");
+        assert_eq!(
+            page.matches("<td><em>keys without a project label</em></td>").count(),
+            2,
+            "flash and pro"
+        );
+        assert!(page.contains("The 50 worst of 3,000 keys"));
+        assert!(page.contains("2,950 more keys on the pages"));
         assert_eq!(page.matches("<article class=\"card key\">").count(), CARDS_SHOWN);
-        assert!(page.contains(&format!("{:012x}", 2999)), "the disabled key is among the worst");
+        let disabled = page.find(&format!("{:012x}", 2999)).expect("the disabled key is among the worst");
+        let parked = page.find(&format!("{:012x}", 1234)).expect("the parked key is among the worst");
+        assert!(disabled < parked, "disabled first, then parked");
+        assert!(!page.contains(&format!("{:012x}", 2998)), "a usable key past the first 48 has no card");
+        // The pager: the first pages and the last, nothing past it.
+        for p in [1, 2, 3, 30] {
+            assert!(page.contains(&format!("<a href=\"?page={p}\">{p}</a>")), "page {p}");
+        }
+        assert!(!page.contains("?page=4\"") && !page.contains("?page=31"));
+        // The chart: per day, not per key.
+        assert!(page.contains("<title>2026-11-20: 2,743 requests, 4,721,000 tokens, 3 keys</title>"));
+        let today = format!(
+            "2026-11-22 (today, so far): {} requests, {} tokens, 3,000 keys</title>",
+            thousands(status.totals.requests),
+            thousands(status.totals.tokens)
+        );
+        assert!(page.contains(&today), "{today}");
+    }
+
+    /// A small pool's page has no pager and no table per project: one card per key, as always.
+    #[test]
+    fn a_small_pool_keeps_one_card_per_key() {
+        for n in [1, CARDS_SHOWN] {
+            let page = overview(&large_pool(n), &no_history(), now());
+            assert_eq!(page.matches("<article class=\"card key\">").count(), n);
+            assert!(!page.contains("Projects and models") && !page.contains("class=\"pager\""));
+            assert!(!page.contains("href="), "no link at all");
+        }
+        let page = overview(&large_pool(CARDS_SHOWN + 1), &no_history(), now());
+        assert!(page.contains("Projects and models (51 keys)") && page.contains("class=\"pager\""));
+    }
+
+    #[test]
+    fn pages_list_every_key_in_the_key_files_order() {
+        let status = large_pool(3000);
+        let page = page_of(&status, 13);
+        assert!(page.len() < 100_000, "{} bytes", page.len());
+        assert!(page.contains("Keys 1,201–1,300 of 3,000 · page 13 of 30"));
+        assert_eq!(page.matches("<tr><td class=\"mono\">").count(), KEYS_PER_PAGE);
+        let ids: Vec<String> = (1200..1300).map(|i| format!("<code>{i:012x}</code>")).collect();
+        let mut at = 0;
+        for id in &ids {
+            at += page[at..].find(id.as_str()).unwrap_or_else(|| panic!("{id} missing or out of order"));
+        }
+        assert!(!page.contains(&format!("{:012x}", 1199)) && !page.contains(&format!("{:012x}", 1300)));
+        assert!(page.contains("parked until Nov 23 00:00 for gemini-2.5-pro"), "key 1234's state in full");
+        for link in [
+            "dashboard\">overview",
+            "?page=12\">‹ previous",
+            "?page=14\">next ›",
+            "?page=1\">1",
+            "?page=30\">30",
+        ] {
+            assert!(page.contains(&format!("<a href=\"{link}</a>")), "{link}");
+        }
+        assert!(page.contains("<strong aria-current=\"page\">13</strong>"));
+        assert!(page.contains("<span>…</span><a href=\"?page=11\">11</a>"));
+        assert!(!page.contains("?page=10\"") && !page.contains("?page=16\""), "a window, not 30 links");
+        assert!(!page.contains("<svg viewBox=\"0 0 640"), "no chart on a page of keys");
+
+        let last = page_of(&status, 30);
+        assert!(last.contains("Keys 2,901–3,000 of 3,000 · page 30 of 30") && !last.contains("next ›"));
+        let first = page_of(&status, 1);
+        assert!(first.contains(&format!("<code>{:012x}</code>", 0)) && !first.contains("‹ previous"));
+        let past = page_of(&status, 31);
+        assert!(past.contains("No keys on this page: 3,000 keys on 30 pages."));
+        assert!(past.contains("<a href=\"?page=30\">‹ previous</a>"));
+        for n in [usize::MAX, 1 << 40] {
+            assert!(page_of(&status, n).contains("No keys on this page"));
+        }
+        let small = page_of(&realistic_status(), 1);
+        assert!(small.contains("Keys 1–3 of 3 · page 1 of 1") && !small.contains("next ›"));
+    }
+
+    #[test]
+    fn the_history_is_summed_per_day() {
+        let d = daily(&realistic_history());
+        assert_eq!(d.len(), 5);
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).expect("valid");
+        assert_eq!(d[&day], DayUse { requests: 2743, tokens: 4_721_000, keys: 3 });
+        let max = DayTotals { requests: u64::MAX, tokens: u64::MAX };
+        let zero = DayTotals::default();
+        let h = History::from([(
+            day,
+            BTreeMap::from([("a".into(), max), ("b".into(), max), ("c".into(), zero)]),
+        )]);
+        assert_eq!(daily(&h)[&day], DayUse { requests: u64::MAX, tokens: u64::MAX, keys: 2 }, "saturates");
+    }
+
+    /// Thousands of labelled projects: the table keeps the rows that need a look and counts the rest.
+    #[test]
+    fn many_projects_keep_the_table_short() {
+        let mut status = large_pool(3000);
+        for (i, k) in status.keys.iter_mut().enumerate() {
+            k.project = Some(format!("proj-{i:04}"));
+        }
+        let page = overview(&status, &no_history(), now());
+        assert!(page.len() < 150_000, "{} bytes", page.len());
+        assert!(page.contains("5,900 more project and model rows"), "6,000 rows, 100 shown");
+        assert!(
+            page.contains("<tr><td>proj-1234</td><td>gemini-2.5-pro</td><td>1</td><td>1</td>"),
+            "the parked row"
+        );
     }
 
     #[test]
@@ -823,14 +1148,14 @@ mod tests {
         let mut status = realistic_status();
         status.keys[0].project = Some(format!("leaked {raw}"));
         status.keys[1].masked = raw.to_string();
-        let html = render(&status, &no_history(), now());
+        let html = overview(&status, &no_history(), now());
         assert!(!html.contains("AIzaSy"), "no raw key on the page");
         assert!(html.contains("leaked AIza…3456"));
     }
 
     #[test]
     fn realistic_page() {
-        let html = render(&realistic_status(), &realistic_history(), now());
+        let html = overview(&realistic_status(), &realistic_history(), now());
         assert!(html.starts_with("<!DOCTYPE html>"));
         for masked in ["AIza…XyZ1", "AIza…Qm8k", "AIza…7tRw"] {
             assert!(html.contains(masked), "{masked}");
@@ -869,25 +1194,25 @@ mod tests {
     fn masked_value_is_rendered_escaped_and_as_given() {
         let mut status = realistic_status();
         status.keys[0].masked = "AIza…<b>&\"".to_string();
-        let html = render(&status, &no_history(), now());
+        let html = overview(&status, &no_history(), now());
         assert!(html.contains("<h3 class=\"mono\">AIza…&lt;b&gt;&amp;&quot;</h3>"));
     }
 
     #[test]
     fn reset_already_due_and_far_away() {
         let late = now() + TimeDelta::hours(8);
-        let html = render(&realistic_status(), &no_history(), late);
+        let html = overview(&realistic_status(), &no_history(), late);
         assert!(html.contains("reset due"));
         assert!(html.contains("48 min ago"));
         let early = now() - TimeDelta::hours(30);
-        assert!(render(&realistic_status(), &no_history(), early).contains("resets in 1 d 13 h"));
+        assert!(overview(&realistic_status(), &no_history(), early).contains("resets in 1 d 13 h"));
     }
 
     #[test]
     fn empty_pool() {
         let status = view(json!({"quota_day": "2026-11-22", "timezone": "America/Los_Angeles",
             "next_reset": "2026-11-23T00:00:00-08:00", "totals": {"requests": 0, "tokens": 0}, "keys": []}));
-        let html = render(&status, &no_history(), now());
+        let html = overview(&status, &no_history(), now());
         assert!(html.contains("No keys are loaded."));
         assert!(html.contains("0 / 0"));
         assert!(html.contains("No usage recorded in the last 30 days."));
@@ -941,9 +1266,11 @@ mod tests {
         for status in &statuses {
             for history in &histories {
                 for now in [now(), DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
-                    let html = render(status, history, now);
-                    assert!(html.ends_with("</html>\n"));
-                    assert!(html.contains("gemini-key-manager"));
+                    for view in [View::Overview, View::Page(1), View::Page(2), View::Page(usize::MAX)] {
+                        let html = render(status, &daily(history), view, &shown(status, view), now, "");
+                        assert!(html.ends_with("</html>\n"));
+                        assert!(html.contains("gemini-key-manager"));
+                    }
                 }
             }
         }
@@ -955,7 +1282,7 @@ mod tests {
             "next_reset": "2026-11-23T00:00:00-08:00", "totals": {"requests": 0, "tokens": 0},
             "keys": [{"id": "a", "masked": "AIza…aaaa", "state": "parked", "requests": 0, "tokens": 0,
                       "models": {"*": {"requests": 0, "tokens": 0, "parked_until": "2026-11-23T00:00:00-08:00"}}}]}));
-        let html = render(&status, &no_history(), now());
+        let html = overview(&status, &no_history(), now());
         assert!(html.contains("parked until Nov 23 00:00 for all models"));
     }
 
@@ -963,7 +1290,7 @@ mod tests {
     /// (`gkm-dashboard-example.html`); checks it is one complete document.
     #[test]
     fn write_example_html() {
-        let html = render(&realistic_status(), &realistic_history(), now());
+        let html = overview(&realistic_status(), &realistic_history(), now());
         assert!(html.starts_with("<!DOCTYPE html>") || html.starts_with("<!doctype html>"));
         assert!(html.trim_end().ends_with("</html>"));
         let path = std::env::temp_dir().join("gkm-dashboard-example.html");

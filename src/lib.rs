@@ -210,7 +210,7 @@ impl App {
                 Ok(())
             }
             Route::Dashboard => {
-                ex.respond(admin_keys::dashboard_reply(self));
+                ex.respond(admin_keys::dashboard_reply(self, admin::dashboard_view(target)?));
                 Ok(())
             }
             Route::AdminKeys(op) => admin_keys::handle(self, ex, op),

@@ -215,3 +215,123 @@ fn b64(s: &str) -> String {
     }
     out
 }
+
+/// `n` keys the mock accepts, as key-file lines; every one its own project.
+fn large_pool(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("AIzaSyLARGEPOOL{i:024}")).collect()
+}
+
+fn metrics_of(url: &str) -> String {
+    let a = send("GET", &format!("{url}/metrics"), &[("x-goog-api-key", TOKEN)], b"");
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.text()
+}
+
+/// Issue 19: a pool of 100 keys or more leaves the per-key series out of `/metrics` unless
+/// `--metrics-per-key true` (the sums per state and model stay); below 100 they are there
+/// unless `--metrics-per-key false`.
+#[test]
+fn per_key_metrics_are_off_by_default_from_100_keys_and_follow_the_flag() {
+    let keys = large_pool(150);
+    let lines: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mock = MockUpstream::start(&lines);
+    mock.set_key_reply(&keys[1], quota_per_day_429("gemini-2.5-flash"));
+    let proxy = Proxy::start_with(&mock.url(), &lines, |_| {});
+    for _ in 0..3 {
+        assert_eq!(generate(&proxy, "gemini-2.5-flash").status, 200);
+    }
+    let text = metrics_of(&proxy.url);
+    let m = parse_prometheus(&text);
+    assert!(!text.contains("key=\""), "a per-key series at 150 keys by default");
+    assert!(!m.keys().any(|k| k.starts_with("gkm_key_")));
+    assert_eq!(m["gkm_keys_total"], 150.0);
+    assert_eq!(m["gkm_keys_by_state{state=\"parked\"}"], 1.0, "key 1's 429");
+    assert_eq!(m["gkm_keys_by_state{state=\"usable\"}"], 149.0);
+    assert_eq!(m["gkm_model_requests_today{model=\"gemini-2.5-flash\"}"], 3.0);
+    assert!(m["gkm_model_tokens_today{model=\"gemini-2.5-flash\"}"] > 0.0);
+
+    // The real binary, the same pool, `--metrics-per-key true`: a series per key.
+    let dir = temp_dir("metrics-per-key");
+    let big = dir.join("big-key-file.txt");
+    std::fs::write(&big, keys.join("\n")).unwrap();
+    let big = big.to_string_lossy().into_owned();
+    let (mut child, addr, _log) = spawn(&mock, &dir, &["--key-file", &big, "--metrics-per-key", "true"]);
+    let url = format!("http://{addr}");
+    let a = post_json(&format!("{url}/v1beta/models/gemini-2.5-flash:generateContent"), &generate_body());
+    assert_eq!(a.status, 200);
+    let m = parse_prometheus(&metrics_of(&url));
+    let states = m.keys().filter(|k| k.starts_with("gkm_key_state{")).count();
+    assert_eq!(states, 150 * 4, "every key, every state");
+    let fp = gemini_key_manager::keyfile::fingerprint(&keys[0]);
+    assert_eq!(m[&format!("gkm_key_requests_today{{key=\"{fp}\",model=\"gemini-2.5-flash\"}}")], 1.0);
+    assert_eq!(m["gkm_model_requests_today{model=\"gemini-2.5-flash\"}"], 1.0);
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    // A small pool: per-key series by default, none with `--metrics-per-key false`.
+    let small = Proxy::start(&mock);
+    assert!(metrics_of(&small.url).contains("gkm_key_state{key=\""));
+    let off = Proxy::start_with(&mock.url(), &KEYS, |cfg| cfg.metrics_per_key = Some(false));
+    let text = metrics_of(&off.url);
+    assert!(!text.contains("key=\"") && text.contains("gkm_keys_by_state{state=\"usable\"} 3\n"));
+}
+
+/// Issue 19: the dashboard of 3,000 keys stays under 300 KB: the keys summed per project and
+/// model, the worst keys (a disabled one, then a parked one) named with their forms, and every key
+/// on a page of 100.
+#[test]
+fn the_dashboard_of_a_large_pool_is_small_names_the_worst_keys_and_pages() {
+    let keys = large_pool(3000);
+    let lines: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mock = MockUpstream::start(&lines);
+    mock.set_key_reply(&keys[100], key_invalid_400());
+    mock.set_key_reply(&keys[149], quota_per_day_429("gemini-2.5-flash"));
+    let proxy = Proxy::start_with(&mock.url(), &lines, |_| {});
+    // Round-robin: 150 requests reach key 151, past both.
+    for _ in 0..150 {
+        assert_eq!(generate(&proxy, "gemini-2.5-flash").status, 200);
+    }
+    let summary =
+        send("GET", &format!("{}/status?summary", proxy.url), &[("x-goog-api-key", TOKEN)], b"").json();
+    assert_eq!(
+        summary["key_states"],
+        serde_json::json!({"usable": 2998, "cooling": 0, "parked": 1, "disabled": 1})
+    );
+
+    let get = |query: &str| {
+        let a = send("GET", &format!("{}/dashboard{query}", proxy.url), &[("x-goog-api-key", TOKEN)], b"");
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert!(a.body.len() < 300_000, "/dashboard{query}: {} bytes", a.body.len());
+        a.text()
+    };
+    let fp = |i: usize| gemini_key_manager::keyfile::fingerprint(&keys[i]);
+    let form = |i: usize| format!("action=\"/admin/keys/{}/disable?csrf=", fp(i));
+
+    let html = get("");
+    assert!(html.contains("Projects and models (3,000 keys)"));
+    assert!(html.contains("<tr><td><em>keys without a project label</em></td><td>gemini-2.5-flash</td><td>151</td><td>1</td><td>150</td>"), "one row for 3,000 unlabelled keys (the parked one has no request)");
+    let disabled = html.find(&fp(100)).expect("the disabled key is named");
+    let parked = html.find(&fp(149)).expect("the parked key is named");
+    assert!(disabled < parked, "worst first");
+    assert!(html.contains("disabled: API_KEY_INVALID"));
+    assert!(html.contains(&form(149)), "the worst keys have their forms");
+    assert!(!html.contains(&fp(2000)) && !html.contains(&form(2000)), "a quiet key is on its page only");
+    assert!(html.contains("<a href=\"?page=2\">2</a>") && html.contains("<a href=\"?page=30\">30</a>"));
+    assert!(html.contains("<svg"), "the 30-day chart");
+    for k in &keys[95..155] {
+        assert!(!html.contains(k.as_str()), "a raw key on the page");
+    }
+
+    let page = get("?page=21");
+    assert!(page.contains("Keys 2,001–2,100 of 3,000 · page 21 of 30"));
+    assert!(page.contains(&fp(2000)) && page.contains(&form(2000)), "key 2000 and its form");
+    assert!(page.contains(&fp(2099)) && !page.contains(&fp(2100)) && !page.contains(&fp(1999)));
+    assert!(
+        page.contains("<a href=\"?page=22\">next ›</a>")
+            && page.contains("<a href=\"dashboard\">overview</a>")
+    );
+    assert!(get("?page=2").contains(&fp(149)), "the parked key on its page too");
+    assert!(get("?page=31").contains("No keys on this page"));
+    let bad = send("GET", &format!("{}/dashboard?page=0", proxy.url), &[("x-goog-api-key", TOKEN)], b"");
+    assert_eq!(bad.status, 400, "{}", bad.text());
+}

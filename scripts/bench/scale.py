@@ -9,7 +9,7 @@ written before the start. For each: startup time (spawn to the first /healthz 20
 wrk pass (-t2 -c32, SECONDS, default 10), then 20 requests/s for SECONDS while reading
 /proc/PID/io (write_bytes: what reached the disk layer; wchar: every write call) for the bytes
 written per second, the RSS after that, and the size and time of /status (the default form, the
-summary and one page of 100) and of /dashboard (median of 5). Prints one table and the goals of
+summary and one page of 100), of /dashboard and of /metrics (median of 5). Prints one table and the goals of
 issue 19 (3,000 keys: throughput >= 0.9 x 3 keys, disk <= 100 KB/s, RSS <= 48 MiB, startup <= 0.5 s).
 """
 
@@ -198,6 +198,7 @@ def run_size(gkm, work, up_port, size, seconds):
         row["summary_bytes"], row["summary_ms"] = timed(port, "/status?summary")
         row["page_bytes"], row["page_ms"] = timed(port, "/status?page=1&limit=100")
         row["dash_bytes"], row["dash_ms"] = timed(port, "/dashboard")
+        row["metrics_bytes"], row["metrics_ms"] = timed(port, "/metrics")
         return row
     finally:
         proc.terminate()
@@ -242,7 +243,7 @@ def main():
     print()
     print("Pool size (issue 19): saturating -t2 -c32, then 20 requests/s; 3,000 keys start on a 30-day history")
     head = ("keys", "req/s", "ratio", "RSS MiB", "disk B/s", "wchar B/s", "/status KB ms", "summary KB ms",
-            "page KB ms", "dashboard KB ms", "startup s")
+            "page KB ms", "dashboard KB ms", "metrics KB ms", "startup s")
     print(" | ".join(head))
     base = rows[0]["rps"] or 1
     for r in rows:
@@ -252,7 +253,8 @@ def main():
             "%.1f %.1f" % (r["status_bytes"] / 1000, r["status_ms"]),
             "%.1f %.1f" % (r["summary_bytes"] / 1000, r["summary_ms"]),
             "%.1f %.1f" % (r["page_bytes"] / 1000, r["page_ms"]),
-            "%.1f %.1f" % (r["dash_bytes"] / 1000, r["dash_ms"]), "%.3f" % r["startup_s"]]))
+            "%.1f %.1f" % (r["dash_bytes"] / 1000, r["dash_ms"]),
+            "%.1f %.1f" % (r["metrics_bytes"] / 1000, r["metrics_ms"]), "%.3f" % r["startup_s"]]))
     big = rows[-1]
     if big["file_bytes"]:
         print("(the 3,000-key usage file was %.1f MB at start)" % (big["file_bytes"] / 1e6))
