@@ -21,7 +21,6 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use crate::status::{KeyStateName, KeyView, ModelView, StatusView};
-use crate::store_format::DayTotals;
 
 /// How many past quota days the chart shows before today.
 const HISTORY_DAYS: u64 = 30;
@@ -57,16 +56,16 @@ pub type Daily = BTreeMap<NaiveDate, DayUse>;
 /// The pool's history (day → fingerprint → totals) summed per day. The one place that reads the
 /// history's form; cheap enough to run under the pool lock (no allocation per key), so that the
 /// history is never copied.
-pub fn daily(history: &BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>) -> Daily {
+pub fn daily(history: &crate::history::History) -> Daily {
     history
-        .iter()
-        .map(|(day, per_key)| {
-            let sum = per_key.values().fold(DayUse::default(), |a, v| DayUse {
+        .days()
+        .map(|day| {
+            let sum = history.on(day).fold(DayUse::default(), |a, (_, v)| DayUse {
                 requests: a.requests.saturating_add(v.requests),
                 tokens: a.tokens.saturating_add(v.tokens),
                 keys: a.keys + u64::from(!v.is_zero()),
             });
-            (*day, sum)
+            (day, sum)
         })
         .collect()
 }
@@ -894,6 +893,7 @@ mod tests {
     use chrono::TimeZone;
     use serde_json::{Value, json};
 
+    use crate::store_format::DayTotals;
     type History = BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>;
 
     /// A `/status` document as the typed view (the way a client would read it back).
@@ -908,7 +908,7 @@ mod tests {
     /// The overview page as `/dashboard` renders it, without the admin section.
     fn overview(status: &StatusView, history: &History, now: DateTime<Utc>) -> String {
         let shown = shown(status, View::Overview);
-        render(status, &daily(history), View::Overview, &shown, now, "")
+        render(status, &daily(&history.clone().into()), View::Overview, &shown, now, "")
     }
 
     /// Page `n` of every key.
@@ -1072,7 +1072,7 @@ mod tests {
 
     #[test]
     fn the_history_is_summed_per_day() {
-        let d = daily(&realistic_history());
+        let d = daily(&realistic_history().into());
         assert_eq!(d.len(), 5);
         let day = NaiveDate::from_ymd_opt(2026, 11, 20).expect("valid");
         assert_eq!(d[&day], DayUse { requests: 2743, tokens: 4_721_000, keys: 3 });
@@ -1082,7 +1082,11 @@ mod tests {
             day,
             BTreeMap::from([("a".into(), max), ("b".into(), max), ("c".into(), zero)]),
         )]);
-        assert_eq!(daily(&h)[&day], DayUse { requests: u64::MAX, tokens: u64::MAX, keys: 2 }, "saturates");
+        assert_eq!(
+            daily(&h.into())[&day],
+            DayUse { requests: u64::MAX, tokens: u64::MAX, keys: 2 },
+            "saturates"
+        );
     }
 
     /// Thousands of labelled projects: the table keeps the rows that need a look and counts the rest.
@@ -1267,7 +1271,14 @@ mod tests {
             for history in &histories {
                 for now in [now(), DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
                     for view in [View::Overview, View::Page(1), View::Page(2), View::Page(usize::MAX)] {
-                        let html = render(status, &daily(history), view, &shown(status, view), now, "");
+                        let html = render(
+                            status,
+                            &daily(&history.clone().into()),
+                            view,
+                            &shown(status, view),
+                            now,
+                            "",
+                        );
                         assert!(html.ends_with("</html>\n"));
                         assert!(html.contains("gemini-key-manager"));
                     }

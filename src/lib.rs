@@ -19,6 +19,7 @@ pub mod egress;
 pub mod error;
 pub mod fallback;
 pub mod google_error;
+pub mod history;
 pub mod interactions;
 pub mod keyfile;
 pub mod limits;

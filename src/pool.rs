@@ -31,6 +31,7 @@
 //!   whole pool instead of each project (`limits::Throttle`).
 
 use crate::calendar::{next_reset_at, quota_day_at};
+use crate::history::History;
 use crate::keyfile::{KeySpec, ProjectId, fingerprint, mask};
 use crate::limits::{Bare, Book, Configured, Limits, Throttle, Until, Violation};
 use crate::quota::Outcome;
@@ -224,7 +225,7 @@ pub struct KeyState {
     /// Fingerprint → index in `keys` (rebuilt whenever `keys` changes).
     by_fingerprint: HashMap<String, usize>,
     limits: BTreeMap<(ProjectId, String), Limit>,
-    history: BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
+    history: History,
     cursor: usize,
     /// What each project sent and learned, per model (SPEC §14).
     books: BTreeMap<(ProjectId, String), Book>,
@@ -263,7 +264,7 @@ impl KeyState {
             by_fingerprint: index_of(&keys),
             keys,
             limits: BTreeMap::new(),
-            history: BTreeMap::new(),
+            history: History::default(),
             cursor: 0,
             books: BTreeMap::new(),
             configured: Configured::default(),
@@ -360,7 +361,7 @@ impl KeyState {
     }
 
     /// Past days' totals per fingerprint (at most [`HISTORY_DAYS`] days).
-    pub fn history(&self) -> &BTreeMap<NaiveDate, BTreeMap<String, DayTotals>> {
+    pub fn history(&self) -> &History {
         &self.history
     }
 
@@ -693,7 +694,7 @@ impl KeyState {
             key.usage.clear();
             let totals = DayTotals { requests: totals.requests, tokens: totals.tokens };
             if !totals.is_zero() {
-                self.history.entry(past).or_default().entry(key.fingerprint.clone()).or_default().add(totals);
+                self.history.add(past, &key.fingerprint, totals);
             }
         }
         for limit in self.limits.values_mut() {
@@ -717,7 +718,7 @@ impl KeyState {
 
     fn prune_history(&mut self) {
         if let Some(cutoff) = self.quota_day.checked_sub_signed(Duration::days(HISTORY_DAYS)) {
-            self.history.retain(|day, _| *day >= cutoff);
+            self.history.keep_from(cutoff);
         }
     }
 
@@ -849,12 +850,9 @@ impl KeyState {
         self.all_changed = true;
         let today = self.quota_day;
         let current = file.quota_day >= today;
-        for (day, per_key) in &file.history {
-            if *day < today {
-                let entry = self.history.entry(*day).or_default();
-                for (fp, totals) in per_key {
-                    entry.insert(fp.clone(), *totals);
-                }
+        for day in file.history.days().filter(|day| *day < today) {
+            for (fp, totals) in file.history.on(day) {
+                self.history.set(day, fp, totals);
             }
         }
         if !current {
@@ -864,7 +862,7 @@ impl KeyState {
                     t
                 });
                 if !totals.is_zero() {
-                    self.history.entry(file.quota_day).or_default().insert(fp.clone(), totals);
+                    self.history.set(file.quota_day, fp, totals);
                 }
             }
         }
@@ -1608,9 +1606,9 @@ mod tests {
         assert!(s.rollover(midnight));
         assert!(!s.rollover(midnight), "rolls once");
         assert_eq!(s.quota_day(), date(2026, 11, 23));
-        let day = &s.history()[&date(2026, 11, 22)];
-        assert_eq!(day[&fingerprint(&key(0))], DayTotals { requests: 1, tokens: 10 });
-        assert!(!day.contains_key(&fingerprint(&key(1))), "no zero rows");
+        let day = date(2026, 11, 22);
+        assert_eq!(s.history().get(day, &fingerprint(&key(0))), Some(DayTotals { requests: 1, tokens: 10 }));
+        assert_eq!(s.history().get(day, &fingerprint(&key(1))), None, "no zero rows");
         let st = status_json(&s, midnight);
         assert_eq!(st["keys"][0]["requests"], 0);
         assert_eq!(st["keys"][1]["state"], "cooling", "per-minute cooldown runs on past midnight");
@@ -1627,7 +1625,7 @@ mod tests {
         // Down for three days: one roll, the counts land on the day they were made.
         assert!(s.rollover(t0() + Duration::days(3)));
         assert_eq!(s.quota_day(), date(2026, 11, 25));
-        assert_eq!(s.history().keys().copied().collect::<Vec<_>>(), vec![date(2026, 11, 22)]);
+        assert_eq!(s.history().days().collect::<Vec<_>>(), vec![date(2026, 11, 22)]);
     }
 
     #[test]
@@ -1638,7 +1636,7 @@ mod tests {
             use_key(&mut s, FLASH, Outcome::Success, now);
         }
         assert!(s.rollover(t0() + Duration::days(40)));
-        let days: Vec<NaiveDate> = s.history().keys().copied().collect();
+        let days: Vec<NaiveDate> = s.history().days().collect();
         assert_eq!(days.len(), 30);
         assert_eq!(days.first().copied(), Some(s.quota_day() - Duration::days(30)));
         assert_eq!(days.last().copied(), Some(s.quota_day() - Duration::days(1)));
@@ -1757,8 +1755,8 @@ mod tests {
         assert_eq!(st["totals"]["requests"], 0);
         assert_eq!(st["keys"][1]["state"], "disabled", "disabled survives");
         assert_eq!(
-            fresh.history()[&date(2026, 11, 22)][&fingerprint(&key(0))],
-            DayTotals { requests: 1, tokens: 10 }
+            fresh.history().get(date(2026, 11, 22), &fingerprint(&key(0))),
+            Some(DayTotals { requests: 1, tokens: 10 })
         );
         assert_eq!(fresh.usable_for(FLASH, today), 1, "yesterday's park is over");
     }
@@ -1768,14 +1766,11 @@ mod tests {
         let mut s = pool(1, t0());
         use_key(&mut s, FLASH, Outcome::Success, t0());
         let mut file = s.snapshot(t0());
-        file.history
-            .entry(date(2026, 11, 1))
-            .or_default()
-            .insert("abcdefabcdef".into(), DayTotals { requests: 9, tokens: 9 });
+        file.history.set(date(2026, 11, 1), "abcdefabcdef", DayTotals { requests: 9, tokens: 9 });
         let mut other = KeyState::new(vec![KeySpec::new(&key(7), None)], LA, t0());
         other.restore(&file, t0());
         assert_eq!(status_json(&other, t0())["totals"]["requests"], 0);
-        assert_eq!(other.history()[&date(2026, 11, 1)]["abcdefabcdef"].requests, 9);
+        assert_eq!(other.history().get(date(2026, 11, 1), "abcdefabcdef").unwrap().requests, 9);
     }
 
     #[test]
@@ -1809,7 +1804,7 @@ mod tests {
         let file = crate::store_format::parse_usage(text.as_bytes(), LA).unwrap();
         let mut s = pool(2, t0());
         s.restore(&file, t0());
-        assert_eq!(s.history()[&date(2026, 11, 21)][&fingerprint(&raw0)].requests, 3);
+        assert_eq!(s.history().get(date(2026, 11, 21), &fingerprint(&raw0)).unwrap().requests, 3);
         assert_eq!(s.usable_for(FLASH, t0()), 2);
     }
 

@@ -49,7 +49,7 @@ pub struct UsageFile {
     pub keys: BTreeMap<String, KeyRecord>,
     /// Daily totals per key fingerprint for past quota days (the pool keeps 30).
     #[serde(default)]
-    pub history: BTreeMap<NaiveDate, BTreeMap<String, DayTotals>>,
+    pub history: crate::history::History,
     /// Server-side resources made or seen through the proxy → the project and key that made
     /// them (SPEC §5). Version 1 called it `affinity`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", alias = "affinity")]
@@ -173,7 +173,7 @@ impl UsageFile {
             timezone: timezone.to_string(),
             saved_at: None,
             keys: BTreeMap::new(),
-            history: BTreeMap::new(),
+            history: crate::history::History::default(),
             resources: BTreeMap::new(),
             limits: Vec::new(),
             clients: BTreeMap::new(),
@@ -307,8 +307,7 @@ fn parse_own(text: &str, version: &Value) -> Result<UsageFile, String> {
     })?;
     let is_fingerprint =
         |fp: &str| (8..=64).contains(&fp.len()) && fp.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let history_fps = file.history.values().flat_map(|day| day.keys());
-    if !file.keys.keys().chain(history_fps).all(|fp| is_fingerprint(fp)) {
+    if !file.keys.keys().map(String::as_str).chain(file.history.fingerprints()).all(is_fingerprint) {
         return Err("usage file names a key by something other than a lowercase hex fingerprint".to_string());
     }
     Ok(file)
@@ -533,10 +532,7 @@ mod tests {
             },
         );
         file.keys.insert("3f2a9c1b7e4d".into(), record);
-        file.history
-            .entry(day("2026-11-21"))
-            .or_default()
-            .insert("3f2a9c1b7e4d".into(), DayTotals { requests: 5, tokens: 50 });
+        file.history.set(day("2026-11-21"), "3f2a9c1b7e4d", DayTotals { requests: 5, tokens: 50 });
         let text = serde_json::to_string(&file).unwrap();
         assert_eq!(parse(&text).unwrap(), file);
         assert!(text.contains("\"2026-11-21\""), "history keyed by date: {text}");
