@@ -339,17 +339,6 @@ impl Egress {
     }
 }
 
-/// `/status`: each key's `egress` (SPEC §4, §15), added to the serialized document by its `id`.
-pub fn add_to_status(doc: &mut serde_json::Value, egress: &Egress) {
-    let Some(keys) = doc.get_mut("keys").and_then(|k| k.as_array_mut()) else { return };
-    for key in keys.iter_mut().filter_map(|k| k.as_object_mut()) {
-        let label = key.get("id").and_then(|id| id.as_str()).map(|id| egress.label(id));
-        if let Some(label) = label {
-            key.insert("egress".into(), serde_json::Value::String(label));
-        }
-    }
-}
-
 /// Rendezvous weight of a key on a proxy: the proxy with the highest weight is the key's.
 fn score(fingerprint: &str, proxy: &ProxyUrl) -> [u8; 8] {
     let mut h = Sha256::new();

@@ -976,6 +976,7 @@ impl KeyState {
             total.requests = total.requests.saturating_add(totals.requests);
             total.tokens = total.tokens.saturating_add(totals.tokens);
             keys.push(KeyView {
+                egress: None,
                 id: key.fingerprint.clone(),
                 masked: key.masked.clone(),
                 project: key.project.clone(),

@@ -89,6 +89,10 @@ pub struct KeyView {
     /// Why the key is disabled (a fixed reason code), if it is.
     #[serde(default)]
     pub disabled_reason: Option<String>,
+    /// Where its upstream traffic goes (SPEC §15): `host:port` of its proxy, or `direct`; set
+    /// by the `/status` handler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<String>,
     /// The fingerprint (first 12 hex digits of the key's SHA-256).
     pub id: String,
     #[serde(default, with = "rfc3339_opt")]
