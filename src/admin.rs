@@ -235,31 +235,35 @@ impl StatusForm {
 
 /// The answer to `GET /status` in `form`.
 pub fn status_reply(app: &App, form: StatusForm) -> Result<Reply, ProxyError> {
-    let mut status = status_view(app, Utc::now());
-    let total = status.keys.len();
+    let now = Utc::now();
+    let mut pool = app.pool.lock();
+    pool.rollover(now);
+    let total = pool.len();
     let mut extra: Vec<(&str, serde_json::Value)> = Vec::new();
-    match form {
-        StatusForm::All => {}
+    // Only the keys shown get a view: a page or the summary of a large pool costs what it shows.
+    let mut status = match form {
+        StatusForm::All => pool.status(now),
         StatusForm::Page { page, limit } => {
             let start = page.saturating_sub(1).saturating_mul(limit).min(total);
             let end = start.saturating_add(limit).min(total);
-            status.keys = status.keys.drain(start..end).collect();
             extra.push(("page", page.into()));
             extra.push(("limit", limit.into()));
             extra.push(("pages", total.div_ceil(limit).into()));
             extra.push(("keys_total", total.into()));
+            pool.status_where(now, |i| (start..end).contains(&i))
         }
         StatusForm::Summary => {
-            let mut states = serde_json::Map::new();
-            for state in KeyStateName::ALL {
-                let n = status.keys.iter().filter(|k| k.state == state).count();
-                states.insert(state.as_str().into(), n.into());
-            }
-            status.keys.clear();
+            let counts = pool.state_counts(now);
+            let states: serde_json::Map<String, serde_json::Value> = KeyStateName::ALL
+                .iter()
+                .map(|s| (s.as_str().to_string(), counts.get(s).copied().unwrap_or(0).into()))
+                .collect();
             extra.push(("keys_total", total.into()));
             extra.push(("key_states", states.into()));
+            pool.status_where(now, |_| false)
         }
-    }
+    };
+    drop(pool);
     let live = app.live.view(app.config.max_live_sessions, |t| app.format_time(t));
     let fail =
         |e: serde_json::Error| ProxyError::Internal { message: format!("cannot serialize the status: {e}") };

@@ -936,11 +936,24 @@ impl KeyState {
     /// is (`&self`): call [`KeyState::rollover`] first, under the same lock, so that an idle
     /// pool's counts and `quota_day` are today's.
     pub fn status(&self, now: DateTime<Utc>) -> StatusView {
+        self.status_where(now, |_| true)
+    }
+
+    /// [`status`](Self::status) with the views of only the keys `keep` accepts (by index in
+    /// key-file order); totals and models are the whole pool's. A page or a summary of a large
+    /// pool builds only what it shows.
+    pub fn status_where(&self, now: DateTime<Utc>, keep: impl Fn(usize) -> bool) -> StatusView {
         let tz = self.tz;
         let time = |t: Option<DateTime<Utc>>| t.map(|t| status::in_zone(t, tz));
         let mut total = Usage::default();
-        let mut keys = Vec::with_capacity(self.keys.len());
-        for key in &self.keys {
+        let mut keys = Vec::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            if !keep(i) {
+                let totals = key.totals();
+                total.requests = total.requests.saturating_add(totals.requests);
+                total.tokens = total.tokens.saturating_add(totals.tokens);
+                continue;
+            }
             let pid = key.project_id();
             let mut names: BTreeSet<&str> = key.usage.keys().map(String::as_str).collect();
             let mut parked = false;
@@ -1000,6 +1013,18 @@ impl KeyState {
 }
 
 impl KeyState {
+    /// How many keys are in each state at `now` (as [`status`](Self::status) names them).
+    pub fn state_counts(&self, now: DateTime<Utc>) -> BTreeMap<KeyStateName, usize> {
+        let mut counts = BTreeMap::new();
+        for key in &self.keys {
+            let pid = key.project_id();
+            let parked = self.limits_of(&pid).any(|(_, l)| l.parked(now).is_some());
+            let cooling = self.limits_of(&pid).any(|(_, l)| l.cooling(now).is_some());
+            *counts.entry(KeyStateName::of(key.disabled.is_some(), parked, cooling)).or_default() += 1;
+        }
+        counts
+    }
+
     /// The limits of `project` for `model` as `/status` shows them, and what remains today.
     fn limits_view(&self, project: &ProjectId, model: &str) -> (LimitsView, Option<u64>) {
         if model == ALL_MODELS || model == NO_MODEL {
