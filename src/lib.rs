@@ -203,15 +203,17 @@ impl App {
                 Err(ProxyError::bad_request("the Live API is a WebSocket: send Upgrade: websocket", None))
             }
             Route::Status => {
-                ex.respond(admin::status_reply(self, admin::StatusForm::of(target)?)?);
+                let form = admin::StatusForm::of(target)?;
+                ex.respond(admin::on_own_thread(|| admin::status_reply(self, form))?);
                 Ok(())
             }
             Route::Metrics => {
-                ex.respond(admin::metrics_reply(self));
+                ex.respond(admin::on_own_thread(|| admin::metrics_reply(self)));
                 Ok(())
             }
             Route::Dashboard => {
-                ex.respond(admin_keys::dashboard_reply(self, admin::dashboard_view(target)?));
+                let view = admin::dashboard_view(target)?;
+                ex.respond(admin::on_own_thread(|| admin_keys::dashboard_reply(self, view)));
                 Ok(())
             }
             Route::AdminKeys(op) => admin_keys::handle(self, ex, op),

@@ -237,11 +237,32 @@ pub struct KeyState {
     gating: bool,
     /// Pool-wide throttling per model.
     throttles: BTreeMap<String, Throttle<ProjectId, Option<Limit>>>,
+    /// Project → its keys' indices, ascending (rebuilt whenever `keys` changes).
+    by_project: HashMap<ProjectId, Vec<usize>>,
+    /// Per model: which keys a pick still walks over (see [`Candidates`]).
+    rotation: HashMap<String, Candidates>,
     /// Keys changed since the last save (each once), for a save that writes only those.
     changed: Vec<usize>,
     /// Everything may have changed (a new day, a reload, a restore): the next save is whole.
     all_changed: bool,
 }
+
+/// Per model: the keys not known to be blocked for it, and when the blocked ones may serve
+/// again. A pick walks the open keys from the cursor and moves each blocked one it meets to
+/// `waking` (until its block ends; a disabled key leaves until it is enabled), so that under a
+/// long park a pick does not step over every parked key again: its cost follows the keys whose
+/// state changed, not the pool's size. What can end a block early (a new day, a reload, an
+/// enabled key, an attempt Google refused and the books gave back, pool-wide throttling taken
+/// back) reopens the keys it concerns.
+#[derive(Debug, Default)]
+struct Candidates {
+    open: BTreeSet<usize>,
+    waking: BTreeSet<(DateTime<Utc>, usize)>,
+}
+
+/// At most this many models keep a [`Candidates`] (a client may name any model); past it they
+/// are all dropped and rebuilt as asked.
+const ROTATIONS_KEPT: usize = 256;
 
 /// What changed since the last save, from [`KeyState::take_changes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +283,8 @@ impl KeyState {
             tz,
             quota_day: quota_day_at(tz, now),
             by_fingerprint: index_of(&keys),
+            by_project: index_by_project(&keys),
+            rotation: HashMap::new(),
             keys,
             limits: BTreeMap::new(),
             history: History::default(),
@@ -288,10 +311,16 @@ impl KeyState {
 
     /// Every key of `project` changed (a rare event: pool-wide throttling took its limit back).
     fn touch_project(&mut self, project: &ProjectId) {
-        for idx in 0..self.keys.len() {
-            if self.keys[idx].belongs_to(project) {
-                self.touch(idx);
-            }
+        for idx in self.by_project.get(project).cloned().unwrap_or_default() {
+            self.touch(idx);
+        }
+    }
+
+    /// The keys of `project` may serve before the time a pick noted (for every model).
+    fn reopen_project(&mut self, project: &ProjectId) {
+        let Some(idxs) = self.by_project.get(project) else { return };
+        for c in self.rotation.values_mut() {
+            c.open.extend(idxs.iter().copied());
         }
     }
 
@@ -331,6 +360,7 @@ impl KeyState {
 
     /// Set the configured limits (`--limits`) and whether 429s teach limits.
     pub fn set_limits(&mut self, configured: Configured, learning: bool) {
+        self.rotation.clear();
         self.gating = !configured.is_empty() || self.books.values().any(|b| !b.learned.is_empty());
         self.configured = configured;
         self.learning = learning;
@@ -444,9 +474,10 @@ impl KeyState {
     pub fn refused(&mut self, fingerprint: &str, model: Option<&str>, at: DateTime<Utc>) {
         let (Some(model), Some(&idx)) = (model, self.by_fingerprint.get(fingerprint)) else { return };
         let pid = self.keys[idx].project_id();
-        if let Some(book) = self.books.get_mut(&(pid, model.to_string())) {
+        if let Some(book) = self.books.get_mut(&(pid.clone(), model.to_string())) {
             book.refused(at);
             self.touch(idx);
+            self.reopen_project(&pid);
         }
     }
 
@@ -463,6 +494,8 @@ impl KeyState {
         self.gating |= learned;
         if learned && let Some(&idx) = self.by_fingerprint.get(fingerprint) {
             self.touch(idx);
+            // A limit learned anew may be higher than the one a pick noted the block of.
+            self.reopen_project(&pid);
         }
         learned
     }
@@ -472,18 +505,113 @@ impl KeyState {
     /// were reloaded between two attempts). See [`Pick::Exhausted`] for when none is left.
     pub fn pick(&mut self, model: Option<&str>, tried: &[String], now: DateTime<Utc>) -> Pick {
         self.rollover(now);
-        let n = self.keys.len();
-        for step in 0..n {
-            let idx = (self.cursor + step) % n;
-            if tried.contains(&self.keys[idx].fingerprint) || !self.usable(idx, model, now) {
-                continue;
+        let name = model.unwrap_or(ALL_MODELS);
+        let mut candidates = self.candidates(name, now);
+        let found = self.walk(&mut candidates, model, tried, now);
+        let pick = match found {
+            Some(idx) => {
+                let n = self.keys.len();
+                self.cursor = (idx + 1) % n;
+                self.count_sent(idx, model, now);
+                let key = &self.keys[idx];
+                Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() }
             }
-            self.cursor = (idx + 1) % n;
-            self.count_sent(idx, model, now);
-            let key = &self.keys[idx];
-            return Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() };
+            None => self.exhausted_after_walk(&mut candidates, model, now),
+        };
+        if let Some(slot) = self.rotation.get_mut(name) {
+            *slot = candidates;
         }
-        self.exhausted(model, now)
+        pick
+    }
+
+    /// The [`Candidates`] of `model`, taken out of the map (put back by the caller), with the
+    /// keys whose block has ended at `now` open again.
+    fn candidates(&mut self, model: &str, now: DateTime<Utc>) -> Candidates {
+        if !self.rotation.contains_key(model) {
+            if self.rotation.len() >= ROTATIONS_KEPT {
+                self.rotation.clear();
+            }
+            let open = (0..self.keys.len()).collect();
+            self.rotation.insert(model.to_string(), Candidates { open, waking: BTreeSet::new() });
+        }
+        let mut c = self.rotation.get_mut(model).map(std::mem::take).unwrap_or_default();
+        while let Some(&(t, idx)) = c.waking.first() {
+            if t > now {
+                break;
+            }
+            c.waking.pop_first();
+            c.open.insert(idx);
+        }
+        c
+    }
+
+    /// Why key `idx` cannot serve `model` at `now`: `Some(Some(t))` blocked until `t`,
+    /// `Some(None)` disabled, `None` when it can.
+    fn block_of(&self, idx: usize, model: Option<&str>, now: DateTime<Utc>) -> Option<Option<DateTime<Utc>>> {
+        if self.keys[idx].disabled.is_some() {
+            return Some(None);
+        }
+        self.blocked_until(idx, model.unwrap_or(ALL_MODELS), now).map(Some)
+    }
+
+    /// The first open key from the cursor on (wrapping) that can serve `model` and is not in
+    /// `tried`; each blocked key met on the way leaves the open set.
+    fn walk(
+        &self,
+        c: &mut Candidates,
+        model: Option<&str>,
+        tried: &[String],
+        now: DateTime<Utc>,
+    ) -> Option<usize> {
+        let start = self.cursor.min(self.keys.len());
+        let mut blocked = Vec::new();
+        let mut found = None;
+        for idx in c.open.range(start..).chain(c.open.range(..start)).copied() {
+            match self.block_of(idx, model, now) {
+                Some(until) => blocked.push((idx, until)),
+                None if tried.contains(&self.keys[idx].fingerprint) => {}
+                None => {
+                    found = Some(idx);
+                    break;
+                }
+            }
+        }
+        for (idx, until) in blocked {
+            c.open.remove(&idx);
+            if let Some(t) = until {
+                c.waking.insert((t, idx));
+            }
+        }
+        found
+    }
+
+    /// [`Pick::Exhausted`] after a walk that found no key: the open keys left can serve but were
+    /// tried (so: now), else the first block to end (its entry checked: a key reopened and
+    /// blocked again has an older entry too), else every key is disabled.
+    fn exhausted_after_walk(&self, c: &mut Candidates, model: Option<&str>, now: DateTime<Utc>) -> Pick {
+        let until = if c.open.is_empty() {
+            loop {
+                let Some(&(t, idx)) = c.waking.first() else { break None };
+                match self.block_of(idx, model, now) {
+                    Some(Some(actual)) if actual == t => break Some(t),
+                    Some(Some(actual)) => {
+                        c.waking.pop_first();
+                        c.waking.insert((actual, idx));
+                    }
+                    Some(None) => {
+                        c.waking.pop_first();
+                    }
+                    None => {
+                        c.waking.pop_first();
+                        c.open.insert(idx);
+                        break Some(now);
+                    }
+                }
+            }
+        } else {
+            Some(now)
+        };
+        exhausted_at(until, model, now)
     }
 
     /// Like [`pick`](Self::pick), among the keys of `project` only (a server-side resource lives
@@ -498,12 +626,14 @@ impl KeyState {
     ) -> Pick {
         self.rollover(now);
         let n = self.keys.len();
-        for step in 0..n {
-            let idx = (self.cursor + step) % n;
+        let idxs = self.by_project.get(project).map(Vec::as_slice).unwrap_or_default();
+        let from = idxs.partition_point(|&i| i < self.cursor);
+        let order = idxs[from..].iter().chain(&idxs[..from]).copied();
+        let found = order
+            .into_iter()
+            .find(|&idx| !tried.contains(&self.keys[idx].fingerprint) && self.usable(idx, model, now));
+        if let Some(idx) = found {
             let key = &self.keys[idx];
-            if !key.belongs_to(project) || tried.contains(&key.fingerprint) || !self.usable(idx, model, now) {
-                continue;
-            }
             self.cursor = (idx + 1) % n;
             let pick = Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() };
             self.count_sent(idx, model, now);
@@ -519,49 +649,36 @@ impl KeyState {
 
     /// Every project of the pool once, in key-file order, with the fingerprint of its first key.
     pub fn projects(&self) -> Vec<(ProjectId, String)> {
-        let mut seen = HashSet::new();
-        self.keys
-            .iter()
-            .filter(|k| seen.insert(k.project_id()))
-            .map(|k| (k.project_id(), k.fingerprint.clone()))
-            .collect()
+        let mut firsts: Vec<(usize, &ProjectId)> =
+            self.by_project.iter().filter_map(|(pid, idxs)| Some((*idxs.first()?, pid))).collect();
+        firsts.sort_unstable_by_key(|(i, _)| *i);
+        firsts.into_iter().map(|(i, pid)| (pid.clone(), self.keys[i].fingerprint.clone())).collect()
     }
 
     /// The answer when no key is left for `model`: when the first key becomes usable again
-    /// (now, if some key is usable but was tried already).
-    pub fn exhausted(&self, model: Option<&str>, now: DateTime<Utc>) -> Pick {
-        self.exhausted_where(model, now, |_| true)
-    }
-
-    /// [`exhausted`](Self::exhausted) among the keys of `project`.
-    pub fn exhausted_in(&self, project: &ProjectId, model: Option<&str>, now: DateTime<Utc>) -> Pick {
-        self.exhausted_where(model, now, |k| k.belongs_to(project))
-    }
-
-    /// [`exhausted`](Self::exhausted) among the keys `which` accepts.
-    fn exhausted_where(&self, model: Option<&str>, now: DateTime<Utc>, which: impl Fn(&Key) -> bool) -> Pick {
-        let n = self.keys.len();
-        let earliest = (0..n)
-            .filter(|&i| which(&self.keys[i]))
-            .filter(|&i| self.keys[i].disabled.is_none())
-            .map(|i| self.blocked_until(i, model.unwrap_or(ALL_MODELS), now).unwrap_or(now))
-            .min();
-        match earliest {
-            Some(until) => {
-                let ms = (until - now).num_milliseconds().max(0);
-                let secs = u64::try_from((ms + 999) / 1000).unwrap_or(1).max(1);
-                Pick::Exhausted {
-                    retry_after_secs: secs,
-                    until: Some(until),
-                    model: model.map(str::to_string),
-                }
-            }
-            None => Pick::Exhausted {
-                retry_after_secs: ALL_DISABLED_RETRY_SECS,
-                until: None,
-                model: model.map(str::to_string),
-            },
+    /// (now, if some key is usable). A walk of the model's candidates, not a scan of the pool.
+    pub fn exhausted(&mut self, model: Option<&str>, now: DateTime<Utc>) -> Pick {
+        let name = model.unwrap_or(ALL_MODELS);
+        let mut candidates = self.candidates(name, now);
+        let pick = match self.walk(&mut candidates, model, &[], now) {
+            Some(_) => exhausted_at(Some(now), model, now),
+            None => self.exhausted_after_walk(&mut candidates, model, now),
+        };
+        if let Some(slot) = self.rotation.get_mut(name) {
+            *slot = candidates;
         }
+        pick
+    }
+
+    /// [`exhausted`](Self::exhausted) among the keys of `project` (its keys only are looked at).
+    pub fn exhausted_in(&self, project: &ProjectId, model: Option<&str>, now: DateTime<Utc>) -> Pick {
+        let idxs = self.by_project.get(project).map(Vec::as_slice).unwrap_or_default();
+        let earliest = idxs
+            .iter()
+            .filter(|&&i| self.keys[i].disabled.is_none())
+            .map(|&i| self.blocked_until(i, model.unwrap_or(ALL_MODELS), now).unwrap_or(now))
+            .min();
+        exhausted_at(earliest, model, now)
     }
 
     /// The current index of the key picked as (`idx`, `fingerprint`): `idx` if it still holds
@@ -633,6 +750,7 @@ impl KeyState {
                         Bare::PoolWide { until, undo } => {
                             for (pid, before) in undo {
                                 self.touch_project(&pid);
+                                self.reopen_project(&pid);
                                 let at = (pid, m.to_string());
                                 match before {
                                     Some(limit) => self.limits.insert(at, limit),
@@ -713,6 +831,7 @@ impl KeyState {
         self.quota_day = today;
         self.prune_history();
         self.all_changed = true;
+        self.rotation.clear();
         true
     }
 
@@ -753,6 +872,8 @@ impl KeyState {
         report.removed = old.into_values().map(|k| k.fingerprint).collect();
         report.removed.sort();
         self.by_fingerprint = index_of(&self.keys);
+        self.by_project = index_by_project(&self.keys);
+        self.rotation.clear();
         self.cursor = 0;
         self.changed.clear();
         self.keys.iter_mut().for_each(|k| k.changed = false);
@@ -777,6 +898,9 @@ impl KeyState {
     pub fn enable(&mut self, fingerprint: &str) -> bool {
         let Some(&idx) = self.by_fingerprint.get(fingerprint) else { return false };
         self.touch(idx);
+        for c in self.rotation.values_mut() {
+            c.open.insert(idx);
+        }
         self.keys[idx].disabled.take().is_some()
     }
 
@@ -848,6 +972,7 @@ impl KeyState {
     pub fn restore(&mut self, file: &UsageFile, now: DateTime<Utc>) {
         self.rollover(now);
         self.all_changed = true;
+        self.rotation.clear();
         let today = self.quota_day;
         let current = file.quota_day >= today;
         for day in file.history.days().filter(|day| *day < today) {
@@ -1073,6 +1198,29 @@ fn of_project<'a, V>(
         .map(|((_, m), v)| (m.as_str(), v))
 }
 
+/// [`Pick::Exhausted`] for a pool whose first key serves again at `until` (`None`: every key
+/// is disabled).
+fn exhausted_at(until: Option<DateTime<Utc>>, model: Option<&str>, now: DateTime<Utc>) -> Pick {
+    let model = model.map(str::to_string);
+    match until {
+        Some(until) => {
+            let ms = (until - now).num_milliseconds().max(0);
+            let secs = u64::try_from((ms + 999) / 1000).unwrap_or(1).max(1);
+            Pick::Exhausted { retry_after_secs: secs, until: Some(until), model }
+        }
+        None => Pick::Exhausted { retry_after_secs: ALL_DISABLED_RETRY_SECS, until: None, model },
+    }
+}
+
+/// Project → indices of its keys, ascending.
+fn index_by_project(keys: &[Key]) -> HashMap<ProjectId, Vec<usize>> {
+    let mut map: HashMap<ProjectId, Vec<usize>> = HashMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        map.entry(k.project_id()).or_default().push(i);
+    }
+    map
+}
+
 /// A book is saved when it learned something or sent something today.
 fn worth_saving(book: &Book) -> bool {
     !book.learned.is_empty() || book.today > 0
@@ -1172,6 +1320,134 @@ mod tests {
 
     fn record(s: &mut KeyState, idx: usize, model: Option<&str>, o: Outcome, now: DateTime<Utc>) -> Recorded {
         s.record(idx, &fingerprint(&key(idx)), model, &o, 0, now)
+    }
+
+    // ---- the rotation agrees with a scan ----------------------------------------------------
+
+    /// The pick of version 1, a scan of every key from the cursor: what the rotation must agree
+    /// with, pick for pick.
+    fn pick_by_scan(s: &mut KeyState, model: Option<&str>, tried: &[String], now: DateTime<Utc>) -> Pick {
+        s.rollover(now);
+        let n = s.keys.len();
+        for step in 0..n {
+            let idx = (s.cursor + step) % n;
+            if tried.contains(&s.keys[idx].fingerprint) || !s.usable(idx, model, now) {
+                continue;
+            }
+            s.cursor = (idx + 1) % n;
+            s.count_sent(idx, model, now);
+            let key = &s.keys[idx];
+            return Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() };
+        }
+        exhausted_by_scan(s, model, now)
+    }
+
+    fn exhausted_by_scan(s: &KeyState, model: Option<&str>, now: DateTime<Utc>) -> Pick {
+        let earliest = (0..s.keys.len())
+            .filter(|&i| s.keys[i].disabled.is_none())
+            .map(|i| s.blocked_until(i, model.unwrap_or(ALL_MODELS), now).unwrap_or(now))
+            .min();
+        exhausted_at(earliest, model, now)
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Pick { model: usize, tried: u8 },
+        Record { key: usize, model: usize, outcome: usize, secs: u64 },
+        Refused { key: usize, model: usize },
+        Learn { key: usize, model: usize, rpm: u64 },
+        Enable { key: usize },
+        Advance { secs: u64 },
+        Exhausted { model: usize },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..3usize, any::<u8>()).prop_map(|(model, tried)| Op::Pick { model, tried }),
+            3 => (0..6usize, 0..3usize, 0..6usize, 1..400u64)
+                .prop_map(|(key, model, outcome, secs)| Op::Record { key, model, outcome, secs }),
+            1 => (0..6usize, 0..3usize).prop_map(|(key, model)| Op::Refused { key, model }),
+            1 => (0..6usize, 0..3usize, 1..4u64).prop_map(|(key, model, rpm)| Op::Learn { key, model, rpm }),
+            1 => (0..6usize).prop_map(|key| Op::Enable { key }),
+            2 => prop_oneof![0..5u64, 0..120u64, 0..40_000u64].prop_map(|secs| Op::Advance { secs }),
+            1 => (0..3usize).prop_map(|model| Op::Exhausted { model }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any sequence of picks, outcomes, refusals, learned limits, re-enabled keys and time:
+        /// the rotation picks the same key (or gives the same `Exhausted`) as a scan would.
+        #[test]
+        fn the_rotation_picks_what_a_scan_would(ops in proptest::collection::vec(op(), 1..120)) {
+            let models = [None, FLASH, PRO];
+            let projects = [Some("a"), Some("a"), Some("b"), Some("b"), None, None];
+            let mut fast = KeyState::new(specs(&projects), LA, t0());
+            let mut scan = KeyState::new(specs(&projects), LA, t0());
+            let mut now = t0();
+            for op in ops {
+                match op {
+                    Op::Pick { model, tried: mask } => {
+                        let tried: Vec<String> =
+                            (0..6).filter(|i| mask & (1 << i) != 0).map(|i| fingerprint(&key(i))).collect();
+                        let a = fast.pick(models[model], &tried, now);
+                        let b = pick_by_scan(&mut scan, models[model], &tried, now);
+                        proptest::prop_assert_eq!(a, b);
+                    }
+                    Op::Record { key: k, model, outcome, secs } => {
+                        let outcome = match outcome {
+                            0 => Outcome::Success,
+                            1 => Outcome::QuotaPerDay,
+                            2 => per_minute(secs),
+                            3 => Outcome::RateLimited,
+                            4 => Outcome::KeyInvalid { reason: "API_KEY_INVALID".into() },
+                            _ => Outcome::Transient,
+                        };
+                        let fp = fingerprint(&key(k));
+                        let a = fast.record(k, &fp, models[model], &outcome, 7, now);
+                        let b = scan.record(k, &fp, models[model], &outcome, 7, now);
+                        proptest::prop_assert_eq!(a, b);
+                    }
+                    Op::Refused { key: k, model } => {
+                        fast.refused(&fingerprint(&key(k)), models[model], now);
+                        scan.refused(&fingerprint(&key(k)), models[model], now);
+                    }
+                    Op::Learn { key: k, model, rpm } => {
+                        let v = [Violation { kind: crate::limits::Kind::Rpm, value: rpm, model: None }];
+                        fast.learn(&fingerprint(&key(k)), models[model], &v);
+                        scan.learn(&fingerprint(&key(k)), models[model], &v);
+                    }
+                    Op::Enable { key: k } => {
+                        proptest::prop_assert_eq!(fast.enable(&fingerprint(&key(k))), scan.enable(&fingerprint(&key(k))));
+                    }
+                    Op::Advance { secs } => now += Duration::seconds(secs as i64),
+                    Op::Exhausted { model } => {
+                        fast.rollover(now);
+                        scan.rollover(now);
+                        proptest::prop_assert_eq!(fast.exhausted(models[model], now), exhausted_by_scan(&scan, models[model], now));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_pick_under_a_long_park_does_not_walk_the_parked_keys_again() {
+        let mut s = pool(1000, t0());
+        for idx in 0..999 {
+            record(&mut s, idx, FLASH, Outcome::QuotaPerDay, t0());
+        }
+        assert_eq!(picked(&s.pick(FLASH, &[], t0())), 999, "the first pick walks past the parked keys once");
+        let open = |s: &KeyState| s.rotation.get("gemini-2.5-flash").map(|c| c.open.len());
+        assert_eq!(open(&s), Some(1), "and takes them out of the walk");
+        for _ in 0..10 {
+            assert_eq!(picked(&s.pick(FLASH, &[], t0())), 999);
+        }
+        assert_eq!(picked(&s.pick(PRO, &[], t0())), 0, "another model still has every key");
+        // The next day every key serves again.
+        let tomorrow = la(2026, 11, 23, 9, 0);
+        assert_eq!(picked(&s.pick(FLASH, &[], tomorrow)), 1, "the key after the last one picked");
     }
 
     // ---- identity -------------------------------------------------------------------------
