@@ -373,12 +373,23 @@ impl Writer {
             file
         };
         app.clients.fill(&mut snapshot, now);
+        let path = &app.config.usage_file;
+        let id = format!("{:x}", now.timestamp_nanos_opt().unwrap_or_default());
+        if self.journal.is_some() {
+            // Already in journal mode: serialized once, as the new base (it stays a base unless
+            // the state shrank well below the threshold).
+            snapshot.journal = Some(id.clone());
+            let bytes = serde_json::to_vec(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
+            if bytes.len() >= JOURNAL_UNTIL {
+                drop(snapshot);
+                return self.write_base(path, id, &bytes);
+            }
+            snapshot.journal = None;
+        }
         let saved_at = snapshot.saved_at.take();
         let compact = serde_json::to_vec(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
         let hash = hash_of(&compact);
-        let large = compact.len() >= if self.journal.is_some() { JOURNAL_UNTIL } else { JOURNAL_FROM };
-        let path = &app.config.usage_file;
-        if !large {
+        if compact.len() < JOURNAL_FROM {
             if self.last_written == Some(hash) && self.journal.is_none() && !self.failing {
                 return Ok(());
             }
@@ -396,12 +407,17 @@ impl Writer {
             return Ok(());
         }
         drop(compact);
-        let id = format!("{:x}", now.timestamp_nanos_opt().unwrap_or_default());
         snapshot.saved_at = saved_at;
         snapshot.journal = Some(id.clone());
         let bytes = serde_json::to_vec(&snapshot).map_err(|e| format!("cannot serialize usage: {e}"))?;
         drop(snapshot);
-        write_atomic(path, &crate::redact::current().bytes(&bytes)).map_err(|e| e.to_string())?;
+        self.write_base(path, id, &bytes)
+    }
+
+    /// Journal mode: `bytes` (the whole state, naming journal `id`) as the new base, then an
+    /// empty journal for it.
+    fn write_base(&mut self, path: &Path, id: String, bytes: &[u8]) -> Result<(), String> {
+        write_atomic(path, &crate::redact::current().bytes(bytes)).map_err(|e| e.to_string())?;
         // The base is in place; lines of the old journal name the old base and are never read
         // again, so a crash from here on loses nothing.
         let journal = journal_path(path);
