@@ -360,6 +360,11 @@ impl Clients {
         Ok(Ticket { clients: self, name: Arc::from(client.name.as_str()) })
     }
 
+    /// May the client `name` (none: a plain `--token`) use `model`?
+    pub fn allows(&self, name: Option<&str>, model: &str) -> bool {
+        name.and_then(|n| self.get(n)).is_none_or(|c| c.allows(model))
+    }
+
     /// 403 when the client `name` may not use `model`.
     pub fn check_model(&self, name: Option<&str>, model: Option<&str>) -> Result<(), ProxyError> {
         let (Some(name), Some(model)) = (name, model) else { return Ok(()) };

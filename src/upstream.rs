@@ -547,12 +547,17 @@ fn walk<'a>(
     pinned: Option<&crate::resources::Pin>,
     empty: &mut Option<(Answer, KeyUsed, u64)>,
 ) -> Result<(Answer, KeyUsed), ProxyError> {
-    // A cache belongs to its model: no other model may read it.
-    let chain: &[String] = match requested {
-        Some(m) if pinned.is_none_or(|p| !p.resource.starts_with("cachedContents/")) => {
-            app.config.fallbacks.after(m)
-        }
-        _ => &[],
+    // A cache belongs to its model: no other model may read it. A named client is served only
+    // by the models of its `models=` patterns, fallbacks included.
+    let chain: Vec<&String> = match requested {
+        Some(m) if pinned.is_none_or(|p| !p.resource.starts_with("cachedContents/")) => app
+            .config
+            .fallbacks
+            .after(m)
+            .iter()
+            .filter(|to| app.clients.allows(ex.record.client.as_deref(), to))
+            .collect(),
+        _ => Vec::new(),
     };
     let mut next_fallback = 0;
     let mut serving: Option<String> = requested.map(str::to_string);
@@ -623,7 +628,7 @@ fn walk<'a>(
                     log::debug!("no key can serve {from}; falling back to {to}");
                     let next = Outgoing { path_and_query, ..current.clone() };
                     next_fallback += 1;
-                    serving = Some(to.clone());
+                    serving = Some(to.to_string());
                     fallback_out = Some(next);
                     tried.clear();
                     last = None;

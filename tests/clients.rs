@@ -310,3 +310,32 @@ fn two_thousand_requests_from_four_clients_book_exactly_what_the_mock_saw() {
     }
     assert_eq!(total, 2000);
 }
+
+#[test]
+fn a_fallback_model_outside_a_clients_patterns_does_not_serve_it() {
+    const PRO: &str = "gemini-2.5-pro";
+    let mock = MockUpstream::start(&KEYS);
+    mock.set_script(|r| {
+        (r.model().as_deref() == Some(PRO)).then(|| support::mock_upstream::quota_per_day_429(PRO))
+    });
+    let dir = temp_dir("clients-fallback");
+    let tokens = dir.join("tokens.txt");
+    std::fs::write(&tokens, format!("alice {ALICE} models=gemini-2.5-pro\nbob {BOB}\n")).unwrap();
+    let proxy = Proxy::start_in(dir, &mock.url(), &KEYS, move |cfg| {
+        cfg.tokens_file = Some(tokens);
+        cfg.fallbacks = gemini_key_manager::fallback::Fallbacks::parse(&format!("{PRO}>{FLASH}")).unwrap();
+    });
+    // Alice may use pro only: when pro is used up she gets the pool's 503, not flash.
+    let a = generate(&proxy, ALICE, PRO);
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert_eq!(a.header("x-gemini-model-fallback"), None);
+    assert!(mock.requests().iter().all(|r| r.model().as_deref() == Some(PRO)), "flash was never asked");
+    // Bob has no patterns: the chain serves him.
+    let a = generate(&proxy, BOB, PRO);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-gemini-model-fallback"), Some(format!("{PRO}>{FLASH}").as_str()));
+    let st = status(&proxy, BOB);
+    let clients = st["clients"].as_array().unwrap();
+    let alice = clients.iter().find(|c| c["name"] == "alice").unwrap();
+    assert_eq!(alice["requests"], 0, "{alice}");
+}
