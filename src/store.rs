@@ -289,11 +289,14 @@ impl Writer {
     fn save(&mut self, app: &App, whole: Whole) -> Result<(), String> {
         self.last_save = Some(Instant::now());
         app.save.taken();
-        let result = if self.journal.is_some() && whole == Whole::IfDue && !self.whole_next {
-            self.append(app)
-        } else {
-            self.write_whole(app)
-        };
+        let started = Instant::now();
+        let appending = self.journal.is_some() && whole == Whole::IfDue && !self.whole_next;
+        let result = if appending { self.append(app) } else { self.write_whole(app) };
+        log::debug!(
+            "usage saved ({}) in {} ms",
+            if appending { "journal line" } else { "whole" },
+            started.elapsed().as_millis()
+        );
         let path = &app.config.usage_file;
         match result {
             Ok(()) => {

@@ -17,23 +17,6 @@ use support::*;
 /// Fingerprints that are not in the pool: their history is kept (and makes the state large).
 const HISTORY_KEYS: usize = 400;
 
-/// A usage file of today (UTC) with 30 days of history for [`HISTORY_KEYS`] past keys: over
-/// 64 KiB, so the proxy writes it in journal mode.
-fn large_usage_file(dir: &Path) {
-    let today = chrono::Utc::now().date_naive();
-    let mut history = serde_json::Map::new();
-    for d in 1..=30 {
-        let day = (today - chrono::Duration::days(d)).to_string();
-        let per_key: serde_json::Map<String, Value> = (0..HISTORY_KEYS)
-            .map(|i| (format!("{i:012x}"), json!({"requests": 100 + i, "tokens": 5000 + i})))
-            .collect();
-        history.insert(day, Value::Object(per_key));
-    }
-    let file = json!({"version": 1, "quota_day": today.to_string(), "timezone": "UTC", "keys": {},
-                      "history": history});
-    std::fs::write(dir.join("usage.json"), serde_json::to_vec(&file).unwrap()).unwrap();
-}
-
 fn base(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("usage.json")).unwrap()).expect("the base is whole JSON")
 }
@@ -41,20 +24,6 @@ fn base(dir: &Path) -> Value {
 fn journal_lines(dir: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(dir.join("usage.json.journal")).unwrap_or_default();
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// Today's requests over every key, as the `usage --json` command reads the file and journal.
-fn requests_by_usage_command(dir: &Path) -> u64 {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gemini-key-manager"))
-        .args(["usage", "--json", "--reset-timezone", "UTC", "--key-file"])
-        .arg(dir.join("key.txt"))
-        .arg("--usage-file")
-        .arg(dir.join("usage.json"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    report["totals"]["requests"].as_u64().unwrap_or_else(|| panic!("no totals in {report}"))
 }
 
 fn start(dir: &Path) -> (std::process::Child, String, std::thread::JoinHandle<Vec<String>>, MockUpstream) {
@@ -103,7 +72,7 @@ fn no_raw_key_in(dir: &Path) {
 #[test]
 fn a_large_state_is_journaled_line_by_line_survives_sigkill_and_is_compacted_on_sigterm() {
     let dir = temp_dir("journal");
-    large_usage_file(&dir);
+    large_usage_file(&dir, HISTORY_KEYS);
     let (mut child, addr, _reader, _mock) = start(&dir);
     // The first save writes the whole state as a base that names its journal.
     eventually(Duration::from_secs(10), "a base in journal mode", || {
@@ -125,7 +94,7 @@ fn a_large_state_is_journaled_line_by_line_survives_sigkill_and_is_compacted_on_
     assert!(journal_bytes < 8 * 1024, "{journal_bytes} bytes of journal for 7 requests");
     // The base was not rewritten for them.
     assert_eq!(base(&dir)["journal"], id.as_str());
-    assert_eq!(requests_by_usage_command(&dir), 7);
+    assert_eq!(requests_by_usage_command(&dir, "UTC"), 7);
     no_raw_key_in(&dir);
 
     signal(&child, "-KILL");
@@ -159,7 +128,7 @@ fn a_large_state_is_journaled_line_by_line_survives_sigkill_and_is_compacted_on_
 #[test]
 fn a_torn_last_line_is_left_out_and_a_corrupt_line_is_moved_aside() {
     let dir = temp_dir("journal-torn");
-    large_usage_file(&dir);
+    large_usage_file(&dir, HISTORY_KEYS);
     let (mut child, addr, _reader, _mock) = start(&dir);
     eventually(Duration::from_secs(10), "a base in journal mode", || base(&dir)["journal"].is_string());
     generate_n(&addr, 3);
@@ -217,7 +186,7 @@ fn a_torn_last_line_is_left_out_and_a_corrupt_line_is_moved_aside() {
 #[test]
 fn lines_of_an_older_base_are_not_applied_twice() {
     let dir = temp_dir("journal-stale");
-    large_usage_file(&dir);
+    large_usage_file(&dir, HISTORY_KEYS);
     let (mut child, addr, _reader, _mock) = start(&dir);
     eventually(Duration::from_secs(10), "a base in journal mode", || base(&dir)["journal"].is_string());
     generate_n(&addr, 4);
@@ -228,13 +197,13 @@ fn lines_of_an_older_base_are_not_applied_twice() {
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
     std::fs::write(dir.join("usage.json.journal"), &old_lines).unwrap();
-    assert_eq!(requests_by_usage_command(&dir), 4);
+    assert_eq!(requests_by_usage_command(&dir, "UTC"), 4);
     let (mut child, addr, _reader, _mock) = start(&dir);
     assert_eq!(status_requests(&addr), 4);
     generate_n(&addr, 1);
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
-    assert_eq!(requests_by_usage_command(&dir), 5);
+    assert_eq!(requests_by_usage_command(&dir, "UTC"), 5);
 }
 
 #[test]

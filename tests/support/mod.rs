@@ -244,6 +244,39 @@ pub fn signal(child: &Child, sig: &str) {
     assert!(ok);
 }
 
+/// A usage file of today (UTC) with 30 days of history for `past_keys` keys not in the pool:
+/// over 64 KiB from about 100 of them, so that the proxy writes it in journal mode.
+pub fn large_usage_file(dir: &std::path::Path, past_keys: usize) {
+    use serde_json::{Value, json};
+    let today = chrono::Utc::now().date_naive();
+    let mut history = serde_json::Map::new();
+    for d in 1..=30 {
+        let day = (today - chrono::Duration::days(d)).to_string();
+        let per_key: serde_json::Map<String, Value> = (0..past_keys)
+            .map(|i| (format!("{i:012x}"), json!({"requests": 100 + i, "tokens": 5000 + i})))
+            .collect();
+        history.insert(day, Value::Object(per_key));
+    }
+    let file = json!({"version": 1, "quota_day": today.to_string(), "timezone": "UTC", "keys": {},
+                      "history": history});
+    std::fs::write(dir.join("usage.json"), serde_json::to_vec(&file).unwrap()).unwrap();
+}
+
+/// Today's requests over every key as the real `usage --json` command reads them (the file and
+/// its journal), `tz` the reset zone.
+pub fn requests_by_usage_command(dir: &std::path::Path, tz: &str) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_gemini-key-manager"))
+        .args(["usage", "--json", "--reset-timezone", tz, "--key-file"])
+        .arg(dir.join("key.txt"))
+        .arg("--usage-file")
+        .arg(dir.join("usage.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["totals"]["requests"].as_u64().unwrap_or_else(|| panic!("no totals in {report}"))
+}
+
 pub fn requests_on_disk(dir: &std::path::Path) -> u64 {
     let text = std::fs::read_to_string(dir.join("usage.json")).expect("usage file exists");
     let v: serde_json::Value = serde_json::from_str(&text).expect("the usage file is valid JSON");
