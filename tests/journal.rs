@@ -11,7 +11,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::*;
 
 /// Fingerprints that are not in the pool: their history is kept (and makes the state large).
