@@ -46,18 +46,35 @@ fn status_requests(addr: &str) -> u64 {
 }
 
 /// Wait until the journal lines hold `n` requests in all (the last record of each key counts).
+/// Today's requests that journal `lines` hold: the last record of each key counts.
+fn requests_in(lines: impl IntoIterator<Item = Value>) -> u64 {
+    let mut last: std::collections::BTreeMap<String, u64> = Default::default();
+    for line in lines {
+        for (fp, record) in line["keys"].as_object().into_iter().flatten() {
+            let r = record["models"].as_object().unwrap().values().map(|m| m["requests"].as_u64().unwrap());
+            last.insert(fp.clone(), r.sum());
+        }
+    }
+    last.values().sum()
+}
+
+/// Wait until the journal lines hold `n` requests in all.
 fn journaled(dir: &Path, n: u64) {
     eventually(Duration::from_secs(10), "the journal holds the requests", || {
-        let mut last: std::collections::BTreeMap<String, u64> = Default::default();
-        for line in journal_lines(dir) {
-            for (fp, record) in line["keys"].as_object().into_iter().flatten() {
-                let r =
-                    record["models"].as_object().unwrap().values().map(|m| m["requests"].as_u64().unwrap());
-                last.insert(fp.clone(), r.sum());
-            }
-        }
-        last.values().sum::<u64>() == n
+        requests_in(journal_lines(dir)) == n
     });
+}
+
+/// A proxy on a large state, once its first save has made the file a base in journal mode.
+fn start_in_journal_mode(
+    dir: &Path,
+) -> (std::process::Child, String, std::thread::JoinHandle<Vec<String>>, MockUpstream) {
+    large_usage_file(dir, HISTORY_KEYS);
+    let started = start(dir);
+    eventually(Duration::from_secs(10), "a base in journal mode", || {
+        base(dir)["journal"].is_string() && dir.join("usage.json.journal").exists()
+    });
+    started
 }
 
 fn no_raw_key_in(dir: &Path) {
@@ -72,12 +89,8 @@ fn no_raw_key_in(dir: &Path) {
 #[test]
 fn a_large_state_is_journaled_line_by_line_survives_sigkill_and_is_compacted_on_sigterm() {
     let dir = temp_dir("journal");
-    large_usage_file(&dir, HISTORY_KEYS);
-    let (mut child, addr, _reader, _mock) = start(&dir);
     // The first save writes the whole state as a base that names its journal.
-    eventually(Duration::from_secs(10), "a base in journal mode", || {
-        base(&dir)["journal"].is_string() && dir.join("usage.json.journal").exists()
-    });
+    let (mut child, addr, _reader, _mock) = start_in_journal_mode(&dir);
     let id = base(&dir)["journal"].as_str().unwrap().to_string();
     let base_bytes = std::fs::metadata(dir.join("usage.json")).unwrap().len();
     assert!(base_bytes > 64 * 1024, "{base_bytes}");
@@ -128,9 +141,7 @@ fn a_large_state_is_journaled_line_by_line_survives_sigkill_and_is_compacted_on_
 #[test]
 fn a_torn_last_line_is_left_out_and_a_corrupt_line_is_moved_aside() {
     let dir = temp_dir("journal-torn");
-    large_usage_file(&dir, HISTORY_KEYS);
-    let (mut child, addr, _reader, _mock) = start(&dir);
-    eventually(Duration::from_secs(10), "a base in journal mode", || base(&dir)["journal"].is_string());
+    let (mut child, addr, _reader, _mock) = start_in_journal_mode(&dir);
     generate_n(&addr, 3);
     journaled(&dir, 3);
     signal(&child, "-KILL");
@@ -157,18 +168,7 @@ fn a_torn_last_line_is_left_out_and_a_corrupt_line_is_moved_aside() {
     bytes.extend_from_slice(last);
     bytes.push(b'\n');
     std::fs::write(&journal, &bytes).unwrap();
-    let before_bad: u64 = {
-        let mut last_of: std::collections::BTreeMap<String, u64> = Default::default();
-        for l in &lines {
-            let v: Value = serde_json::from_slice(l).unwrap();
-            for (fp, record) in v["keys"].as_object().into_iter().flatten() {
-                let r =
-                    record["models"].as_object().unwrap().values().map(|m| m["requests"].as_u64().unwrap());
-                last_of.insert(fp.clone(), r.sum());
-            }
-        }
-        last_of.values().sum()
-    };
+    let before_bad = requests_in(lines.iter().map(|l| serde_json::from_slice(l).unwrap()));
     let (mut child, addr, reader, _mock) = start(&dir);
     assert_eq!(status_requests(&addr), before_bad);
     signal(&child, "-TERM");
@@ -186,9 +186,7 @@ fn a_torn_last_line_is_left_out_and_a_corrupt_line_is_moved_aside() {
 #[test]
 fn lines_of_an_older_base_are_not_applied_twice() {
     let dir = temp_dir("journal-stale");
-    large_usage_file(&dir, HISTORY_KEYS);
-    let (mut child, addr, _reader, _mock) = start(&dir);
-    eventually(Duration::from_secs(10), "a base in journal mode", || base(&dir)["journal"].is_string());
+    let (mut child, addr, _reader, _mock) = start_in_journal_mode(&dir);
     generate_n(&addr, 4);
     journaled(&dir, 4);
     let old_lines = std::fs::read(dir.join("usage.json.journal")).unwrap();
