@@ -26,17 +26,6 @@ pub fn status_view(app: &App, now: DateTime<Utc>) -> StatusView {
     pool.status(now)
 }
 
-/// Run `render` on a thread of its own and wait for it. The large, short-lived allocations of an
-/// admin page (a view of every key, the document) then come from that thread's heap, which the
-/// allocator takes back when the thread ends; made on a worker they stayed in that worker's
-/// arena, so that at 3,000 keys a few `/status` calls kept ~100 MB resident across 32 workers.
-pub fn on_own_thread<T: Send>(render: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| match s.spawn(render).join() {
-        Ok(t) => t,
-        Err(panic) => std::panic::resume_unwind(panic),
-    })
-}
-
 /// Below this many keys `/metrics` has the per-key series unless `--metrics-per-key` says
 /// otherwise; at this many or more it leaves them out.
 pub const METRICS_PER_KEY_BELOW: usize = 100;

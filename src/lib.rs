@@ -204,16 +204,16 @@ impl App {
             }
             Route::Status => {
                 let form = admin::StatusForm::of(target)?;
-                ex.respond(admin::on_own_thread(|| admin::status_reply(self, form))?);
+                ex.respond(admin::status_reply(self, form)?);
                 Ok(())
             }
             Route::Metrics => {
-                ex.respond(admin::on_own_thread(|| admin::metrics_reply(self)));
+                ex.respond(admin::metrics_reply(self));
                 Ok(())
             }
             Route::Dashboard => {
                 let view = admin::dashboard_view(target)?;
-                ex.respond(admin::on_own_thread(|| admin_keys::dashboard_reply(self, view)));
+                ex.respond(admin_keys::dashboard_reply(self, view));
                 Ok(())
             }
             Route::AdminKeys(op) => admin_keys::handle(self, ex, op),
