@@ -16,7 +16,7 @@ use crate::App;
 use crate::error::{ProxyError, Reply};
 use crate::metrics::Metrics;
 use crate::server::ServerStats;
-use crate::status::{KeyStateName, StatusView};
+use crate::status::{KeyCounts, KeyStateName, StatusView};
 
 /// The pool's `/status` view at `now`, the quota day rolled over first (so that an idle pool's
 /// counts are today's). The lock is held only while the view is built.
@@ -44,6 +44,7 @@ pub fn metrics_per_key(configured: Option<bool>, keys: usize) -> bool {
 /// not the pool.
 pub fn metrics_text(
     status: &StatusView,
+    counts: &KeyCounts,
     metrics: &Metrics,
     stats: &ServerStats,
     dropped_log_lines: u64,
@@ -51,11 +52,11 @@ pub fn metrics_text(
 ) -> String {
     let mut out = String::with_capacity(8192);
     metrics.render(&mut out);
-    let keys = &status.keys;
-    let usable = keys.iter().filter(|k| k.state != KeyStateName::Disabled).count();
+    let disabled = counts.by_state.get(&KeyStateName::Disabled).copied().unwrap_or(0);
+    let usable = counts.total.saturating_sub(disabled);
     let gauges: [(&str, &str, &str, u64); 7] = [
         ("gkm_keys_usable", "gauge", "Keys not disabled.", usable as u64),
-        ("gkm_keys_total", "gauge", "Keys in the pool.", keys.len() as u64),
+        ("gkm_keys_total", "gauge", "Keys in the pool.", counts.total as u64),
         (
             "gkm_workers_busy",
             "gauge",
@@ -85,7 +86,7 @@ pub fn metrics_text(
     for (name, kind, help, value) in gauges {
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
     }
-    pool_aggregates(&mut out, status);
+    pool_aggregates(&mut out, counts);
     if per_key {
         per_key_series(&mut out, status);
     }
@@ -104,25 +105,19 @@ fn label(model: &str) -> String {
 }
 
 /// The series that sum the keys: keys per state, today's requests and tokens per model.
-fn pool_aggregates(out: &mut String, status: &StatusView) {
+fn pool_aggregates(out: &mut String, counts: &KeyCounts) {
     out.push_str("# HELP gkm_keys_by_state Keys in each state.\n# TYPE gkm_keys_by_state gauge\n");
     for state in KeyStateName::ALL {
-        let n = status.keys.iter().filter(|k| k.state == state).count();
+        let n = counts.by_state.get(&state).copied().unwrap_or(0);
         let _ = writeln!(out, "gkm_keys_by_state{{state=\"{}\"}} {n}", state.as_str());
     }
-    let mut models: std::collections::BTreeMap<&str, (u64, u64)> = std::collections::BTreeMap::new();
-    for k in &status.keys {
-        for (model, m) in &k.models {
-            let sum = models.entry(model).or_default();
-            *sum = (sum.0.saturating_add(m.requests), sum.1.saturating_add(m.tokens));
-        }
-    }
+    let models = &counts.per_model;
     out.push_str("# HELP gkm_model_requests_today Requests counted today per model, summed over the keys.\n# TYPE gkm_model_requests_today gauge\n");
-    for (model, (requests, _)) in &models {
+    for (model, (requests, _)) in models {
         let _ = writeln!(out, "gkm_model_requests_today{{model=\"{}\"}} {requests}", label(model));
     }
     out.push_str("# HELP gkm_model_tokens_today Tokens counted today per model, summed over the keys.\n# TYPE gkm_model_tokens_today gauge\n");
-    for (model, (_, tokens)) in &models {
+    for (model, (_, tokens)) in models {
         let _ = writeln!(out, "gkm_model_tokens_today{{model=\"{}\"}} {tokens}", label(model));
     }
 }
@@ -317,10 +312,21 @@ impl serde::Serialize for WithKeys<'_> {
 
 /// The answer to `GET /metrics`.
 pub fn metrics_reply(app: &App) -> Reply {
-    let status = status_view(app, Utc::now());
-    let per_key = metrics_per_key(app.config.metrics_per_key, status.keys.len());
-    let mut text =
-        metrics_text(&status, &app.metrics, &app.server_stats, crate::logging::dropped_lines(), per_key);
+    let now = Utc::now();
+    let (status, counts, per_key) = {
+        let mut pool = app.pool.lock();
+        pool.rollover(now);
+        if metrics_per_key(app.config.metrics_per_key, pool.len()) {
+            let status = pool.status(now);
+            let counts = KeyCounts::of(&status);
+            (status, counts, true)
+        } else {
+            // No series names a key: the keys are counted, not viewed one by one.
+            (pool.status_where(now, |_| false), pool.key_counts(now), false)
+        }
+    };
+    let dropped = crate::logging::dropped_lines();
+    let mut text = metrics_text(&status, &counts, &app.metrics, &app.server_stats, dropped, per_key);
     app.responses.render_metrics(&mut text, std::time::Instant::now());
     app.live.render(&mut text);
     app.clients.render_metrics(&mut text, Utc::now());
@@ -516,7 +522,7 @@ mod tests {
     fn metrics_text_lists_keys_models_and_states() {
         let stats = ServerStats::default();
         stats.busy_workers.store(2, Relaxed);
-        let text = metrics_text(&example(), &Metrics::default(), &stats, 5, true);
+        let text = metrics_text(&example(), &KeyCounts::of(&example()), &Metrics::default(), &stats, 5, true);
         for line in [
             "gkm_keys_usable 2\n",
             "gkm_keys_total 2\n",
@@ -549,8 +555,9 @@ mod tests {
     #[test]
     fn metrics_without_per_key_series_keep_the_sums() {
         let stats = ServerStats::default();
-        let with = metrics_text(&example(), &Metrics::default(), &stats, 0, true);
-        let without = metrics_text(&example(), &Metrics::default(), &stats, 0, false);
+        let with = metrics_text(&example(), &KeyCounts::of(&example()), &Metrics::default(), &stats, 0, true);
+        let without =
+            metrics_text(&example(), &KeyCounts::of(&example()), &Metrics::default(), &stats, 0, false);
         assert!(!without.contains("key=\""), "{without}");
         assert!(!without.contains("gkm_key_"), "no per-key family, not even its HELP line");
         let aggregates = [

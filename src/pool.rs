@@ -36,7 +36,7 @@ use crate::keyfile::{KeySpec, ProjectId, fingerprint, mask};
 use crate::limits::{Bare, Book, Configured, Limits, Throttle, Until, Violation};
 use crate::quota::Outcome;
 use crate::status::{
-    self, KeyStateName, KeyView, LimitsView, ModelLimitsView, ModelView, StatusView, Totals,
+    self, KeyCounts, KeyStateName, KeyView, LimitsView, ModelLimitsView, ModelView, StatusView, Totals,
 };
 use crate::store_format::{ALL_MODELS, DayTotals, KeyRecord, LimitRecord, ModelRecord, NO_MODEL, UsageFile};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -1138,6 +1138,22 @@ impl KeyState {
 }
 
 impl KeyState {
+    /// The counts of `/metrics` without a view of each key: keys per state, today's requests and
+    /// tokens per model (every model the pool has a count, a limit or a book of, zero included).
+    pub fn key_counts(&self, now: DateTime<Utc>) -> KeyCounts {
+        let mut per_model: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for key in &self.keys {
+            for (model, u) in &key.usage {
+                let sum = per_model.entry(model.clone()).or_default();
+                *sum = (sum.0.saturating_add(u.requests), sum.1.saturating_add(u.tokens));
+            }
+        }
+        for (_, model) in self.limits.keys().chain(self.books.keys()) {
+            per_model.entry(model.clone()).or_default();
+        }
+        KeyCounts { total: self.keys.len(), by_state: self.state_counts(now), per_model }
+    }
+
     /// How many keys are in each state at `now` (as [`status`](Self::status) names them).
     pub fn state_counts(&self, now: DateTime<Utc>) -> BTreeMap<KeyStateName, usize> {
         let mut counts = BTreeMap::new();
@@ -1430,6 +1446,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_counts_without_views_are_those_of_the_views() {
+        let mut s = KeyState::new(specs(&[Some("a"), Some("a"), None, None]), LA, t0());
+        use_key(&mut s, FLASH, Outcome::Success, t0());
+        use_key(&mut s, PRO, Outcome::Success, t0());
+        record(&mut s, 1, FLASH, Outcome::QuotaPerDay, t0());
+        record(&mut s, 2, PRO, per_minute(60), t0());
+        record(&mut s, 3, FLASH, Outcome::KeyInvalid { reason: "API_KEY_INVALID".into() }, t0());
+        let counts = s.key_counts(t0());
+        let views = KeyCounts::of(&s.status(t0()));
+        assert_eq!(counts.total, 4);
+        assert_eq!(counts.by_state, views.by_state);
+        assert_eq!(counts.by_state.values().sum::<usize>(), 4);
+        for (model, sums) in &views.per_model {
+            assert_eq!(counts.per_model.get(model), Some(sums), "{model}");
+        }
+        assert_eq!(counts.per_model[FLASH.unwrap()], (1, 10));
     }
 
     #[test]

@@ -133,6 +133,30 @@ pub struct LimitsView {
     pub tpm: Option<u64>,
 }
 
+/// The pool counted without a view of each key (`/metrics` of a large pool): keys in all and per
+/// state, today's requests and tokens per model summed over the keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyCounts {
+    pub total: usize,
+    pub by_state: BTreeMap<KeyStateName, usize>,
+    pub per_model: BTreeMap<String, (u64, u64)>,
+}
+
+impl KeyCounts {
+    /// The same counts from a view of every key.
+    pub fn of(view: &StatusView) -> KeyCounts {
+        let mut counts = KeyCounts { total: view.keys.len(), ..KeyCounts::default() };
+        for k in &view.keys {
+            *counts.by_state.entry(k.state).or_default() += 1;
+            for (model, m) in &k.models {
+                let sum = counts.per_model.entry(model.clone()).or_default();
+                *sum = (sum.0.saturating_add(m.requests), sum.1.saturating_add(m.tokens));
+            }
+        }
+        counts
+    }
+}
+
 /// One model over the pool: "67 of 750 left today across 3 projects".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelLimitsView {
