@@ -197,6 +197,7 @@ impl App {
             Route::OpenAiResponses => responses_api::create(self, ex),
             Route::OpenAiResponse { id, delete: false } => responses_api::get(self, ex, id),
             Route::OpenAiResponse { id, delete: true } => responses_api::delete(self, ex, id),
+            Route::OpenAiResponseInputItems { id } => responses_api::input_items(self, ex, target, id),
             Route::AnthropicMessages => anthropic_api::messages(self, ex),
             Route::AnthropicCountTokens => anthropic_api::count_tokens(self, ex),
             Route::Live => {

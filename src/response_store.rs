@@ -24,6 +24,8 @@ pub const TTL: Duration = Duration::from_secs(3600);
 pub struct Stored {
     pub response: Value,
     pub items: Vec<Value>,
+    /// How many of `items` were its input (the rest is its output): `GET …/input_items`.
+    pub inputs: usize,
     bytes: usize,
     at: Instant,
     seq: u64,
@@ -111,9 +113,9 @@ impl ResponseStore {
         ResponseStore { inner: Mutex::new(Inner::default()), max_responses, max_bytes, ttl }
     }
 
-    /// Keep `response` and its conversation `items` under `id`; false when it alone is over the
-    /// byte bound (then nothing is kept).
-    pub fn put(&self, id: &str, response: Value, items: Vec<Value>, now: Instant) -> bool {
+    /// Keep `response` and its conversation `items` (the first `inputs` of them its input) under
+    /// `id`; false when it alone is over the byte bound (then nothing is kept).
+    pub fn put(&self, id: &str, response: Value, items: Vec<Value>, inputs: usize, now: Instant) -> bool {
         let bytes = size_of(&response) + items.iter().map(size_of).sum::<usize>() + id.len();
         if bytes > self.max_bytes {
             return false;
@@ -133,7 +135,7 @@ impl ResponseStore {
         let seq = inner.seq;
         inner.order.insert((now, seq), id.to_owned());
         inner.bytes += bytes;
-        inner.map.insert(id.to_owned(), Arc::new(Stored { response, items, bytes, at: now, seq }));
+        inner.map.insert(id.to_owned(), Arc::new(Stored { response, items, inputs, bytes, at: now, seq }));
         true
     }
 
@@ -209,13 +211,14 @@ mod tests {
             "resp_1",
             json!({"id": "resp_1"}),
             vec![json!({"role": "user", "content": "x"})],
+            1,
             t0
         ));
         let got = store.get("resp_1", t0 + Duration::from_secs(3599)).unwrap();
         assert_eq!((got.response["id"].as_str(), got.items.len()), (Some("resp_1"), 1));
         assert!(store.get("resp_1", t0 + TTL).is_none(), "expired after an hour");
         assert_eq!(store.stats(t0 + TTL), StoreStats { responses: 0, bytes: 0, evicted: 0, expired: 1 });
-        assert!(store.put("resp_2", json!({}), vec![], t0));
+        assert!(store.put("resp_2", json!({}), vec![], 0, t0));
         assert!(store.delete("resp_2", t0) && !store.delete("resp_2", t0));
         assert!(store.get("nope", t0).is_none());
     }
@@ -225,7 +228,7 @@ mod tests {
         let store = ResponseStore::new(3, 1000, TTL);
         let t0 = Instant::now();
         for i in 0..5 {
-            store.put(&format!("r{i}"), json!({"i": i}), vec![], t0 + Duration::from_secs(i));
+            store.put(&format!("r{i}"), json!({"i": i}), vec![], 0, t0 + Duration::from_secs(i));
         }
         let now = t0 + Duration::from_secs(5);
         assert!(store.get("r0", now).is_none() && store.get("r1", now).is_none());
@@ -234,13 +237,13 @@ mod tests {
         // 400 bytes each: two fit in 1000.
         let big = json!("x".repeat(400));
         for i in 0..3 {
-            assert!(store.put(&format!("b{i}"), big.clone(), vec![], now));
+            assert!(store.put(&format!("b{i}"), big.clone(), vec![], 0, now));
         }
         let s = store.stats(now);
         assert!(s.bytes <= 1000 && s.responses == 2, "{s:?}");
         assert!(store.get("b0", now).is_none() && store.get("b2", now).is_some());
         // One over the whole bound is not kept at all.
-        assert!(!store.put("huge", json!("y".repeat(2000)), vec![], now));
+        assert!(!store.put("huge", json!("y".repeat(2000)), vec![], 0, now));
         let mut text = String::new();
         store.render_metrics(&mut text, now);
         assert!(

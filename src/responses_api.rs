@@ -1,5 +1,6 @@
 //! The OpenAI Responses routes (SPEC §12): `POST /v1/responses` (streamed or not),
-//! `GET /v1/responses/{id}` and `DELETE /v1/responses/{id}`, served through the key pool.
+//! `GET /v1/responses/{id}`, `GET /v1/responses/{id}/input_items` and `DELETE /v1/responses/{id}`,
+//! served through the key pool.
 //!
 //! This module does the I/O around the pure core in `responses/`: it reads the request, looks up
 //! the stored previous response, resolves the model alias, asks `upstream` for an answer (the same
@@ -73,8 +74,12 @@ fn keep(app: &App, store: bool, id: &str, builder: &ResponseBuilder, mut items: 
     if !store {
         return;
     }
+    let inputs = items.len();
+    for item in &mut items {
+        as_item_resource(item);
+    }
     items.extend(builder.output().iter().cloned());
-    if !app.responses.put(id, response.clone(), items, Instant::now()) {
+    if !app.responses.put(id, response.clone(), items, inputs, Instant::now()) {
         log::warn!("response {id} is larger than the response store; not kept");
     }
 }
@@ -83,6 +88,77 @@ fn keep(app: &App, store: bool, id: &str, builder: &ResponseBuilder, mut items: 
 pub fn get(app: &App, ex: &mut Exchange, id: &str) -> Result<(), ProxyError> {
     let stored = app.responses.get(id, Instant::now()).ok_or_else(|| not_found(id))?;
     ex.respond(Reply::json(200, &stored.response));
+    Ok(())
+}
+
+/// An input item in the form `GET …/input_items` lists it (OpenAI's `ResponseItem`): an id of
+/// its own, a message's `type`, content as parts. The translator reads both forms, so the stored
+/// conversation takes this one.
+fn as_item_resource(item: &mut Value) {
+    let Some(obj) = item.as_object_mut() else { return };
+    let message = obj.get("type").is_none_or(|t| t == "message") && obj.contains_key("role");
+    if message {
+        obj.entry("type").or_insert_with(|| json!("message"));
+        let part = if obj.get("role").and_then(Value::as_str) == Some("assistant") {
+            "output_text"
+        } else {
+            "input_text"
+        };
+        if let Some(Value::String(text)) = obj.get("content") {
+            let text = text.clone();
+            let content = if part == "output_text" {
+                json!([{"type": part, "text": text, "annotations": []}])
+            } else {
+                json!([{"type": part, "text": text}])
+            };
+            obj.insert("content".into(), content);
+        }
+        obj.entry("status").or_insert_with(|| json!("completed"));
+    }
+    if !obj.contains_key("id") {
+        let prefix = if message { "msg" } else { "item" };
+        obj.insert("id".into(), json!(new_id(prefix).replace('-', "_")));
+    }
+}
+
+/// `GET /v1/responses/{id}/input_items`: the items the response was made from (its conversation
+/// before its output: earlier turns too when it continued one), `limit` (1–100, 20) at a time in
+/// `order` (`desc`, the default, or `asc`), from the one `after` the item of that id.
+pub fn input_items(
+    app: &App,
+    ex: &mut Exchange,
+    target: &crate::router::Target,
+    id: &str,
+) -> Result<(), ProxyError> {
+    let stored = app.responses.get(id, Instant::now()).ok_or_else(|| not_found(id))?;
+    let limit = match target.query_param("limit") {
+        None => 20,
+        Some(v) => v.parse::<usize>().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
+            ProxyError::bad_request("'limit' must be a whole number from 1 to 100.", Some("limit"))
+        })?,
+    };
+    let inputs = &stored.items[..stored.inputs.min(stored.items.len())];
+    let mut list: Vec<&Value> = match target.query_param("order").as_deref() {
+        None | Some("desc") => inputs.iter().rev().collect(),
+        Some("asc") => inputs.iter().collect(),
+        Some(_) => return Err(ProxyError::bad_request("'order' must be 'asc' or 'desc'.", Some("order"))),
+    };
+    if let Some(after) = target.query_param("after") {
+        let at = list.iter().position(|item| item["id"] == after.as_str()).ok_or_else(|| {
+            ProxyError::bad_request(
+                format!("No input item with id '{after}' in response '{id}'."),
+                Some("after"),
+            )
+        })?;
+        list.drain(..=at);
+    }
+    let has_more = list.len() > limit;
+    list.truncate(limit);
+    let first = list.first().map(|item| item["id"].clone()).unwrap_or(Value::Null);
+    let last = list.last().map(|item| item["id"].clone()).unwrap_or(Value::Null);
+    let page =
+        json!({"object": "list", "data": list, "first_id": first, "last_id": last, "has_more": has_more});
+    ex.respond(Reply::json(200, &page));
     Ok(())
 }
 

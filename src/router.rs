@@ -97,6 +97,10 @@ pub enum Route {
         id: String,
         delete: bool,
     },
+    /// `GET /v1/responses/{id}/input_items`.
+    OpenAiResponseInputItems {
+        id: String,
+    },
     /// Anthropic's Messages API (`POST /v1/messages`).
     AnthropicMessages,
     /// `POST /v1/messages/count_tokens`.
@@ -153,6 +157,7 @@ impl Route {
             Route::OpenAiModels { .. } => "models",
             Route::OpenAiEmbeddings => "embeddings",
             Route::OpenAiResponses | Route::OpenAiResponse { .. } => "responses",
+            Route::OpenAiResponseInputItems { .. } => "response_input_items",
             Route::AnthropicMessages => "messages",
             Route::AnthropicCountTokens => "count_tokens",
             Route::Live => "live",
@@ -171,6 +176,7 @@ impl Route {
             | Route::OpenAiEmbeddings
             | Route::OpenAiResponses
             | Route::OpenAiResponse { .. }
+            | Route::OpenAiResponseInputItems { .. }
             | Route::GeminiOpenAi => Surface::OpenAi,
             Route::AnthropicMessages | Route::AnthropicCountTokens => Surface::Anthropic,
             Route::Status | Route::Metrics | Route::Dashboard | Route::AdminKeys(_) => Surface::Admin,
@@ -195,6 +201,13 @@ pub fn route(method: &str, path: &str, bearer: bool) -> Route {
     }
     if let Some(op) = admin_keys(method, path) {
         return Route::AdminKeys(op);
+    }
+    if let Some(id) = path.strip_prefix("/v1/responses/").and_then(|r| r.strip_suffix("/input_items"))
+        && !id.is_empty()
+        && !id.contains('/')
+        && method == "GET"
+    {
+        return Route::OpenAiResponseInputItems { id: id.to_string() };
     }
     if let Some(id) = path.strip_prefix("/v1/responses/")
         && !id.is_empty()
@@ -409,6 +422,12 @@ mod tests {
                 "/v1/responses/resp_1",
                 false,
                 Route::OpenAiResponse { id: "resp_1".into(), delete: true },
+            ),
+            (
+                "GET",
+                "/v1/responses/resp_1/input_items",
+                true,
+                Route::OpenAiResponseInputItems { id: "resp_1".into() },
             ),
             ("POST", "/v1beta/openai/chat/completions", true, Route::GeminiOpenAi),
             ("PUT", "/upload/v1beta/files", false, Route::Native),

@@ -387,3 +387,80 @@ fn an_upstream_that_breaks_mid_stream_ends_with_response_failed() {
     assert_eq!(kinds(&evs)[kinds(&evs).len() - 2..], ["error", "response.failed"], "{:?}", kinds(&evs));
     assert_eq!(evs.last().unwrap()["response"]["status"], "failed");
 }
+
+#[test]
+fn input_items_lists_what_a_stored_response_was_made_from() {
+    let mock = MockUpstream::start(&KEYS);
+    let proxy = proxy(&mock);
+    let auth = bearer();
+    let list = |id: &str, query: &str| {
+        send(
+            "GET",
+            &format!("{}/v1/responses/{id}/input_items{query}", proxy.url),
+            &[("authorization", &auth)],
+            b"",
+        )
+    };
+    let a = create(
+        &proxy,
+        &json!({"model": "gemini-2.5-flash", "input": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello"}]}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let first = a.json()["id"].as_str().unwrap().to_string();
+    let b = create(
+        &proxy,
+        &json!({"model": "gemini-2.5-flash", "previous_response_id": first, "input": "And now?"}),
+    );
+    assert_eq!(b.status, 200, "{}", b.text());
+    let second = b.json()["id"].as_str().unwrap().to_string();
+    let answer_text = a.json()["output"][0]["content"][0]["text"].clone();
+
+    // Newest first by default; the earlier turn (its input and its answer) is part of the input.
+    let page = list(&second, "");
+    assert_eq!(page.status, 200, "{}", page.text());
+    let page = page.json();
+    assert_eq!(page["object"], "list");
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), 4, "{page}");
+    assert_eq!(data[0]["content"][0], json!({"type": "input_text", "text": "And now?"}));
+    assert_eq!(data[1]["role"], "assistant");
+    assert_eq!(data[1]["content"][0]["text"], answer_text);
+    assert_eq!(data[3]["content"][0], json!({"type": "input_text", "text": "Be brief."}));
+    for item in data {
+        assert_eq!(item["type"], "message", "{item}");
+        assert!(item["id"].as_str().is_some_and(|id| !id.is_empty()), "{item}");
+    }
+    assert_eq!(
+        (page["first_id"].clone(), page["last_id"].clone()),
+        (data[0]["id"].clone(), data[3]["id"].clone())
+    );
+    assert_eq!(page["has_more"], false);
+    // The ids stay the same from one read to the next; pages in ascending order follow `after`.
+    let asc = list(&second, "?order=asc&limit=3").json();
+    let ids: Vec<&Value> = asc["data"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
+    assert_eq!(ids, [&data[3]["id"], &data[2]["id"], &data[1]["id"]]);
+    assert_eq!(asc["has_more"], true);
+    let rest =
+        list(&second, &format!("?order=asc&limit=3&after={}", asc["last_id"].as_str().unwrap())).json();
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["data"][0]["id"], data[0]["id"]);
+    assert_eq!(rest["has_more"], false);
+    // The first response's own input: its two messages only.
+    assert_eq!(list(&first, "").json()["data"].as_array().unwrap().len(), 2);
+    // Bad parameters are 400, an unknown response 404, each in OpenAI's error shape.
+    for (query, status) in [("?limit=0", 400), ("?limit=101", 400), ("?order=up", 400), ("?after=nope", 400)]
+    {
+        let a = list(&second, query);
+        assert_eq!(a.status, status, "{query}: {}", a.text());
+        assert_valid("ErrorResponse", &a.json());
+    }
+    let a = list("resp_unknown", "");
+    assert_eq!(a.status, 404, "{}", a.text());
+    assert_valid("ErrorResponse", &a.json());
+    // The continued conversation still reaches Gemini as before.
+    let sent = last_generate(&mock).json().unwrap();
+    assert_eq!(sent["systemInstruction"]["parts"][0]["text"], "Be brief.", "{sent}");
+    assert_eq!(sent["contents"].as_array().unwrap().len(), 3, "{sent}");
+}

@@ -93,6 +93,12 @@ def _():
     second = client.responses.create(model=MODEL, previous_response_id=first.id, tools=TOOLS,
                                      input=[{"type": "function_call_output", "call_id": call.call_id, "output": "rain"}])
     assert "rain" in second.output_text and second.previous_response_id == first.id, second
+    # input_items of the second: the first turn (its question, its reasoning and its call) and the
+    # call's output, newest first, paged by the SDK's cursor one item at a time.
+    items = list(client.responses.input_items.list(second.id, limit=1))
+    assert [i.type for i in items] == ["function_call_output", "function_call", "reasoning", "message"], items
+    assert items[0].call_id == call.call_id and items[-1].content[0].text == "Weather in Paris?", items
+    assert len({i.id for i in items}) == 4, items
     client.responses.delete(first.id)
     try:
         client.responses.retrieve(first.id)
