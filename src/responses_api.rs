@@ -113,6 +113,13 @@ fn as_item_resource(item: &mut Value) {
             };
             obj.insert("content".into(), content);
         }
+    }
+    // Calls, their outputs and messages carry a status in OpenAI's item resources.
+    let kind = obj.get("type").and_then(Value::as_str).unwrap_or("");
+    if matches!(
+        kind,
+        "message" | "function_call" | "function_call_output" | "custom_tool_call" | "custom_tool_call_output"
+    ) {
         obj.entry("status").or_insert_with(|| json!("completed"));
     }
     if !obj.contains_key("id") {
@@ -154,8 +161,9 @@ pub fn input_items(
     }
     let has_more = list.len() > limit;
     list.truncate(limit);
-    let first = list.first().map(|item| item["id"].clone()).unwrap_or(Value::Null);
-    let last = list.last().map(|item| item["id"].clone()).unwrap_or(Value::Null);
+    // OpenAI's `ResponseItemList` has string ids even for an empty page.
+    let first = list.first().map_or_else(|| json!(""), |item| item["id"].clone());
+    let last = list.last().map_or_else(|| json!(""), |item| item["id"].clone());
     let page =
         json!({"object": "list", "data": list, "first_id": first, "last_id": last, "has_more": has_more});
     ex.respond(Reply::json(200, &page));

@@ -282,8 +282,23 @@ fn previous_response_id_continues_a_stored_conversation_streamed() {
     let sent = last_generate(&mock).json().unwrap();
     assert_eq!(sent["contents"][0]["parts"][0]["text"], "Weather in Paris?");
     assert_eq!(sent["contents"][1]["parts"][0]["thoughtSignature"], THOUGHT_SIGNATURE);
-    // DELETE, then GET and previous_response_id are 404 in OpenAI's shape.
     let auth = bearer();
+    // Its input items: the question, the first answer's items (the call) and the call's output.
+    let items = send(
+        "GET",
+        &format!("{}/v1/responses/{}/input_items", proxy.url, r["id"].as_str().unwrap()),
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(items.status, 200, "{}", items.text());
+    let items = items.json();
+    assert_valid("ResponseItemList", &items);
+    let kinds: Vec<&str> =
+        items["data"].as_array().unwrap().iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"function_call_output"), "{kinds:?}");
+    assert!(kinds.contains(&"function_call"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"message"), "{kinds:?}");
+    // DELETE, then GET and previous_response_id are 404 in OpenAI's shape.
     let d = send("DELETE", &format!("{}/v1/responses/{id}", proxy.url), &[("authorization", &auth)], b"");
     assert_eq!((d.status, d.json()["deleted"].as_bool()), (200, Some(true)), "{}", d.text());
     for a in [
@@ -421,6 +436,7 @@ fn input_items_lists_what_a_stored_response_was_made_from() {
     let page = list(&second, "");
     assert_eq!(page.status, 200, "{}", page.text());
     let page = page.json();
+    assert_valid("ResponseItemList", &page);
     assert_eq!(page["object"], "list");
     let data = page["data"].as_array().unwrap();
     assert_eq!(data.len(), 4, "{page}");
@@ -439,6 +455,7 @@ fn input_items_lists_what_a_stored_response_was_made_from() {
     assert_eq!(page["has_more"], false);
     // The ids stay the same from one read to the next; pages in ascending order follow `after`.
     let asc = list(&second, "?order=asc&limit=3").json();
+    assert_valid("ResponseItemList", &asc);
     let ids: Vec<&Value> = asc["data"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
     assert_eq!(ids, [&data[3]["id"], &data[2]["id"], &data[1]["id"]]);
     assert_eq!(asc["has_more"], true);
@@ -447,6 +464,11 @@ fn input_items_lists_what_a_stored_response_was_made_from() {
     assert_eq!(rest["data"].as_array().unwrap().len(), 1);
     assert_eq!(rest["data"][0]["id"], data[0]["id"]);
     assert_eq!(rest["has_more"], false);
+    assert_valid("ResponseItemList", &rest);
+    // Past the last item: an empty page, still a valid list.
+    let empty = list(&second, &format!("?after={}", data[3]["id"].as_str().unwrap())).json();
+    assert_eq!(empty["data"], json!([]));
+    assert_valid("ResponseItemList", &empty);
     // The first response's own input: its two messages only.
     assert_eq!(list(&first, "").json()["data"].as_array().unwrap().len(), 2);
     // Bad parameters are 400, an unknown response 404, each in OpenAI's error shape.
