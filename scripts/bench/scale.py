@@ -209,10 +209,9 @@ def run_size(gkm, work, up_port, size, seconds):
         proc.wait(timeout=15)
 
 
-def main():
-    gkm, nginx, work = sys.argv[1], sys.argv[2], sys.argv[3]
-    seconds = int(sys.argv[4]) if len(sys.argv) > 4 else 10
-    os.makedirs(work, exist_ok=True)
+def start_upstream(nginx, work):
+    """nginx as the fake Gemini upstream in `work` (a fixed generateContent answer): its port and
+    process, once it accepts connections."""
     up_port = free_port()
     body = open(os.path.join(HERE, "response.json")).read().replace("\n", "")
     conf = open(os.path.join(HERE, "upstream.conf.in")).read()
@@ -230,13 +229,21 @@ def main():
     ngx = subprocess.Popen([nginx, "-p", work, "-e", os.path.join(work, "scale-upstream.error.log"), "-c",
                             os.path.join(work, "scale-upstream.conf")], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", up_port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    return up_port, ngx
+
+
+def main():
+    gkm, nginx, work = sys.argv[1], sys.argv[2], sys.argv[3]
+    seconds = int(sys.argv[4]) if len(sys.argv) > 4 else 10
+    os.makedirs(work, exist_ok=True)
+    up_port, ngx = start_upstream(nginx, work)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", up_port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.02)
         rows = []
         for size in SIZES:
             print("[scale] %d keys..." % size, file=sys.stderr)
