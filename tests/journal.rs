@@ -217,3 +217,27 @@ fn a_small_state_stays_one_json_file() {
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_reload_of_the_key_file_writes_a_new_base_with_the_new_key() {
+    let dir = temp_dir("journal-reload");
+    let (mut child, addr, _reader, _mock) = start_in_journal_mode(&dir);
+    generate_n(&addr, 2);
+    journaled(&dir, 2);
+    let id = base(&dir)["journal"].as_str().unwrap().to_string();
+    // Two of the three keys stay; a fourth joins (the mock refuses it, which does not matter here).
+    let added = "AIzaSyTESTKEY00000000000000000000000000D";
+    std::fs::write(dir.join("key.txt"), format!("{}\n{}\n{added}\n", KEYS[0], KEYS[1])).unwrap();
+    signal(&child, "-HUP");
+    eventually(Duration::from_secs(10), "a new base after the reload", || {
+        base(&dir)["journal"].as_str().is_some_and(|new| new != id)
+    });
+    let file = base(&dir);
+    let keys = file["keys"].as_object().unwrap();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(keys.values().any(|k| k["masked"] == "AIza…000D"), "{keys:?}");
+    assert!(journal_lines(&dir).is_empty(), "a new base starts an empty journal");
+    assert!(!std::fs::read_to_string(dir.join("usage.json")).unwrap().contains(added));
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+}
