@@ -333,8 +333,7 @@ impl KeyState {
         let mut keys = BTreeMap::new();
         let mut projects = BTreeSet::new();
         for idx in std::mem::take(&mut self.changed) {
-            let key = &mut self.keys[idx];
-            key.changed = false;
+            self.keys[idx].changed = false;
             let key = &self.keys[idx];
             keys.insert(key.fingerprint.clone(), self.record_of(key, now));
             projects.insert(key.project_id());
@@ -505,23 +504,29 @@ impl KeyState {
     /// were reloaded between two attempts). See [`Pick::Exhausted`] for when none is left.
     pub fn pick(&mut self, model: Option<&str>, tried: &[String], now: DateTime<Utc>) -> Pick {
         self.rollover(now);
-        let name = model.unwrap_or(ALL_MODELS);
-        let mut candidates = self.candidates(name, now);
-        let found = self.walk(&mut candidates, model, tried, now);
-        let pick = match found {
-            Some(idx) => {
-                let n = self.keys.len();
-                self.cursor = (idx + 1) % n;
+        match self.walk_for(model, tried, now) {
+            Ok(idx) => {
+                self.cursor = (idx + 1) % self.keys.len();
                 self.count_sent(idx, model, now);
                 let key = &self.keys[idx];
                 Pick::Key { idx, key: key.key.clone(), fingerprint: key.fingerprint.clone() }
             }
-            None => self.exhausted_after_walk(&mut candidates, model, now),
+            Err(exhausted) => exhausted,
+        }
+    }
+
+    /// One walk of `model`'s candidates: the key found, or the [`Pick::Exhausted`] answer.
+    fn walk_for(&mut self, model: Option<&str>, tried: &[String], now: DateTime<Utc>) -> Result<usize, Pick> {
+        let name = model.unwrap_or(ALL_MODELS);
+        let mut candidates = self.candidates(name, now);
+        let found = match self.walk(&mut candidates, model, tried, now) {
+            Some(idx) => Ok(idx),
+            None => Err(self.exhausted_after_walk(&mut candidates, model, now)),
         };
         if let Some(slot) = self.rotation.get_mut(name) {
             *slot = candidates;
         }
-        pick
+        found
     }
 
     /// The [`Candidates`] of `model`, taken out of the map (put back by the caller), with the
@@ -658,16 +663,10 @@ impl KeyState {
     /// The answer when no key is left for `model`: when the first key becomes usable again
     /// (now, if some key is usable). A walk of the model's candidates, not a scan of the pool.
     pub fn exhausted(&mut self, model: Option<&str>, now: DateTime<Utc>) -> Pick {
-        let name = model.unwrap_or(ALL_MODELS);
-        let mut candidates = self.candidates(name, now);
-        let pick = match self.walk(&mut candidates, model, &[], now) {
-            Some(_) => exhausted_at(Some(now), model, now),
-            None => self.exhausted_after_walk(&mut candidates, model, now),
-        };
-        if let Some(slot) = self.rotation.get_mut(name) {
-            *slot = candidates;
+        match self.walk_for(model, &[], now) {
+            Ok(_) => exhausted_at(Some(now), model, now),
+            Err(exhausted) => exhausted,
         }
-        pick
     }
 
     /// [`exhausted`](Self::exhausted) among the keys of `project` (its keys only are looked at).

@@ -354,7 +354,8 @@ impl Writer {
         }
         let mut line = serde_json::to_vec(&entry).map_err(|e| format!("cannot serialize usage: {e}"))?;
         line.push(b'\n');
-        let line = crate::redact::current().bytes(&line).into_owned();
+        let redactor = crate::redact::current();
+        let line = redactor.bytes(&line);
         journal.file.write_all(&line).and_then(|()| journal.file.sync_data()).map_err(|e| e.to_string())?;
         journal.len += line.len() as u64;
         self.clients_written = Some(clients_hash);

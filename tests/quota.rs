@@ -168,11 +168,7 @@ fn bare_429s_from_three_projects_cool_the_model_pool_wide_without_blaming_keys()
 fn stream_of(url: &str, auth: (&str, &str), body: &str) -> (u16, Vec<(String, String)>, String) {
     let resp = open_stream(url, auth, body);
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
+    let headers = headers_of(&resp);
     let text = resp.into_body().read_to_string().unwrap();
     (status, headers, text)
 }

@@ -133,13 +133,17 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> A
     }
     .expect("the proxy answers");
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
+    let headers = headers_of(&resp);
     let body = resp.into_body().with_config().limit(64 << 20).read_to_vec().expect("body");
     Answer { status, headers, body }
+}
+
+/// A response's headers as (name, value) pairs.
+pub fn headers_of(resp: &ureq::http::Response<ureq::Body>) -> Vec<(String, String)> {
+    resp.headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect()
 }
 
 pub fn post_json(url: &str, body: &serde_json::Value) -> Answer {
