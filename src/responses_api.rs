@@ -53,8 +53,9 @@ pub fn create(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
         builder.feed(&answer);
         builder.finish(Utc::now().timestamp());
         let response = builder.final_response().cloned().unwrap_or(Value::Null);
-        ex.respond(Reply::json(200, &response));
+        // Kept before it is answered: a client may continue it (`previous_response_id`) at once.
         keep(app, store, &id, &builder, items);
+        ex.respond(Reply::json(200, &response));
         return Ok(());
     }
     let headers = [
@@ -62,10 +63,18 @@ pub fn create(app: &App, ex: &mut Exchange) -> Result<(), ProxyError> {
         ("Cache-Control".to_string(), "no-cache, no-transform".to_string()),
         ("X-Accel-Buffering".to_string(), "no".to_string()),
     ];
-    let mut events = ResponsesEvents { builder, events: relay::GeminiEvents::default() };
-    relay::stream(app, ex, answer, &used, Some(&model), (200, &headers), &mut events)?;
-    keep(app, store, &id, &events.builder, items);
-    Ok(())
+    let keeping = Keeping { app, store, id: &id, items: Some(items) };
+    let mut events = ResponsesEvents { builder, events: relay::GeminiEvents::default(), keeping };
+    relay::stream(app, ex, answer, &used, Some(&model), (200, &headers), &mut events)
+}
+
+/// Where a streamed response is kept when it ends well: before its last event is written, so that
+/// a client continuing it at once finds it.
+struct Keeping<'a> {
+    app: &'a App,
+    store: bool,
+    id: &'a str,
+    items: Option<Vec<Value>>,
 }
 
 /// Store a finished (not failed) response with its conversation, when the client allowed it.
@@ -181,9 +190,10 @@ pub fn delete(app: &App, ex: &mut Exchange, id: &str) -> Result<(), ProxyError> 
 
 /// Gemini SSE events in, Responses stream events out (the relay's transform for
 /// `/v1/responses` with `stream: true`).
-struct ResponsesEvents {
+struct ResponsesEvents<'a> {
     builder: ResponseBuilder,
     events: relay::GeminiEvents,
+    keeping: Keeping<'a>,
 }
 
 fn write(out: &mut Vec<u8>, events: Vec<Value>) {
@@ -192,7 +202,7 @@ fn write(out: &mut Vec<u8>, events: Vec<Value>) {
     }
 }
 
-impl relay::Transform for ResponsesEvents {
+impl relay::Transform for ResponsesEvents<'_> {
     fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         let builder = &mut self.builder;
         write(out, builder.start());
@@ -200,7 +210,12 @@ impl relay::Transform for ResponsesEvents {
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
-        write(out, self.builder.finish(Utc::now().timestamp()));
+        let last = self.builder.finish(Utc::now().timestamp());
+        let k = &mut self.keeping;
+        if let Some(items) = k.items.take() {
+            keep(k.app, k.store, k.id, &self.builder, items);
+        }
+        write(out, last);
     }
 
     fn fail(&mut self, message: &str, out: &mut Vec<u8>) -> bool {

@@ -486,3 +486,28 @@ fn input_items_lists_what_a_stored_response_was_made_from() {
     assert_eq!(sent["systemInstruction"]["parts"][0]["text"], "Be brief.", "{sent}");
     assert_eq!(sent["contents"].as_array().unwrap().len(), 3, "{sent}");
 }
+
+#[test]
+fn a_response_is_kept_before_its_answer_reaches_the_client() {
+    // A client may continue a response the moment it has it; the store must already hold it.
+    let mock = MockUpstream::start(&KEYS);
+    let proxy = proxy(&mock);
+    let auth = bearer();
+    for stream in [false, true] {
+        for i in 0..40 {
+            let a = create(
+                &proxy,
+                &json!({"model": "gemini-2.5-flash", "input": format!("hi {i}"), "stream": stream}),
+            );
+            assert_eq!(a.status, 200, "{}", a.text());
+            let id = if stream {
+                events(&a.text()).last().unwrap()["response"]["id"].as_str().unwrap().to_string()
+            } else {
+                a.json()["id"].as_str().unwrap().to_string()
+            };
+            let got =
+                send("GET", &format!("{}/v1/responses/{id}", proxy.url), &[("authorization", &auth)], b"");
+            assert_eq!(got.status, 200, "stream={stream} round {i}: {}", got.text());
+        }
+    }
+}
